@@ -1,0 +1,1 @@
+"""Backends: where decisions take effect (the simulator's virtual cluster, Ray, Kubernetes)."""

@@ -1,0 +1,51 @@
+"""The Backend protocol: the one seam between decisions and the machines that carry them out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from scheduler.model.cluster import Node
+from scheduler.model.job import Job
+from scheduler.model.plan import Allocation
+
+
+class EventKind(str, Enum):
+    STARTED = "started"
+    EXITED = "exited"  # the job's processes ended by themselves (exit_code says how)
+    STOPPED = "stopped"  # a stop() completed: the job's GPUs are free again
+    TIMED_OUT = "timed_out"
+    NODE_LOST = "node_lost"
+    NODE_JOINED = "node_joined"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendEvent:
+    kind: EventKind
+    time: float
+    job_id: str = ""
+    attempt: int = 0  # the job's restart count when it was started: stale events are ignored
+    exit_code: int | None = None
+    node: str = ""
+
+
+class Backend(Protocol):
+    """What a controller or simulator needs from a cluster."""
+
+    def nodes(self) -> Sequence[Node]:
+        """All nodes with their current state."""
+        ...
+
+    def start(self, job: Job, allocation: Allocation) -> None:
+        """Start all ranks of `job` on `allocation` (all-or-nothing)."""
+        ...
+
+    def stop(self, job: Job, grace_s: float) -> None:
+        """Ask the job to stop (SIGTERM), then force it after `grace_s` seconds."""
+        ...
+
+    def poll(self) -> list[BackendEvent]:
+        """Events since the last poll, oldest first."""
+        ...

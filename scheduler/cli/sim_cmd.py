@@ -1,0 +1,147 @@
+"""`corral sim`: replay a trace on a cluster under several policies and compare them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from scheduler.cli.errors import fail
+from scheduler.policy.config import POLICY_NAMES, PolicyConfig
+from scheduler.sim.bounds import compute_bounds
+from scheduler.sim.cluster_file import ClusterFileError, ensure_queues, load_cluster
+from scheduler.sim.records import RunResult
+from scheduler.sim.report import comparison_json, comparison_table, summarize
+from scheduler.sim.runner import SimOptions, Simulator
+from scheduler.sim.traces import FORMATS, TraceError, load_trace
+
+
+def sim(
+    cluster: Annotated[Path, typer.Option("--cluster", "-c", help="Cluster file (YAML).")],
+    trace: Annotated[Path, typer.Option("--trace", "-t", help="Workload trace (CSV/TSV, .gz ok).")],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", "-f", help=f"Trace format: {', '.join(FORMATS)} (default: detect)."),
+    ] = None,
+    policy: Annotated[
+        str, typer.Option("--policy", "-p", help=f"Comma-separated policies: {','.join(POLICY_NAMES)}.")
+    ] = "corral",
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+    events_out: Annotated[
+        Path | None, typer.Option("--events-out", help="Write one JSON line per allocation span.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Draw JCT CDF, GPUs and queue length (PNG).")
+    ] = None,
+    policy_config: Annotated[
+        Path | None, typer.Option("--policy-config", help="YAML with policy knobs (see README).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Replay only the first N jobs.", min=1)] = None,
+    checkpoint_interval: Annotated[
+        float, typer.Option("--checkpoint-interval", help="Seconds of work between checkpoints.", min=1)
+    ] = 1800.0,
+    restart_overhead: Annotated[
+        float, typer.Option("--restart-overhead", help="Seconds a restarted job needs to resume.", min=0)
+    ] = 60.0,
+    node_mtbf: Annotated[
+        float | None,
+        typer.Option("--node-mtbf", help="Mean seconds between failures per node (off by default)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for node failures.")] = 0,
+) -> None:
+    """Replay a trace under each policy and print a comparison with the lower bounds."""
+    names = [p.strip() for p in policy.split(",") if p.strip()]
+    unknown = [n for n in names if n not in POLICY_NAMES]
+    if unknown or not names:
+        fail(
+            f"--policy: unknown policy {','.join(unknown) or '(none)'}; choose from {','.join(POLICY_NAMES)}"
+        )
+    if output not in ("table", "json"):
+        fail(f"--output: must be table or json, got {output!r}")
+    if fmt is not None and fmt not in FORMATS:
+        fail(f"--format: unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    try:
+        workload = load_trace(trace, fmt=fmt, limit=limit)
+        cluster_config = ensure_queues(load_cluster(cluster), workload.queues)
+    except (TraceError, ClusterFileError) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{exc.filename}: {exc.strerror}")
+    try:
+        base = PolicyConfig.load(policy_config)
+    except (ValidationError, ValueError, OSError) as exc:
+        fail(f"--policy-config: {_first_line(exc)}")
+    options = SimOptions(
+        checkpoint_interval_s=checkpoint_interval,
+        restart_overhead_s=restart_overhead,
+        node_mtbf_s=node_mtbf,
+        seed=seed,
+        record_spans=events_out is not None,
+    )
+    results = [_replay(cluster_config, workload.jobs, base, name, options) for name in names]
+    summaries = {r.policy: summarize(r) for r in results}
+    rejected = set().union(*(set(r.rejected) for r in results))
+    bounds = compute_bounds([j for j in workload.jobs if j.job_id not in rejected], cluster_config.total_gpus)
+    if output == "json":
+        print(json.dumps(comparison_json(summaries, bounds), indent=2))
+    else:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=170)  # a pipe or file: keep every column readable
+        console.print(
+            f"{len(workload.jobs)} jobs from {trace} ({workload.fmt}) on {cluster_config.total_gpus} GPUs, "
+            f"{len(cluster_config.nodes)} nodes, {len(cluster_config.queues)} queues"
+        )
+        console.print(comparison_table(summaries, bounds))
+    if events_out is not None:
+        _write_events(events_out, results)
+    if plot is not None:
+        from scheduler.sim.plot import plot_runs
+
+        plot_runs(results, plot)
+        print(f"wrote {plot}", file=sys.stderr)
+
+
+def _replay(cluster: Any, jobs: Any, base: PolicyConfig, name: str, options: SimOptions) -> RunResult:
+    config = base.model_copy(update={"name": name})
+    simulator = Simulator(cluster, jobs, config, replace(options))
+    if not sys.stderr.isatty():
+        return simulator.run()
+    columns = (TextColumn(f"[bold]{name:>6}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(name, total=len(jobs))
+        return simulator.run(on_progress=lambda done, total: progress.update(task, completed=done))
+
+
+def _write_events(path: Path, results: list[RunResult]) -> None:
+    with path.open("w") as out:
+        for result in results:
+            for span in result.spans:
+                row = {
+                    "policy": result.policy,
+                    "job_id": span.job_id,
+                    "start": span.start,
+                    "end": span.end,
+                    "end_reason": span.end_reason,
+                    "allocation": [
+                        {"node": n, "region": r, "rack": k, "gpu_type": t, "gpus": list(g)}
+                        for n, r, k, t, g in span.allocation
+                    ],
+                }
+                out.write(json.dumps(row) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def _first_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        return f"{field}: {err['msg']}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

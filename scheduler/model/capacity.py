@@ -1,0 +1,205 @@
+"""Free GPUs per node, indexed by pool and rack, as a persistent (copy-on-write) value.
+
+`allocate` and `release` return a new index and share everything they did not touch, so a
+scheduling cycle can try "what if" placements on scratch copies without ever changing the
+snapshot it was given (Kueue's SimulateUsageAddition, without the undo).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from scheduler.model.cluster import Node, PoolKey
+from scheduler.model.plan import Allocation, NodeAllocation
+
+
+@dataclass(frozen=True, slots=True)
+class RackFree:
+    """Free GPU indices of each schedulable node in one rack of one pool."""
+
+    free: Mapping[str, tuple[int, ...]]
+    eligible_at: tuple[int, ...]  # eligible_at[g] = nodes with ≥ g free GPUs (index 0 = all nodes)
+
+    def eligible(self, gpus_per_node: int) -> int:
+        if gpus_per_node >= len(self.eligible_at):
+            return 0
+        return self.eligible_at[gpus_per_node]
+
+    @property
+    def free_gpus(self) -> int:
+        return sum(len(f) for f in self.free.values())
+
+
+def _rack(free: Mapping[str, tuple[int, ...]], max_gpus: int) -> RackFree:
+    counts = [0] * (max_gpus + 2)
+    for gpus in free.values():
+        counts[len(gpus)] += 1
+    eligible = [0] * (max_gpus + 1)
+    running = 0
+    for g in range(max_gpus, -1, -1):
+        running += counts[g]
+        eligible[g] = running
+    return RackFree(free=free, eligible_at=tuple(eligible))
+
+
+@dataclass(frozen=True, slots=True)
+class PoolFree:
+    racks: Mapping[str, RackFree]
+    free_gpus: int
+    eligible_at: tuple[int, ...]
+
+    def eligible(self, gpus_per_node: int) -> int:
+        if gpus_per_node >= len(self.eligible_at):
+            return 0
+        return self.eligible_at[gpus_per_node]
+
+
+def _pool(racks: Mapping[str, RackFree], max_gpus: int, free_gpus: int) -> PoolFree:
+    eligible = [0] * (max_gpus + 1)
+    for rack in racks.values():
+        for g, n in enumerate(rack.eligible_at):
+            eligible[g] += n
+    return PoolFree(racks=racks, free_gpus=free_gpus, eligible_at=tuple(eligible))
+
+
+class CapacityError(ValueError):
+    """An allocation touched a GPU that is not free (would give one GPU to two jobs)."""
+
+
+class CapacityIndex:
+    """Free GPUs of all schedulable nodes. Immutable: every change returns a new index."""
+
+    __slots__ = ("_free_total", "_location", "_max_gpus", "_nodes", "_pools")
+
+    def __init__(
+        self,
+        nodes: Mapping[str, Node],
+        pools: Mapping[PoolKey, PoolFree],
+        location: Mapping[str, tuple[PoolKey, str]],
+        max_gpus: int,
+    ) -> None:
+        self._nodes = nodes
+        self._pools = pools
+        self._location = location
+        self._max_gpus = max_gpus
+        self._free_total = sum(p.free_gpus for p in pools.values())
+
+    @classmethod
+    def build(cls, nodes: Iterable[Node], allocations: Iterable[Allocation] = ()) -> CapacityIndex:
+        """Index of the schedulable nodes with the GPUs of `allocations` taken out."""
+        node_map = {n.id: n for n in nodes}
+        taken: dict[str, set[int]] = {}
+        for alloc in allocations:
+            for na in alloc.nodes:
+                held = taken.setdefault(na.node, set())
+                for g in na.gpus:
+                    if g in held:
+                        raise CapacityError(f"GPU {g} of node {na.node} is held by two jobs")
+                    held.add(g)
+        max_gpus = max((n.gpus for n in node_map.values()), default=8)
+        grouped: dict[PoolKey, dict[str, dict[str, tuple[int, ...]]]] = {}
+        location: dict[str, tuple[PoolKey, str]] = {}
+        for node in node_map.values():
+            if not node.schedulable:
+                continue
+            held = taken.get(node.id, set())
+            free = tuple(i for i in range(node.gpus) if i not in held)
+            grouped.setdefault(node.pool, {}).setdefault(node.rack, {})[node.id] = free
+            location[node.id] = (node.pool, node.rack)
+        pools: dict[PoolKey, PoolFree] = {}
+        for key, racks in grouped.items():
+            rack_free = {rid: _rack(free, max_gpus) for rid, free in racks.items()}
+            total = sum(len(g) for r in racks.values() for g in r.values())
+            pools[key] = _pool(rack_free, max_gpus, total)
+        return cls(node_map, pools, location, max_gpus)
+
+    # --- queries -------------------------------------------------------------------------
+    @property
+    def nodes(self) -> Mapping[str, Node]:
+        return self._nodes
+
+    @property
+    def pools(self) -> Mapping[PoolKey, PoolFree]:
+        return self._pools
+
+    @property
+    def max_gpus_per_node(self) -> int:
+        return self._max_gpus
+
+    def pool(self, key: PoolKey) -> PoolFree | None:
+        return self._pools.get(key)
+
+    def free_on(self, node_id: str) -> tuple[int, ...]:
+        loc = self._location.get(node_id)
+        if loc is None:
+            return ()
+        return self._pools[loc[0]].racks[loc[1]].free.get(node_id, ())
+
+    def free_gpus(self) -> int:
+        return self._free_total
+
+    def iter_free(self) -> Iterator[tuple[str, tuple[int, ...]]]:
+        for pool in self._pools.values():
+            for rack in pool.racks.values():
+                yield from rack.free.items()
+
+    # --- changes (each returns a new index) ------------------------------------------------
+    def allocate(self, allocation: Allocation) -> CapacityIndex:
+        return self._apply(allocation, take=True)
+
+    def release(self, allocation: Allocation) -> CapacityIndex:
+        return self._apply(allocation, take=False)
+
+    def without_nodes(self, node_ids: Iterable[str]) -> CapacityIndex:
+        """The index with the given nodes' free GPUs hidden (e.g. nodes held by a reservation)."""
+        hide = Allocation(
+            nodes=tuple(NodeAllocation(node=n, gpus=self.free_on(n)) for n in node_ids if self.free_on(n))
+        )
+        return self.allocate(hide) if hide.nodes else self
+
+    def _apply(self, allocation: Allocation, take: bool) -> CapacityIndex:
+        pools = dict(self._pools)
+        racks_copied: dict[PoolKey, dict[str, RackFree]] = {}
+        for na in allocation.nodes:
+            loc = self._location.get(na.node)
+            if loc is None:
+                if take:
+                    raise CapacityError(f"node {na.node} is not schedulable")
+                continue  # releasing GPUs of a node that left the index: nothing to give back
+            pool_key, rack_id = loc
+            pool = pools[pool_key]
+            rack = pool.racks[rack_id]
+            current = rack.free[na.node]
+            wanted = set(na.gpus)
+            if take:
+                missing = wanted.difference(current)
+                if missing:
+                    raise CapacityError(f"GPUs {sorted(missing)} of node {na.node} are not free")
+                remaining = tuple(g for g in current if g not in wanted)
+            else:
+                overlap = wanted.intersection(current)
+                if overlap:
+                    raise CapacityError(f"GPUs {sorted(overlap)} of node {na.node} are already free")
+                remaining = tuple(sorted(current + tuple(na.gpus)))
+            before, after = len(current), len(remaining)
+            free = dict(rack.free)
+            free[na.node] = remaining
+            new_rack = RackFree(free=free, eligible_at=_shift(rack.eligible_at, before, after))
+            racks = racks_copied.get(pool_key)
+            if racks is None:
+                racks = racks_copied[pool_key] = dict(pool.racks)
+            racks[rack_id] = new_rack
+            pools[pool_key] = PoolFree(
+                racks=racks,
+                free_gpus=pool.free_gpus + after - before,
+                eligible_at=_shift(pool.eligible_at, before, after),
+            )
+        return CapacityIndex(self._nodes, pools, self._location, self._max_gpus)
+
+
+def _shift(eligible_at: tuple[int, ...], before: int, after: int) -> tuple[int, ...]:
+    """eligible_at after one node's free count went from `before` to `after`."""
+    if after < before:
+        return tuple(n - 1 if after < g <= before else n for g, n in enumerate(eligible_at))
+    return tuple(n + 1 if before < g <= after else n for g, n in enumerate(eligible_at))

@@ -1,0 +1,116 @@
+"""A scheduling cycle's output: typed decisions, each with its reason, plus why the others wait."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from scheduler.model.job import PendingCode, PendingReason
+
+
+class NodeAllocation(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: str
+    gpus: tuple[int, ...]  # GPU indices on that node
+
+
+class Allocation(BaseModel):
+    """Which GPUs of which nodes a job holds: the unit of truth for 'who holds which GPU'."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nodes: tuple[NodeAllocation, ...]
+
+    @property
+    def gpus(self) -> int:
+        return sum(len(n.gpus) for n in self.nodes)
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(n.node for n in self.nodes)
+
+
+class Place(BaseModel):
+    """Start `job_id` on `allocation`. `residency` records the data-region check it passed (audit)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["place"] = "place"
+    job_id: str
+    allocation: Allocation
+    borrowed_gpus: int = 0
+    backfilled: bool = False
+    residency: str = ""
+    reason: str = ""
+
+
+class Preempt(BaseModel):
+    """Stop `job_id` (with its grace period) so that `for_job` can start; it is requeued."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["preempt"] = "preempt"
+    job_id: str
+    for_job: str
+    reason: str
+
+
+class Reserve(BaseModel):
+    """Hold `nodes` for `job_id` from `start` (EASY backfill's head-of-line reservation)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["reserve"] = "reserve"
+    job_id: str
+    nodes: tuple[str, ...]
+    start: float | None  # None: no running job has a time limit, so the start cannot be bounded
+
+
+class Reject(BaseModel):
+    """The job can never run on this cluster as specified (e.g. its region holds too few GPUs)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["reject"] = "reject"
+    job_id: str
+    reason: str
+
+
+Decision = Place | Preempt | Reserve | Reject
+
+
+class Plan(BaseModel):
+    """Decisions in the order they were made, and a pending reason for every job examined."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    decisions: tuple[Decision, ...] = Field(default=())
+    pending: Mapping[str, PendingReason] = Field(default_factory=dict)
+    examined: int = 0  # jobs the cycle looked at (bounded by the policy's scan depth)
+    fallback: PendingReason = PendingReason(PendingCode.PRIORITY, "behind higher-ordered jobs")
+
+    def of_kind(self, kind: type[Place] | type[Preempt] | type[Reserve] | type[Reject]) -> Iterator[Decision]:
+        return (d for d in self.decisions if isinstance(d, kind))
+
+    @property
+    def places(self) -> list[Place]:
+        return [d for d in self.decisions if isinstance(d, Place)]
+
+    @property
+    def preempts(self) -> list[Preempt]:
+        return [d for d in self.decisions if isinstance(d, Preempt)]
+
+    @property
+    def rejects(self) -> list[Reject]:
+        return [d for d in self.decisions if isinstance(d, Reject)]
+
+    @property
+    def reserves(self) -> list[Reserve]:
+        return [d for d in self.decisions if isinstance(d, Reserve)]
+
+    def reason_for(self, job_id: str) -> PendingReason:
+        """Why `job_id` waits; jobs past the scan depth wait behind others (Slurm's 'Priority')."""
+        return self.pending.get(job_id) or self.fallback

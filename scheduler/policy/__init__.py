@@ -1,0 +1,1 @@
+"""The pure scheduling core: decide(snapshot, config, now) -> Plan, and its replaceable steps."""

@@ -1,0 +1,69 @@
+"""Step 4, backfill (EASY): one reservation per pool for its head job; others run in the holes.
+
+The head job of a pool that cannot start gets the nodes that free up first, judged by the time
+limits of the jobs running there. A later job may start on those nodes only if its own time
+limit ends before the reservation begins; any job may use nodes outside the reservation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from scheduler.model.capacity import CapacityError, CapacityIndex
+from scheduler.model.cluster import PoolKey
+from scheduler.model.job import JobSpec
+from scheduler.model.snapshot import RunningJob
+from scheduler.policy.place import find_allocation
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    job_id: str
+    pool: PoolKey
+    nodes: frozenset[str]
+    start: float | None  # None: unbounded (a job it waits for has no time limit)
+
+
+def plan_reservation(
+    capacity: CapacityIndex,
+    pool: PoolKey,
+    spec: JobSpec,
+    job_id: str,
+    running_in_pool: Iterable[RunningJob],
+    now: float,
+    allow_unbounded: bool = True,
+) -> Reservation | None:
+    """The earliest nodes and time the head job could start if running jobs end at their limits.
+
+    None if even an empty pool could not hold it, or if the start cannot be bounded (it waits
+    for a job without a time limit) and `allow_unbounded` is false.
+    """
+    ordered = sorted(
+        running_in_pool,
+        key=lambda r: (math.inf if r.expected_end is None else r.expected_end, -r.started_at, r.id),
+    )
+    scratch = capacity
+    start: float | None = now
+    for r in ordered:
+        try:
+            scratch = scratch.release(r.allocation)
+        except CapacityError:
+            continue  # GPUs already counted free (the job is leaving): nothing more to release
+        end = r.expected_end
+        if end is None and not allow_unbounded:
+            return None
+        if start is not None:
+            start = None if end is None else max(start, end)
+        alloc = find_allocation(scratch, pool, spec.nodes, spec.gpus_per_node)
+        if alloc is not None:
+            return Reservation(job_id, pool, frozenset(alloc.node_ids), start)
+    return None
+
+
+def ends_before(spec: JobSpec, now: float, start: float | None) -> bool:
+    """May a job with this spec use reserved nodes (it is gone before the reservation starts)?"""
+    if start is None or spec.time_limit_s is None:
+        return False
+    return now + spec.time_limit_s <= start

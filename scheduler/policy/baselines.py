@@ -1,0 +1,153 @@
+"""Baseline policies for comparison, on the same snapshot, steps and Plan as corral.
+
+- fifo: strict first-come-first-served with gang placement; the first job that does not fit
+  blocks everyone behind it (no backfill, no preemption).
+- sjf: oracle shortest-job-first (the simulator knows each job's runtime); non-preemptive,
+  a job that does not fit is skipped.
+- las: Tiresias-style discretized 2D least-attained-service: jobs (running and pending) ranked
+  by their GPU-seconds level then arrival; the top of the ranking up to the cluster's GPUs runs,
+  running jobs that fall out of it are preempted.
+"""
+
+from __future__ import annotations
+
+from scheduler.model.cluster import PoolKey
+from scheduler.model.job import Job, PendingCode, PendingReason
+from scheduler.model.plan import Plan, Preempt, Reject
+from scheduler.model.snapshot import ClusterSnapshot, RunningJob
+from scheduler.policy import explain
+from scheduler.policy.config import PolicyConfig
+from scheduler.policy.cycle import CycleState, _try_place
+from scheduler.policy.order import QueueMerger, las_level, pending_key
+from scheduler.policy.place import candidate_pools
+from scheduler.policy.preempt import attained
+
+
+def _admit_and_place(state: CycleState, job: Job, only: PoolKey | None = None) -> bool:
+    """Place the job if some pool (or just `only`) admits and fits it, else record why. False if it waits."""
+    spec = job.spec
+    impossible = explain.never_fits(state.snapshot, spec)
+    if impossible is not None or spec.queue not in state.snapshot.queues:
+        reason = impossible.message if impossible else f"queue {spec.queue!r} does not exist"
+        state.decisions.append(Reject(job_id=job.id, reason=reason))
+        return True  # rejected jobs do not block the line
+    quota: PendingReason | None = None
+    for pool in candidate_pools(state.capacity, spec):
+        if only is not None and pool != only:
+            continue
+        admission = state.ledger.admit(spec.queue, pool.gpu_type, spec.gpus)
+        if not admission.ok:
+            quota = PendingReason(PendingCode.QUOTA_EXCEEDED, admission.detail)
+            continue
+        if _try_place(state, job, pool, admission.borrowed):
+            return True
+    state.wait(job, quota or explain.resources(state.capacity, spec))
+    return False
+
+
+def _ordered(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> QueueMerger:
+    values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
+    return QueueMerger(snapshot, config, now, pending_key(config, values), fair_share=None)
+
+
+def decide_fifo(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> Plan:
+    state = CycleState.start(snapshot, config, now)
+    examined = 0
+    for job in _ordered(snapshot, config, now):
+        if examined >= config.scan_depth:
+            break
+        examined += 1
+        if not _admit_and_place(state, job):
+            break  # strict FIFO: the head blocks the line
+    return Plan(
+        decisions=tuple(state.decisions),
+        pending=state.pending,
+        examined=examined,
+        fallback=PendingReason(PendingCode.PRIORITY, "behind the head of the FIFO line"),
+    )
+
+
+def decide_sjf(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> Plan:
+    state = CycleState.start(snapshot, config, now)
+    examined = 0
+    for job in _ordered(snapshot, config, now):
+        if examined >= config.scan_depth or state.capacity.free_gpus() == 0:
+            break
+        examined += 1
+        _admit_and_place(state, job)
+    return Plan(decisions=tuple(state.decisions), pending=state.pending, examined=examined)
+
+
+def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> Plan:
+    """Tiresias 2D-LAS with a GPU budget per pool (region × GPU type)."""
+    state = CycleState.start(snapshot, config, now)
+    th = config.las_thresholds_gpu_s
+    budget: dict[PoolKey, int] = {key: 0 for key in snapshot.capacity.pools}
+    for node in snapshot.nodes.values():
+        if node.schedulable:
+            budget[node.pool] = budget.get(node.pool, 0) + node.gpus
+    for r in snapshot.running.values():
+        if r.preempting:  # leaving: its GPUs are spoken for until it is gone
+            budget[r.pool] = budget.get(r.pool, 0) - r.gpus
+
+    def rank(r: RunningJob) -> tuple[int, float, str]:
+        return (las_level(attained(r, now), th), r.job.submitted_at, r.id)
+
+    ranked_running = sorted((r for r in snapshot.running.values() if not r.preempting), key=rank)
+    pending_iter = iter(_ordered(snapshot, config, now))
+    next_pending = next(pending_iter, None)
+    keep: set[str] = set()
+    winners: list[tuple[Job, PoolKey]] = []
+    examined = 0
+    i = 0
+    # Merge the two rankings: whatever fits in its pool's GPU budget, in rank order, should run.
+    while i < len(ranked_running) or next_pending is not None:
+        if next_pending is None:
+            take_running = True
+        elif i >= len(ranked_running):
+            take_running = False
+        else:
+            pj = next_pending
+            take_running = rank(ranked_running[i]) <= (
+                las_level(pj.attained_gpu_s, th),
+                pj.submitted_at,
+                pj.id,
+            )
+        if take_running:
+            r = ranked_running[i]
+            i += 1
+            if budget.get(r.pool, 0) >= r.gpus:
+                keep.add(r.id)
+                budget[r.pool] -= r.gpus
+            continue
+        assert next_pending is not None
+        if examined >= config.scan_depth:
+            break
+        examined += 1
+        for pool in candidate_pools(snapshot.capacity, next_pending.spec):
+            if budget.get(pool, 0) >= next_pending.spec.gpus:
+                winners.append((next_pending, pool))
+                budget[pool] -= next_pending.spec.gpus
+                break
+        next_pending = next(pending_iter, None)
+    # Preempt, in each pool, only as many losers as the winners there cannot find free.
+    need: dict[PoolKey, int] = {}
+    for job, pool in winners:
+        need[pool] = need.get(pool, 0) + job.spec.gpus
+    if config.preemption:
+        for r in reversed(ranked_running):
+            pool = r.pool
+            short = (
+                need.get(pool, 0) - snapshot.capacity.pools[pool].free_gpus
+                if pool in snapshot.capacity.pools
+                else 0
+            )
+            if short <= 0 or r.id in keep or not r.job.spec.preemptible:
+                continue
+            state.decisions.append(
+                Preempt(job_id=r.id, for_job=winners[0][0].id, reason="las: more attained service")
+            )
+            need[pool] = need.get(pool, 0) - r.gpus
+    for job, pool in winners:
+        _admit_and_place(state, job, only=pool)
+    return Plan(decisions=tuple(state.decisions), pending=state.pending, examined=examined)

@@ -1,0 +1,56 @@
+"""Every policy knob in one validated config: defaults, then a YAML file, then CORRAL_POLICY_* env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PolicyName = Literal["corral", "fifo", "sjf", "las"]
+POLICY_NAMES: tuple[PolicyName, ...] = ("corral", "fifo", "sjf", "las")
+
+
+class PolicyConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CORRAL_POLICY_", frozen=True, extra="forbid")
+
+    name: PolicyName = "corral"
+    # Ordering (Slurm multifactor-like): score = class value + waited / aging_s_per_point
+    #                                           - fair_share_weight × (queue's weighted share).
+    aging_s_per_point: float = Field(default=36.0, gt=0)
+    fair_share_weight: float = Field(default=1000.0, ge=0)
+    usage_half_life_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # How many pending jobs one cycle looks at (Slurm's bf_max_job_test); the rest wait as 'Priority'.
+    scan_depth: int = Field(default=1000, ge=1)
+    backfill: bool = True
+    # A reservation whose start cannot be bounded (the jobs it waits for have no time limit) idles
+    # the reserved nodes for an unknown time: take it only once the head job has waited this long.
+    reserve_unbounded_after_s: float = Field(default=1800.0, ge=0)
+    # Preemption for higher priority classes and for queues reclaiming lent quota.
+    preemption: bool = True
+    max_preemptions_per_job: int = Field(default=3, ge=0)  # past this a job is no longer a victim
+    default_min_runtime_s: float = Field(default=300.0, ge=0)  # protects new starts from churn
+    max_preemptors_per_cycle: int = Field(default=8, ge=0)
+    max_victims: int = Field(default=64, ge=1)
+    # Once no GPU is free, how many more jobs a cycle looks at for one that may preempt.
+    preempt_lookahead: int = Field(default=64, ge=0)
+    # Tiresias-style discretized 2D LAS (used by the 'las' policy, and by 'corral' within a class).
+    las_thresholds_gpu_s: tuple[float, ...] = (3600.0, 36000.0)
+    service_ordering: bool = True  # corral: less attained service first (requeued jobs go behind)
+    service_preemption: bool = True  # corral: long-running jobs yield to waiting short ones
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> PolicyConfig:
+        """Defaults < the `policy:` mapping (or whole document) of a YAML file < env < overrides."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{path}: the policy config must be a mapping")
+            data = dict(loaded.get("policy", loaded))
+        from_env = cls()  # reads CORRAL_POLICY_* variables; they win over the file
+        data.update({name: getattr(from_env, name) for name in from_env.model_fields_set})
+        data.update(overrides)
+        return cls(**data)

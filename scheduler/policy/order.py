@@ -1,0 +1,143 @@
+"""Step 1, order: which pending job goes next.
+
+Within a queue the order is static (it does not depend on `now`), so owners keep each queue's
+pending jobs sorted once with `pending_key` and a cycle only merges the queue heads:
+
+    score(job) = class value + (now - submitted) / aging_s_per_point - fair_share_weight × share(queue)
+
+Linear aging means an older job eventually outranks any newer one of a higher class, so nothing
+starves; the fair-share term is the queue's weighted dominant share of the cluster, counting both
+what it holds now and its decayed past usage (as Slurm's fairshare factor does).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+from scheduler.model.job import Job
+from scheduler.model.snapshot import ClusterSnapshot
+from scheduler.policy.config import PolicyConfig
+
+PendingKey = Callable[[Job], tuple[float | str, ...]]
+
+
+def las_level(attained_gpu_s: float, thresholds: Sequence[float]) -> int:
+    """Tiresias' discretized 2D-LAS queue: 0 below the first threshold of GPU-seconds, then 1, ..."""
+    level = 0
+    for limit in thresholds:
+        if attained_gpu_s < limit:
+            break
+        level += 1
+    return level
+
+
+def pending_key(config: PolicyConfig, priority_values: Mapping[str, int]) -> PendingKey:
+    """The within-queue sort key of the policy named in `config` (smaller sorts first)."""
+    if config.name == "fifo":
+        return lambda job: (job.submitted_at, _tiebreak(job))
+    if config.name == "sjf":
+        return lambda job: (_runtime(job), job.submitted_at, _tiebreak(job))
+    if config.name == "las":
+        th = config.las_thresholds_gpu_s
+        return lambda job: (las_level(job.attained_gpu_s, th), job.submitted_at, _tiebreak(job))
+    aging = config.aging_s_per_point
+    th = config.las_thresholds_gpu_s if config.service_ordering else ()
+
+    def corral_key(job: Job) -> tuple[float | str, ...]:
+        value = priority_values.get(job.spec.priority, 0)
+        # -(value - submitted/aging): the part of the score that differs between jobs of one queue
+        return (las_level(job.attained_gpu_s, th), job.submitted_at / aging - value, _tiebreak(job))
+
+    return corral_key
+
+
+def _runtime(job: Job) -> float:
+    if job.runtime_hint_s is not None:
+        return job.runtime_hint_s
+    return job.spec.time_limit_s if job.spec.time_limit_s is not None else math.inf
+
+
+def _tiebreak(job: Job) -> str:
+    return job.id  # unique, so exact ties break the same way in every run
+
+
+class FairShare:
+    """Each queue's weighted dominant share, updated as the cycle hands out GPUs."""
+
+    def __init__(self, snapshot: ClusterSnapshot, config: PolicyConfig) -> None:
+        self._capacity = {t: max(1, g) for t, g in snapshot.gpus_by_type.items()}
+        total = max(1, sum(snapshot.gpus_by_type.values()))
+        # Decayed GPU-seconds as a share of what the whole cluster could deliver in one half-life.
+        horizon = total * config.usage_half_life_s
+        self._usage = {q: dict(u) for q, u in snapshot.queue_usage.items()}
+        self._history = {q: snapshot.usage_history.get(q, 0.0) / horizon for q in snapshot.queues}
+        self._weights = {q.name: q.weight for q in snapshot.queues.values()}
+        self._cache: dict[str, float] = {}
+
+    def share(self, queue: str) -> float:
+        cached = self._cache.get(queue)
+        if cached is not None:
+            return cached
+        used = self._usage.get(queue, {})
+        dominant = max((g / self._capacity.get(t, 1) for t, g in used.items()), default=0.0)
+        share = (dominant + self._history.get(queue, 0.0)) / self._weights.get(queue, 1.0)
+        self._cache[queue] = share
+        return share
+
+    def add(self, queue: str, gpu_type: str, gpus: int) -> None:
+        per_type = self._usage.setdefault(queue, {})
+        per_type[gpu_type] = per_type.get(gpu_type, 0) + gpus
+        self._cache.pop(queue, None)
+
+
+class QueueMerger:
+    """Yields pending jobs across queues in score order, lazily (a heap over queue heads).
+
+    With a fair share (corral), a queue's score is recomputed each time it is popped, so a queue
+    that just received GPUs falls back behind the others.
+    """
+
+    def __init__(
+        self,
+        snapshot: ClusterSnapshot,
+        config: PolicyConfig,
+        now: float,
+        key: PendingKey,
+        fair_share: FairShare | None,
+    ) -> None:
+        self._config = config
+        self._now = now
+        self._key = key
+        self._fair_share = fair_share
+        self._values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
+        self._iters: dict[str, Iterator[Job]] = {}
+        self._heap: list[tuple[tuple[float | str, ...], str, Job]] = []
+        for queue, jobs in snapshot.pending.items():
+            if jobs:
+                it = iter(jobs)
+                self._iters[queue] = it
+                head = next(it)
+                heapq.heappush(self._heap, (self._rank(queue, head), queue, head))
+
+    def _rank(self, queue: str, job: Job) -> tuple[float | str, ...]:
+        if self._fair_share is None:
+            return self._key(job)
+        cfg = self._config
+        score = (
+            self._values.get(job.spec.priority, 0)
+            + (self._now - job.submitted_at) / cfg.aging_s_per_point
+            - cfg.fair_share_weight * self._fair_share.share(queue)
+        )
+        first = self._key(job)[0] if cfg.service_ordering else 0.0
+        return (first, -score, job.submitted_at, job.id)
+
+    def __iter__(self) -> Iterator[Job]:
+        heap = self._heap
+        while heap:
+            _, queue, job = heapq.heappop(heap)
+            yield job
+            following = next(self._iters[queue], None)
+            if following is not None:
+                heapq.heappush(heap, (self._rank(queue, following), queue, following))

@@ -1,0 +1,180 @@
+"""Step 5, preempt: the cheapest set of running jobs whose GPUs let a waiting job start.
+
+Who may be a victim of `job` (all must be preemptible, past their minimum runtime, and not yet
+preempted `max_preemptions_per_job` times, so nothing thrashes):
+  - a job of a lower priority class in the same queue, if job's class preempts lower ones;
+  - in another queue: a job of a queue that borrows this GPU type (reclaim), or of a lower
+    class when job's class preempts lower ones — in both cases only if job's queue then stays
+    within its nominal quota, so no queue preempts others to borrow;
+  - with service preemption (Tiresias' insight: a job that has run long is likely to run
+    longer still), a job of the same or a lower class whose attained GPU-seconds put it in a
+    higher service level than `job`, in the same queue, in a borrowing queue, or anywhere if
+    job's queue stays within its quota. The per-job preemption cap bounds what it can cost.
+Heuristic (as Kueue's): take candidates cheapest first — lowest class, then least work lost since
+their checkpoint, then biggest — until the job fits; then give back, in reverse, those it does not
+need. If it does not fit with every candidate gone, nobody is preempted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scheduler.model.capacity import CapacityError, CapacityIndex
+from scheduler.model.cluster import PoolKey
+from scheduler.model.job import Job
+from scheduler.model.plan import Allocation
+from scheduler.model.snapshot import ClusterSnapshot, RunningJob
+from scheduler.policy.config import PolicyConfig
+from scheduler.policy.order import las_level
+from scheduler.policy.place import find_allocation
+from scheduler.policy.quota import QuotaLedger
+
+
+@dataclass(frozen=True, slots=True)
+class Victims:
+    jobs: tuple[RunningJob, ...]
+    reason: str
+
+
+def attained(r: RunningJob, now: float) -> float:
+    """GPU-seconds the job has had: earlier attempts plus the current one."""
+    return r.job.attained_gpu_s + r.gpus * max(0.0, now - r.started_at)
+
+
+def can_be_victim(r: RunningJob, now: float, config: PolicyConfig) -> bool:
+    spec = r.job.spec
+    if not spec.preemptible or r.preempting:
+        return False
+    if r.job.preemption_count >= config.max_preemptions_per_job:
+        return False
+    return now - r.started_at >= max(spec.min_runtime_s, config.default_min_runtime_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A running job that may be preempted, with what the victim choice needs, computed once a cycle."""
+
+    running: RunningJob
+    value: int  # its priority class value
+    level: int  # its service level (attained GPU-seconds)
+    cost: tuple[float, ...]  # cheapest first: class, work lost since checkpoint, size, start
+
+
+def victim_candidates(
+    snapshot: ClusterSnapshot, running: Sequence[RunningJob], now: float, config: PolicyConfig
+) -> list[Candidate]:
+    """The pool's preemptible jobs, cheapest first."""
+    out = []
+    th = config.las_thresholds_gpu_s
+    for r in running:
+        if not can_be_victim(r, now, config):
+            continue
+        value = snapshot.priority_value(r.job)
+        cost = (float(value), r.work_at_risk_s(now) * r.gpus, -float(r.gpus), r.started_at)
+        out.append(Candidate(r, value, las_level(attained(r, now), th), cost))
+    out.sort(key=lambda c: c.cost)
+    return out
+
+
+def choose_victims(
+    snapshot: ClusterSnapshot,
+    capacity: CapacityIndex,
+    ledger: QuotaLedger,
+    job: Job,
+    pool: PoolKey,
+    pool_candidates: Sequence[Candidate],
+    taken: set[str],
+    now: float,
+    config: PolicyConfig,
+) -> Victims | None:
+    spec = job.spec
+    value = snapshot.priority_value(job)
+    pc = snapshot.priority_classes.get(spec.priority)
+    preempts_lower = pc is not None and pc.preempts_lower
+    queue = snapshot.queues.get(spec.queue)
+    if queue is None:
+        return None
+    within_nominal = ledger.used(spec.queue, pool.gpu_type) + spec.gpus <= queue.nominal(pool.gpu_type)
+    level = las_level(job.attained_gpu_s, config.las_thresholds_gpu_s) if config.service_preemption else 0
+
+    candidates: list[tuple[RunningJob, str]] = []
+    borrowing: dict[str, bool] = {}
+    for c in pool_candidates:
+        r = c.running
+        if r.id in taken:
+            continue
+        same_queue = r.queue == spec.queue
+        lower = preempts_lower and c.value < value
+        if not same_queue:
+            if r.queue not in borrowing:
+                borrowing[r.queue] = ledger.over_nominal(r.queue, pool.gpu_type) > 0
+            lends_back = borrowing[r.queue]
+        else:
+            lends_back = False
+        if same_queue and lower:
+            why = f"priority: {spec.priority} job {job.id} needs its GPUs"
+        elif not same_queue and within_nominal and lends_back:
+            why = f"reclaim: queue {spec.queue} takes back its lent {pool.gpu_type} quota for {job.id}"
+        elif not same_queue and within_nominal and lower:
+            why = f"priority: {spec.priority} job {job.id} needs its GPUs"
+        elif (
+            config.service_preemption
+            and c.value <= value
+            and c.level > level
+            and (same_queue or lends_back or within_nominal)
+        ):
+            why = f"service: {job.id} has attained less GPU time"
+        else:
+            continue
+        candidates.append((r, why))
+        if len(candidates) >= config.max_victims:
+            break
+    if not candidates:
+        return None
+
+    chosen: list[tuple[RunningJob, str]] = []
+    scratch = capacity
+    fits = False
+    for r, why in candidates:
+        try:
+            scratch = scratch.release(r.allocation)
+        except CapacityError:
+            continue
+        chosen.append((r, why))
+        if _feasible(scratch, ledger, job, pool, [c for c, _ in chosen]):
+            fits = True
+            break
+    if not fits:
+        return None
+    # Give back, in reverse, every victim the job can do without.
+    for r, _why in reversed(list(chosen)):
+        rest = [c for c, _ in chosen if c.id != r.id]
+        try:
+            without = scratch.allocate(r.allocation)
+        except CapacityError:
+            continue
+        if _feasible(without, ledger, job, pool, rest):
+            scratch = without
+            chosen = [(c, w) for c, w in chosen if c.id != r.id]
+    reasons = sorted({why for _, why in chosen})
+    return Victims(jobs=tuple(c for c, _ in chosen), reason="; ".join(reasons))
+
+
+def _feasible(
+    capacity: CapacityIndex, ledger: QuotaLedger, job: Job, pool: PoolKey, victims: Sequence[RunningJob]
+) -> bool:
+    spec = job.spec
+    if find_allocation(capacity, pool, spec.nodes, spec.gpus_per_node) is None:
+        return False
+    for v in victims:
+        ledger.refund(v.queue, v.gpu_type, v.gpus)
+    try:
+        return ledger.admit(spec.queue, pool.gpu_type, spec.gpus).ok
+    finally:
+        for v in victims:
+            ledger.charge(v.queue, v.gpu_type, v.gpus)
+
+
+def allocation_of(victims: Victims) -> list[Allocation]:
+    return [v.allocation for v in victims.jobs]

@@ -1,0 +1,1 @@
+"""Trace-driven simulation: the live policy on a virtual clock."""

@@ -1,0 +1,349 @@
+"""The simulator: trace arrivals and SimBackend events on a virtual clock, decide() in between.
+
+It keeps the same indexes a live controller keeps (pending jobs per queue in policy order, the
+running allocations, free GPUs, queue usage) and lends them to each cycle's snapshot; decide()
+never changes them, and they change only between cycles, when the plan is applied.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sortedcontainers import SortedKeyList
+
+from scheduler.backends.base import BackendEvent, EventKind
+from scheduler.backends.sim import SimBackend
+from scheduler.clock import VirtualClock
+from scheduler.model.capacity import CapacityIndex
+from scheduler.model.cluster import Node, NodeState
+from scheduler.model.job import Job, JobState
+from scheduler.model.plan import Place, Plan, Preempt, Reject
+from scheduler.model.queue import ClusterConfig
+from scheduler.model.snapshot import ClusterSnapshot, RunningJob, gpus_by_type, pool_shapes
+from scheduler.policy.config import PolicyConfig
+from scheduler.policy.decide import decide
+from scheduler.policy.order import pending_key
+from scheduler.policy.usage import DecayedUsage
+from scheduler.sim.invariants import check_invariants
+from scheduler.sim.records import AllocationSpan, JobRecord, RunResult, TimelinePoint, TraceJob
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    checkpoint_interval_s: float = 1800.0
+    restart_overhead_s: float = 60.0
+    tick_s: float = 300.0  # a periodic cycle while jobs wait (aging, LAS levels)
+    node_mtbf_s: float | None = None  # mean time between failures per node; None = no failures
+    node_repair_s: float = 3600.0
+    seed: int = 0
+    validate: bool = False  # check every invariant after every event (tests)
+    record_spans: bool = False
+
+
+_ARRIVAL = 0
+_TICK = 1
+
+
+class Simulator:
+    """Replays `jobs` on `cluster` under one policy."""
+
+    def __init__(
+        self,
+        cluster: ClusterConfig,
+        jobs: Sequence[TraceJob],
+        policy: PolicyConfig,
+        options: SimOptions = SimOptions(),
+    ) -> None:
+        self.cluster = cluster
+        self.policy = policy
+        self.options = options
+        self.clock = VirtualClock(0.0)
+        self.trace = sorted(jobs, key=lambda j: (j.submit_time, j.job_id))
+        durations = {j.job_id: j.duration for j in self.trace}
+        self.backend = SimBackend(
+            self.clock, cluster.nodes, durations, options.checkpoint_interval_s, options.restart_overhead_s
+        )
+        self.queues = {q.name: q for q in cluster.queues}
+        self.priority_classes = {p.name: p for p in cluster.priority_classes}
+        self._key = pending_key(policy, {p.name: p.value for p in cluster.priority_classes})
+        self.pending: dict[str, SortedKeyList] = {q: SortedKeyList(key=self._key) for q in self.queues}
+        self.jobs: dict[str, Job] = {}
+        self.running: dict[str, RunningJob] = {}
+        self.nodes: dict[str, Node] = {n.id: n for n in cluster.nodes}
+        self.capacity = CapacityIndex.build(self.nodes.values())
+        self._refresh_topology()
+        self.queue_usage: dict[str, dict[str, int]] = {}
+        self.usage = {q: DecayedUsage(policy.usage_half_life_s) for q in self.queues}
+        self.result = RunResult(policy=policy.name, total_gpus=cluster.total_gpus)
+        self._trace_by_id = {j.job_id: j for j in self.trace}
+        self._first_start: dict[str, float] = {}
+        self._allocated = 0
+        self._tick_at = math.inf
+        self._finished = 0
+
+    # --- main loop ------------------------------------------------------------------------------
+    def run(self, on_progress: Callable[[int, int], None] | None = None) -> RunResult:
+        wall = time.perf_counter()
+        self._schedule_failures()
+        next_arrival = 0
+        total = len(self.trace)
+        while True:
+            t_arrival = self.trace[next_arrival].submit_time if next_arrival < total else math.inf
+            t = min(t_arrival, self.backend.next_time(), self._tick_at)
+            if t == math.inf:
+                break
+            self.clock.advance_to(t)
+            changed = False
+            while next_arrival < total and self.trace[next_arrival].submit_time <= t:
+                self._arrive(self.trace[next_arrival])
+                next_arrival += 1
+                changed = True
+            for event in self.backend.poll():
+                changed = self._on_event(event) or changed
+            if self._tick_at <= t:
+                self._tick_at = math.inf
+                changed = True
+            if changed:
+                self._cycle()
+                if on_progress is not None:
+                    on_progress(self._finished, total)
+            if self.options.validate:
+                self.validate()
+            if next_arrival >= total and not self.running and not any(self.pending.values()):
+                break
+        self.result.wall_s = time.perf_counter() - wall
+        self._leftovers()
+        return self.result
+
+    def snapshot(self) -> ClusterSnapshot:
+        now = self.clock.now()
+        return ClusterSnapshot(
+            nodes=self.nodes,
+            capacity=self.capacity,
+            queues=self.queues,
+            priority_classes=self.priority_classes,
+            pending=self.pending,
+            running=self.running,
+            queue_usage=self.queue_usage,
+            usage_history={q: u.value_at(now) for q, u in self.usage.items()},
+            gpus_by_type=self._gpus_by_type,
+            pool_shapes=self._pool_shapes,
+        )
+
+    def validate(self) -> None:
+        check_invariants(self)
+
+    # --- events -----------------------------------------------------------------------------------
+    def _arrive(self, trace_job: TraceJob) -> None:
+        job = Job(
+            id=trace_job.job_id,
+            spec=trace_job.spec,
+            team=trace_job.spec.queue,
+            submitted_at=trace_job.submit_time,
+            runtime_hint_s=trace_job.duration,
+        )
+        self.jobs[job.id] = job
+        if job.spec.queue not in self.pending:
+            self._finish(job, JobState.FAILED, reason="unknown queue")
+            return
+        self.pending[job.spec.queue].add(job)
+
+    def _on_event(self, event: BackendEvent) -> bool:
+        if event.kind is EventKind.STARTED:
+            job = self.jobs[event.job_id]
+            if job.state is JobState.STARTING:
+                self._set(job.transition(JobState.RUNNING))
+            return False
+        if event.kind is EventKind.NODE_LOST:
+            self._node_lost(event.node)
+            return True
+        if event.kind is EventKind.NODE_JOINED:
+            self.nodes[event.node] = self.nodes[event.node].model_copy(update={"state": NodeState.READY})
+            self._rebuild_capacity()
+            return True
+        job = self.jobs[event.job_id]
+        if job.id not in self.running:
+            return False
+        if event.kind is EventKind.EXITED:
+            self._release(job, "completed")
+            state = JobState.SUCCEEDED if event.exit_code == 0 else JobState.FAILED
+            self._finish(self.jobs[job.id], state)
+        elif event.kind is EventKind.TIMED_OUT:
+            self._release(job, "timeout")
+            self._finish(self.jobs[job.id], JobState.TIMEOUT)
+        elif event.kind is EventKind.STOPPED:
+            self._release(job, "preempted")
+            self._requeue(self.jobs[job.id], preempted=True)
+        return True
+
+    def _node_lost(self, node_id: str) -> None:
+        self.nodes[node_id] = self.nodes[node_id].model_copy(update={"state": NodeState.DOWN})
+        victims = [r for r in self.running.values() if node_id in r.allocation.node_ids]
+        for r in victims:
+            self._release(r.job, "node_failure")
+            self._requeue(self.jobs[r.id], preempted=False)
+        self._rebuild_capacity()
+
+    # --- cycles -----------------------------------------------------------------------------------
+    def _cycle(self) -> None:
+        now = self.clock.now()
+        plan = decide(self.snapshot(), self.policy, now)
+        self.result.cycles += 1
+        self._apply(plan, now)
+        pending = sum(len(p) for p in self.pending.values())
+        point = TimelinePoint(now, self._allocated, pending, len(self.running))
+        timeline = self.result.timeline
+        if timeline and timeline[-1].time == now:
+            timeline[-1] = point
+        elif not timeline or _counts(timeline[-1]) != _counts(point):
+            timeline.append(point)
+        if pending and self._tick_at == math.inf:
+            self._tick_at = now + self.options.tick_s
+
+    def _apply(self, plan: Plan, now: float) -> None:
+        for decision in plan.decisions:
+            if isinstance(decision, Place):
+                self._start(self.jobs[decision.job_id], decision, now)
+            elif isinstance(decision, Preempt):
+                job = self.jobs[decision.job_id]
+                if job.state in (JobState.RUNNING, JobState.STARTING):
+                    job = job.transition(JobState.PREEMPTING)
+                    self._set(job)
+                    self.running[job.id] = _with_job(self.running[job.id], job)
+                    self.result.preemptions += 1
+                    self.backend.stop(job, job.spec.grace_period_s)
+            elif isinstance(decision, Reject):
+                job = self.jobs[decision.job_id]
+                self.pending[job.spec.queue].remove(job)
+                self._finish(job, JobState.FAILED, reason=decision.reason)
+
+    def _start(self, job: Job, place: Place, now: float) -> None:
+        self.pending[job.spec.queue].remove(job)
+        alloc = place.allocation
+        self.capacity = self.capacity.allocate(alloc)
+        first_node = self.nodes[alloc.nodes[0].node]
+        gpu_type = first_node.gpu_type
+        job = job.transition(JobState.STARTING, started_at=now, first_started_at=job.first_started_at or now)
+        self._set(job)
+        self._first_start.setdefault(job.id, now)
+        self.running[job.id] = RunningJob(
+            job, alloc, first_node.pool, now, self.options.checkpoint_interval_s
+        )
+        self._charge(job.spec.queue, gpu_type, alloc.gpus, now)
+        self.backend.start(job, alloc)
+
+    def _release(self, job: Job, end_reason: str) -> None:
+        r = self.running.pop(job.id)
+        now = self.clock.now()
+        self.capacity = self.capacity.release(r.allocation)
+        self._charge(r.queue, r.gpu_type, -r.gpus, now)
+        current = self.jobs[job.id]
+        attained = current.attained_gpu_s + r.gpus * max(0.0, now - r.started_at)
+        self._set(current.model_copy(update={"attained_gpu_s": attained}))
+        if self.options.record_spans:
+            self.result.spans.append(
+                AllocationSpan(
+                    job.id,
+                    r.started_at,
+                    now,
+                    end_reason,
+                    tuple(
+                        (
+                            na.node,
+                            self.nodes[na.node].region,
+                            self.nodes[na.node].rack,
+                            self.nodes[na.node].gpu_type,
+                            na.gpus,
+                        )
+                        for na in r.allocation.nodes
+                    ),
+                )
+            )
+
+    def _requeue(self, job: Job, preempted: bool) -> None:
+        job = job.transition(
+            JobState.PENDING,
+            restart_count=job.restart_count + 1,
+            preemption_count=job.preemption_count + (1 if preempted else 0),
+        )
+        self._set(job)
+        self.pending[job.spec.queue].add(job)
+
+    def _finish(self, job: Job, state: JobState, reason: str = "") -> None:
+        """End a job; only jobs that ran get a record (rejected ones are counted apart)."""
+        now = self.clock.now()
+        job = job.transition(state, finished_at=now)
+        self._set(job)
+        self._finished += 1
+        if job.id not in self._first_start:
+            if job.id not in self.result.rejected:
+                self.result.rejected.append(job.id)
+            return
+        trace_job = self._trace_by_id[job.id]
+        first = self._first_start.get(job.id, now)
+        self.result.records.append(
+            JobRecord(
+                job_id=job.id,
+                queue=job.spec.queue,
+                gpus=job.spec.gpus,
+                submit_time=job.submitted_at,
+                first_start=first,
+                finish_time=now,
+                duration=trace_job.duration,
+                preemptions=job.preemption_count,
+                end_state=state.value,
+            )
+        )
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+    def _set(self, job: Job) -> None:
+        self.jobs[job.id] = job
+
+    def _charge(self, queue: str, gpu_type: str, gpus: int, now: float) -> None:
+        per_type = self.queue_usage.setdefault(queue, {})
+        per_type[gpu_type] = per_type.get(gpu_type, 0) + gpus
+        self._allocated += gpus
+        usage = self.usage.get(queue)
+        if usage is not None:
+            usage.change(now, gpus)
+
+    def _rebuild_capacity(self) -> None:
+        self.capacity = CapacityIndex.build(
+            self.nodes.values(), (r.allocation for r in self.running.values())
+        )
+        self._refresh_topology()
+
+    def _refresh_topology(self) -> None:
+        self._gpus_by_type = gpus_by_type(self.nodes.values())
+        self._pool_shapes = pool_shapes(self.nodes.values())
+
+    def _schedule_failures(self) -> None:
+        mtbf = self.options.node_mtbf_s
+        if mtbf is None or not self.trace:
+            return
+        rng = random.Random(self.options.seed)
+        horizon = self.trace[-1].submit_time + sum(j.duration for j in self.trace) / max(1, len(self.nodes))
+        for node_id in sorted(self.nodes):
+            t = rng.expovariate(1.0 / mtbf)
+            while t < horizon:
+                self.backend.fail_node(node_id, t, self.options.node_repair_s)
+                t += self.options.node_repair_s + rng.expovariate(1.0 / mtbf)
+
+    def _leftovers(self) -> None:
+        """Jobs still waiting when nothing more can happen (e.g. every node down): count as failed."""
+        for queue in self.pending.values():
+            for job in list(queue):
+                self._finish(job, JobState.FAILED, reason="never scheduled")
+            queue.clear()
+
+
+def _counts(p: TimelinePoint) -> tuple[int, int, int]:
+    return (p.allocated_gpus, p.pending_jobs, p.running_jobs)
+
+
+def _with_job(r: RunningJob, job: Job) -> RunningJob:
+    return RunningJob(job, r.allocation, r.pool, r.started_at, r.checkpoint_interval_s)
