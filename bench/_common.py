@@ -37,7 +37,7 @@ def loglog_slope(points: Sequence[tuple[float, float]]) -> float:
     sxx = sum((x - mx) ** 2 for x in xs)
     if sxx == 0:
         return 0.0
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
 
 
 def nlogn_slope(sizes: Sequence[float]) -> float:

@@ -200,6 +200,8 @@ class CapacityIndex:
 
 def _shift(eligible_at: tuple[int, ...], before: int, after: int) -> tuple[int, ...]:
     """eligible_at after one node's free count went from `before` to `after`."""
-    if after < before:
-        return tuple(n - 1 if after < g <= before else n for g, n in enumerate(eligible_at))
-    return tuple(n + 1 if before < g <= after else n for g, n in enumerate(eligible_at))
+    shifted = list(eligible_at)
+    step = 1 if after > before else -1
+    for g in range(min(before, after) + 1, max(before, after) + 1):
+        shifted[g] += step
+    return tuple(shifted)

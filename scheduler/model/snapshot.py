@@ -24,20 +24,18 @@ class RunningJob:
     gpus: int = field(init=False)
     id: str = field(init=False)
     queue: str = field(init=False)
+    preempting: bool = field(init=False)  # in its grace period after a preemption: leaving
 
     def __post_init__(self) -> None:
         # Read on every cycle's hot path: computed once.
         object.__setattr__(self, "gpus", self.allocation.gpus)
         object.__setattr__(self, "id", self.job.id)
         object.__setattr__(self, "queue", self.job.spec.queue)
+        object.__setattr__(self, "preempting", self.job.state is JobState.PREEMPTING)
 
     @property
     def gpu_type(self) -> str:
         return self.pool.gpu_type
-
-    @property
-    def preempting(self) -> bool:
-        return self.job.state is JobState.PREEMPTING
 
     @property
     def expected_end(self) -> float | None:
@@ -61,10 +59,14 @@ class PoolShape:
     max_gpus_per_node: int
     nodes_by_min_gpus: tuple[int, ...]  # [g] = nodes with at least g GPUs
 
-    def can_ever_hold(self, nodes: int, gpus_per_node: int) -> bool:
+    def nodes_with(self, gpus_per_node: int) -> int:
+        """How many of its nodes have at least `gpus_per_node` GPUs."""
         if gpus_per_node >= len(self.nodes_by_min_gpus):
-            return False
-        return self.nodes_by_min_gpus[gpus_per_node] >= nodes
+            return 0
+        return self.nodes_by_min_gpus[gpus_per_node]
+
+    def can_ever_hold(self, nodes: int, gpus_per_node: int) -> bool:
+        return self.nodes_with(gpus_per_node) >= nodes
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,11 @@ def plan_reservation(
     None if even an empty pool could not hold it, or if the start cannot be bounded (it waits
     for a job without a time limit) and `allow_unbounded` is false.
     """
+    if not allow_unbounded:
+        # Only jobs with a time limit can bound the start; without one among them, nothing to do.
+        running_in_pool = list(running_in_pool)
+        if not any(r.expected_end is not None for r in running_in_pool):
+            return None
     ordered = sorted(
         running_in_pool,
         key=lambda r: (math.inf if r.expected_end is None else r.expected_end, -r.started_at, r.id),

@@ -23,18 +23,18 @@ from scheduler.policy.place import candidate_pools
 from scheduler.policy.preempt import attained
 
 
-def _admit_and_place(state: CycleState, job: Job, only: PoolKey | None = None) -> bool:
-    """Place the job if some pool (or just `only`) admits and fits it, else record why. False if it waits."""
+def _admit_and_place(state: CycleState, job: Job, prefer: PoolKey | None = None) -> bool:
+    """Place the job if some pool (`prefer` first) admits and fits it, else record why. False if it waits."""
     spec = job.spec
-    impossible = explain.never_fits(state.snapshot, spec)
-    if impossible is not None or spec.queue not in state.snapshot.queues:
-        reason = impossible.message if impossible else f"queue {spec.queue!r} does not exist"
-        state.decisions.append(Reject(job_id=job.id, reason=reason))
+    impossible = state.never_fits(spec)
+    if impossible is not None:
+        state.decisions.append(Reject(job_id=job.id, reason=impossible.message))
         return True  # rejected jobs do not block the line
     quota: PendingReason | None = None
-    for pool in candidate_pools(state.capacity, spec):
-        if only is not None and pool != only:
-            continue
+    pools = candidate_pools(state.capacity, spec)
+    if prefer in pools:
+        pools = [prefer, *(p for p in pools if p != prefer)]
+    for pool in pools:
         admission = state.ledger.admit(spec.queue, pool.gpu_type, spec.gpus)
         if not admission.ok:
             quota = PendingReason(PendingCode.QUOTA_EXCEEDED, admission.detail)
@@ -124,11 +124,21 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
         if examined >= config.scan_depth:
             break
         examined += 1
-        for pool in candidate_pools(snapshot.capacity, next_pending.spec):
-            if budget.get(pool, 0) >= next_pending.spec.gpus:
-                winners.append((next_pending, pool))
-                budget[pool] -= next_pending.spec.gpus
-                break
+        spec = next_pending.spec
+        if state.never_fits(spec) is not None:
+            _admit_and_place(state, next_pending)  # records the rejection
+        else:
+            for pool in candidate_pools(snapshot.capacity, spec):
+                shape = snapshot.pool_shapes.get(pool)
+                if (
+                    budget.get(pool, 0) >= spec.gpus
+                    and shape is not None
+                    and shape.can_ever_hold(spec.nodes, spec.gpus_per_node)
+                    and state.ledger.ceiling(spec.queue, pool.gpu_type) >= spec.gpus
+                ):
+                    winners.append((next_pending, pool))
+                    budget[pool] -= spec.gpus
+                    break
         next_pending = next(pending_iter, None)
     # Preempt, in each pool, only as many losers as the winners there cannot find free.
     need: dict[PoolKey, int] = {}
@@ -149,5 +159,5 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
             )
             need[pool] = need.get(pool, 0) - r.gpus
     for job, pool in winners:
-        _admit_and_place(state, job, only=pool)
+        _admit_and_place(state, job, prefer=pool)
     return Plan(decisions=tuple(state.decisions), pending=state.pending, examined=examined)

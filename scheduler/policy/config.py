@@ -27,18 +27,16 @@ class PolicyConfig(BaseSettings):
     backfill: bool = True
     # A reservation whose start cannot be bounded (the jobs it waits for have no time limit) idles
     # the reserved nodes for an unknown time: take it only once the head job has waited this long.
-    reserve_unbounded_after_s: float = Field(default=1800.0, ge=0)
+    reserve_unbounded_after_s: float = Field(default=float("inf"), ge=0)  # default: never
     # Preemption for higher priority classes and for queues reclaiming lent quota.
     preemption: bool = True
     max_preemptions_per_job: int = Field(default=3, ge=0)  # past this a job is no longer a victim
     default_min_runtime_s: float = Field(default=300.0, ge=0)  # protects new starts from churn
     max_preemptors_per_cycle: int = Field(default=8, ge=0)
     max_victims: int = Field(default=64, ge=1)
-    # Once no GPU is free, how many more jobs a cycle looks at for one that may preempt.
-    preempt_lookahead: int = Field(default=64, ge=0)
     # Tiresias-style discretized 2D LAS (used by the 'las' policy, and by 'corral' within a class).
     las_thresholds_gpu_s: tuple[float, ...] = (3600.0, 36000.0)
-    service_ordering: bool = True  # corral: less attained service first (requeued jobs go behind)
+    service_level_weight: float = Field(default=100000.0, ge=0)  # corral: score points per service level
     service_preemption: bool = True  # corral: long-running jobs yield to waiting short ones
 
     @classmethod

@@ -43,16 +43,18 @@ class CycleState:
     reservations: dict[PoolKey, backfill.Reservation] = field(default_factory=dict)
     unreserved: CapacityIndex | None = None  # capacity without reserved nodes (for long backfill jobs)
     victims_taken: set[str] = field(default_factory=set)
+    no_reservation: set[tuple[PoolKey, int, int, bool]] = field(default_factory=set)
     preemptors: int = 0
     preempt_attempts: int = 0
     version: int = 0  # bumps on every placement: cached reasons and fit checks expire
     _pools_for: dict[tuple[str, str], list[PoolKey]] = field(default_factory=dict)
-    _never: dict[tuple[str, str, int, int], PendingReason | None] = field(default_factory=dict)
+    _never: dict[tuple[str, str, str, int, int], PendingReason | None] = field(default_factory=dict)
     _no_fit: dict[PoolKey, list[tuple[int, int]]] = field(default_factory=dict)
     _reasons: dict[tuple[str, str, int, int, int], PendingReason] = field(default_factory=dict)
     _no_victims: dict[tuple[PoolKey, str, str], list[tuple[int, int]]] = field(default_factory=dict)
     _running_by_pool: dict[PoolKey, list[RunningJob]] | None = None
     _candidates: dict[PoolKey, list[Candidate]] = field(default_factory=dict)
+    _after_leavers: dict[PoolKey, tuple[int, CapacityIndex]] = field(default_factory=dict)
     _leaving_by_pool: dict[PoolKey, list[RunningJob]] | None = None
 
     @classmethod
@@ -65,6 +67,10 @@ class CycleState:
             ledger=QuotaLedger(snapshot.queues, snapshot.queue_usage),
         )
 
+    def epoch(self) -> tuple[int, int, int]:
+        """Changes whenever a decision could change the outcome for a later job."""
+        return (self.version, self.preemptors, len(self.reservations))
+
     def pools_for(self, spec: JobSpec) -> list[PoolKey]:
         key = (spec.data_region, spec.gpu_type)
         pools = self._pools_for.get(key)
@@ -73,9 +79,12 @@ class CycleState:
         return pools
 
     def never_fits(self, spec: JobSpec) -> PendingReason | None:
-        key = (spec.data_region, spec.gpu_type, spec.nodes, spec.gpus_per_node)
+        """Why no node of the cluster, or no quota its queue could ever get, could hold the job."""
+        key = (spec.queue, spec.data_region, spec.gpu_type, spec.nodes, spec.gpus_per_node)
         if key not in self._never:
-            self._never[key] = explain.never_fits(self.snapshot, spec)
+            self._never[key] = explain.never_fits(self.snapshot, spec) or explain.beyond_quota(
+                self.snapshot, self.ledger, spec
+            )
         return self._never[key]
 
     def find(self, pool: PoolKey, spec: JobSpec, capacity: CapacityIndex) -> Allocation | None:
@@ -174,24 +183,53 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
     # 1. Order.
     merger = QueueMerger(snapshot, config, now, pending_key(config, priority_values), fair)
     examined = 0
-    after_full = 0
     fallback = PendingReason(PendingCode.PRIORITY, "behind higher-ordered jobs")
+    outcomes: dict[tuple[object, ...], tuple[tuple[int, int, int], PendingReason]] = {}
     for job in merger:
         if examined >= config.scan_depth:
             break
-        # 3. Stop early: nothing is free, so only a preemption could start a job; the score
-        # order brings would-be preemptors (higher classes, queues below their share) first.
+        examined += 1
+        # 3. Nothing is free: only a preemption could start a job. Stop once no more may be
+        # tried; until then pass quickly over the jobs that could not preempt anyone.
         if state.capacity.free_gpus() == 0:
-            if not _may_preempt(state) or after_full >= config.preempt_lookahead:
+            if not _may_preempt(state):
                 fallback = PendingReason(PendingCode.RESOURCES, "no free GPUs")
                 break
-            after_full += 1
-        examined += 1
+            if not state.never_fits(job.spec) and not any(
+                _could_preempt(state, job, pool) for pool in state.pools_for(job.spec)
+            ):
+                state.wait(job, state.resources_reason(job.spec))
+                continue
+        # A job just like one that had to wait, with nothing changed since, waits for the same reason.
+        key = _outcome_key(job, config, now)
+        epoch = state.epoch()
+        known = outcomes.get(key)
+        if known is not None and known[0] == epoch:
+            state.wait(job, known[1])
+            continue
         # 2. Consider this job.
         placed_pool = _consider(state, job)
         if placed_pool is not None:
             fair.add(job.spec.queue, placed_pool.gpu_type, job.spec.gpus)
+        elif state.epoch() == epoch and job.id in state.pending:
+            outcomes[key] = (epoch, state.pending[job.id])
     return Plan(decisions=tuple(state.decisions), pending=state.pending, examined=examined, fallback=fallback)
+
+
+def _outcome_key(job: Job, config: PolicyConfig, now: float) -> tuple[object, ...]:
+    """Everything about a job that steps 2a-2d look at, except its identity."""
+    spec = job.spec
+    return (
+        spec.queue,
+        spec.priority,
+        spec.data_region,
+        spec.gpu_type,
+        spec.nodes,
+        spec.gpus_per_node,
+        spec.time_limit_s,
+        las_level(job.attained_gpu_s, config.las_thresholds_gpu_s),
+        now - job.submitted_at >= config.reserve_unbounded_after_s,  # may take an unbounded reservation
+    )
 
 
 def _may_preempt(state: CycleState) -> bool:
@@ -205,16 +243,11 @@ def _may_preempt(state: CycleState) -> bool:
 
 def _consider(state: CycleState, job: Job) -> PoolKey | None:
     """Steps 2a-2d for one job; returns the pool it was placed in, if any."""
-    snapshot, spec, now = state.snapshot, job.spec, state.now
+    spec, now = job.spec, state.now
     # 2a. Reject the impossible.
     impossible = state.never_fits(spec)
     if impossible is not None:
-        if spec.queue not in snapshot.queues:
-            impossible = PendingReason(PendingCode.QUOTA_EXCEEDED, f"queue {spec.queue!r} does not exist")
         state.decisions.append(Reject(job_id=job.id, reason=impossible.message))
-        return None
-    if spec.queue not in snapshot.queues:
-        state.decisions.append(Reject(job_id=job.id, reason=f"queue {spec.queue!r} does not exist"))
         return None
     pools = state.pools_for(spec)
     quota_reason: PendingReason | None = None
@@ -250,26 +283,31 @@ def _consider(state: CycleState, job: Job) -> PoolKey | None:
         for pool, _ in admitted:
             if pool in state.reservations:
                 continue
+            unbounded_ok = now - job.submitted_at >= state.config.reserve_unbounded_after_s
+            memo = (pool, spec.nodes, spec.gpus_per_node, unbounded_ok)
+            if memo in state.no_reservation:
+                continue
             reservation = backfill.plan_reservation(
-                state.capacity, pool, spec, job.id, state.running_in(pool), now
+                state.capacity, pool, spec, job.id, state.running_in(pool), now, unbounded_ok
             )
-            if reservation is not None and (
-                reservation.start is not None
-                or now - job.submitted_at >= state.config.reserve_unbounded_after_s
-            ):
+            if reservation is None:
+                state.no_reservation.add(memo)
+            else:
                 state.reserve(reservation)
                 when = (
                     "when running jobs end" if reservation.start is None else f"at t={reservation.start:.0f}"
                 )
-                state.wait(
-                    job,
-                    PendingReason(
-                        PendingCode.RESERVED,
-                        f"holds {len(reservation.nodes)} nodes {when}; "
-                        + state.resources_reason(spec).detail,
-                    ),
-                )
+                detail = f"holds {len(reservation.nodes)} nodes {when}; {state.resources_reason(spec).detail}"
+                state.wait(job, PendingReason(PendingCode.RESERVED, detail))
                 return None
+    for pool, _ in admitted:
+        held = state.reservations.get(pool)
+        if held is not None and state.find(pool, spec, state.capacity) is not None:
+            # It would fit but for the GPUs held for an earlier job (Slurm says 'Priority' here).
+            when = "until its running jobs end" if held.start is None else f"from t={held.start:.0f}"
+            detail = f"fits, but the free nodes are reserved for {held.job_id} {when}"
+            state.wait(job, PendingReason(PendingCode.PRIORITY, detail))
+            return None
     state.wait(job, state.resources_reason(spec))
     return None
 
@@ -300,12 +338,17 @@ def _waiting_for_leavers(state: CycleState, job: Job, pool: PoolKey) -> int:
     leaving = state.leaving_in(pool)
     if not leaving:
         return 0
-    scratch = state.capacity
-    for r in leaving:
-        try:
-            scratch = scratch.release(r.allocation)
-        except CapacityError:
-            continue
+    cached = state._after_leavers.get(pool)
+    if cached is not None and cached[0] == state.version:
+        scratch = cached[1]
+    else:
+        scratch = state.capacity
+        for r in leaving:
+            try:
+                scratch = scratch.release(r.allocation)
+            except CapacityError:
+                continue
+        state._after_leavers[pool] = (state.version, scratch)
     if find_allocation(scratch, pool, job.spec.nodes, job.spec.gpus_per_node) is None:
         return 0
     return len(leaving)
@@ -321,7 +364,9 @@ def _could_preempt(state: CycleState, job: Job, pool: PoolKey) -> bool:
         job.attained_gpu_s, state.config.las_thresholds_gpu_s
     ):
         return True
-    queue = state.snapshot.queues[spec.queue]
+    queue = state.snapshot.queues.get(spec.queue)
+    if queue is None:
+        return False
     within = state.ledger.used(spec.queue, pool.gpu_type) + spec.gpus <= queue.nominal(pool.gpu_type)
     return within and state.ledger.borrowers(queue.cohort, pool.gpu_type) > 0
 

@@ -7,6 +7,7 @@ from scheduler.model.cluster import ANY
 from scheduler.model.job import JobSpec, PendingCode, PendingReason
 from scheduler.model.snapshot import ClusterSnapshot
 from scheduler.policy.place import candidate_pools
+from scheduler.policy.quota import QuotaLedger
 
 
 def shape(spec: JobSpec) -> str:
@@ -39,7 +40,14 @@ def never_fits(snapshot: ClusterSnapshot, spec: JobSpec) -> PendingReason | None
         )
     if any(snapshot.pool_shapes[k].can_ever_hold(spec.nodes, spec.gpus_per_node) for k in pools):
         return None
-    most = max(snapshot.pool_shapes[k].nodes for k in pools)
+    most = max(
+        snapshot.pool_shapes[k].nodes_by_min_gpus[
+            min(spec.gpus_per_node, snapshot.pool_shapes[k].max_gpus_per_node)
+        ]
+        if spec.gpus_per_node <= snapshot.pool_shapes[k].max_gpus_per_node
+        else 0
+        for k in pools
+    )
     widest = max(snapshot.pool_shapes[k].max_gpus_per_node for k in pools)
     if spec.gpus_per_node > widest:
         return PendingReason(
@@ -64,4 +72,28 @@ def resources(capacity: CapacityIndex, spec: JobSpec) -> PendingReason:
     return PendingReason(
         PendingCode.RESOURCES,
         f"needs {shape(spec)}; {free} GPUs free, {nodes_ok} {unit} with {spec.gpus_per_node} free",
+    )
+
+
+def beyond_quota(snapshot: ClusterSnapshot, ledger: QuotaLedger, spec: JobSpec) -> PendingReason | None:
+    """A reason if the job's queue could never be admitted it, even with every other queue idle."""
+    if spec.queue not in snapshot.queues:
+        return PendingReason(PendingCode.QUOTA_EXCEEDED, f"queue {spec.queue!r} does not exist")
+    types = sorted(
+        {
+            k.gpu_type
+            for k, shape_ in snapshot.pool_shapes.items()
+            if (spec.data_region == ANY or k.region == spec.data_region)
+            and (spec.gpu_type == ANY or k.gpu_type == spec.gpu_type)
+            and shape_.can_ever_hold(spec.nodes, spec.gpus_per_node)
+        }
+    )
+    ceilings = {t: ledger.ceiling(spec.queue, t) for t in types}
+    if any(c >= spec.gpus for c in ceilings.values()):
+        return None
+    most = ", ".join(f"{c} {t}" for t, c in ceilings.items())
+    return PendingReason(
+        PendingCode.QUOTA_EXCEEDED,
+        f"needs {spec.gpus} GPUs; queue {spec.queue} can never hold more than {most} "
+        "(quota plus what its cohort can lend): ask for fewer GPUs or a bigger quota",
     )

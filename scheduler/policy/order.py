@@ -3,11 +3,14 @@
 Within a queue the order is static (it does not depend on `now`), so owners keep each queue's
 pending jobs sorted once with `pending_key` and a cycle only merges the queue heads:
 
-    score(job) = class value + (now - submitted) / aging_s_per_point - fair_share_weight × share(queue)
+    score(job) = class value + (now - submitted) / aging_s_per_point
+                 - service_level_weight × service level (Tiresias' discretized attained GPU-time)
+                 - fair_share_weight × share(queue)
 
-Linear aging means an older job eventually outranks any newer one of a higher class, so nothing
-starves; the fair-share term is the queue's weighted dominant share of the cluster, counting both
-what it holds now and its decayed past usage (as Slurm's fairshare factor does).
+Linear aging means an older job eventually outranks any newer one of a higher class or a lower
+service level, so nothing starves; the fair-share term is the queue's weighted dominant share of
+the cluster, counting both what it holds now and its decayed past usage (as Slurm's fairshare
+factor does).
 """
 
 from __future__ import annotations
@@ -43,12 +46,14 @@ def pending_key(config: PolicyConfig, priority_values: Mapping[str, int]) -> Pen
         th = config.las_thresholds_gpu_s
         return lambda job: (las_level(job.attained_gpu_s, th), job.submitted_at, _tiebreak(job))
     aging = config.aging_s_per_point
-    th = config.las_thresholds_gpu_s if config.service_ordering else ()
+    th = config.las_thresholds_gpu_s
+    per_level = config.service_level_weight
 
     def corral_key(job: Job) -> tuple[float | str, ...]:
         value = priority_values.get(job.spec.priority, 0)
-        # -(value - submitted/aging): the part of the score that differs between jobs of one queue
-        return (las_level(job.attained_gpu_s, th), job.submitted_at / aging - value, _tiebreak(job))
+        # The part of -score that differs between jobs of one queue (fair share is the queue's).
+        static = job.submitted_at / aging - value + per_level * las_level(job.attained_gpu_s, th)
+        return (static, _tiebreak(job))
 
     return corral_key
 
@@ -125,13 +130,13 @@ class QueueMerger:
         if self._fair_share is None:
             return self._key(job)
         cfg = self._config
-        score = (
-            self._values.get(job.spec.priority, 0)
-            + (self._now - job.submitted_at) / cfg.aging_s_per_point
-            - cfg.fair_share_weight * self._fair_share.share(queue)
+        # -score = static part (class, age, service level) + fair-share penalty of the queue.
+        static = self._key(job)[0]
+        assert isinstance(static, float)
+        neg_score = (
+            static - self._now / cfg.aging_s_per_point + cfg.fair_share_weight * self._fair_share.share(queue)
         )
-        first = self._key(job)[0] if cfg.service_ordering else 0.0
-        return (first, -score, job.submitted_at, job.id)
+        return (neg_score, job.submitted_at, job.id)
 
     def __iter__(self) -> Iterator[Job]:
         heap = self._heap

@@ -30,6 +30,8 @@ from scheduler.policy.order import las_level
 from scheduler.policy.place import find_allocation
 from scheduler.policy.quota import QuotaLedger
 
+_PRIORITY, _RECLAIM, _SERVICE = 0, 1, 2  # why a candidate may be preempted
+
 
 @dataclass(frozen=True, slots=True)
 class Victims:
@@ -98,7 +100,7 @@ def choose_victims(
     within_nominal = ledger.used(spec.queue, pool.gpu_type) + spec.gpus <= queue.nominal(pool.gpu_type)
     level = las_level(job.attained_gpu_s, config.las_thresholds_gpu_s) if config.service_preemption else 0
 
-    candidates: list[tuple[RunningJob, str]] = []
+    candidates: list[tuple[RunningJob, int]] = []
     borrowing: dict[str, bool] = {}
     for c in pool_candidates:
         r = c.running
@@ -106,25 +108,22 @@ def choose_victims(
             continue
         same_queue = r.queue == spec.queue
         lower = preempts_lower and c.value < value
+        lends_back = False
         if not same_queue:
-            if r.queue not in borrowing:
-                borrowing[r.queue] = ledger.over_nominal(r.queue, pool.gpu_type) > 0
-            lends_back = borrowing[r.queue]
-        else:
-            lends_back = False
-        if same_queue and lower:
-            why = f"priority: {spec.priority} job {job.id} needs its GPUs"
+            lends_back = borrowing.get(r.queue)  # type: ignore[assignment]
+            if lends_back is None:
+                lends_back = borrowing[r.queue] = ledger.over_nominal(r.queue, pool.gpu_type) > 0
+        if lower and (same_queue or within_nominal):
+            why = _PRIORITY
         elif not same_queue and within_nominal and lends_back:
-            why = f"reclaim: queue {spec.queue} takes back its lent {pool.gpu_type} quota for {job.id}"
-        elif not same_queue and within_nominal and lower:
-            why = f"priority: {spec.priority} job {job.id} needs its GPUs"
+            why = _RECLAIM
         elif (
             config.service_preemption
             and c.value <= value
             and c.level > level
             and (same_queue or lends_back or within_nominal)
         ):
-            why = f"service: {job.id} has attained less GPU time"
+            why = _SERVICE
         else:
             continue
         candidates.append((r, why))
@@ -132,8 +131,11 @@ def choose_victims(
             break
     if not candidates:
         return None
+    pool_free = capacity.pools[pool].free_gpus if pool in capacity.pools else 0
+    if pool_free + sum(r.gpus for r, _ in candidates) < spec.gpus:
+        return None  # not enough GPUs even with every candidate gone
 
-    chosen: list[tuple[RunningJob, str]] = []
+    chosen: list[tuple[RunningJob, int]] = []
     scratch = capacity
     fits = False
     for r, why in candidates:
@@ -157,23 +159,29 @@ def choose_victims(
         if _feasible(without, ledger, job, pool, rest):
             scratch = without
             chosen = [(c, w) for c, w in chosen if c.id != r.id]
-    reasons = sorted({why for _, why in chosen})
-    return Victims(jobs=tuple(c for c, _ in chosen), reason="; ".join(reasons))
+    kinds = sorted({why for _, why in chosen})
+    words = {
+        _PRIORITY: f"priority: {spec.priority} job {job.id} needs its GPUs",
+        _RECLAIM: f"reclaim: queue {spec.queue} takes back its lent {pool.gpu_type} quota for {job.id}",
+        _SERVICE: f"service: {job.id} has attained less GPU time",
+    }
+    return Victims(jobs=tuple(c for c, _ in chosen), reason="; ".join(words[k] for k in kinds))
 
 
 def _feasible(
     capacity: CapacityIndex, ledger: QuotaLedger, job: Job, pool: PoolKey, victims: Sequence[RunningJob]
 ) -> bool:
+    """Would `job` fit and be admitted with `victims` gone? (Changes nothing.)"""
     spec = job.spec
     if find_allocation(capacity, pool, spec.nodes, spec.gpus_per_node) is None:
         return False
+    if ledger.admit(spec.queue, pool.gpu_type, spec.gpus).ok:
+        return True  # refunds only lower usage: admitted now, admitted with them
+    refunds: dict[str, int] = {}
     for v in victims:
-        ledger.refund(v.queue, v.gpu_type, v.gpus)
-    try:
-        return ledger.admit(spec.queue, pool.gpu_type, spec.gpus).ok
-    finally:
-        for v in victims:
-            ledger.charge(v.queue, v.gpu_type, v.gpus)
+        if v.gpu_type == pool.gpu_type:
+            refunds[v.queue] = refunds.get(v.queue, 0) + v.gpus
+    return ledger.admit_after(spec.queue, pool.gpu_type, spec.gpus, refunds).ok
 
 
 def allocation_of(victims: Victims) -> list[Allocation]:

@@ -61,8 +61,12 @@ class QuotaLedger:
             idle = min(idle, lender.lending_limit)
         return idle
 
+    def _lend_at(self, queue: Queue, gpu_type: str, used: int) -> int:
+        idle = max(0, queue.nominal(gpu_type) - used)
+        return idle if queue.lending_limit is None else min(idle, queue.lending_limit)
+
     def cohort_idle(self, queue: Queue, gpu_type: str) -> int:
-        """GPUs of `gpu_type` that the rest of the queue's cohort lends and nobody else borrows."""
+        """GPUs of `gpu_type` that the cohort lends and nobody borrows yet (this queue's own excluded)."""
         if queue.cohort is None:
             return 0
         key = (queue.cohort, gpu_type)
@@ -74,35 +78,87 @@ class QuotaLedger:
         """GPUs of `gpu_type` that the cohort's queues use above their quotas."""
         return 0 if cohort is None else self._borrowed.get((cohort, gpu_type), 0)
 
+    def ceiling(self, queue_name: str, gpu_type: str) -> int:
+        """The most GPUs of `gpu_type` the queue could ever hold, with every other queue idle."""
+        queue = self._queues.get(queue_name)
+        if queue is None:
+            return 0
+        nominal = queue.nominal(gpu_type)
+        if queue.cohort is None:
+            return nominal
+        lent = sum(
+            self._lend_at(other, gpu_type, 0)
+            for other in self._queues.values()
+            if other.cohort == queue.cohort and other.name != queue_name
+        )
+        if queue.borrowing_limit is not None:
+            lent = min(lent, queue.borrowing_limit)
+        return nominal + lent
+
     def admit(self, queue_name: str, gpu_type: str, gpus: int) -> Admission:
         key = (queue_name, gpu_type, gpus)
         cached = self._admitted.get(key)
         if cached is None:
-            cached = self._admitted[key] = self._admit(queue_name, gpu_type, gpus)
+            cached = self._admitted[key] = self.admit_after(queue_name, gpu_type, gpus, {})
         return cached
 
-    def _admit(self, queue_name: str, gpu_type: str, gpus: int) -> Admission:
+    def admit_after(self, queue_name: str, gpu_type: str, gpus: int, refunds: Mapping[str, int]) -> Admission:
+        """Would `gpus` more of `gpu_type` be admitted once `refunds` (queue → GPUs of this type)
+        are given back (by preemption)? Changes nothing.
+
+        The cohort stays whole when, after the admission, what its queues borrow is covered by
+        what its queues lend: so a queue may use its own quota only while nobody borrows it.
+        """
         queue = self._queues.get(queue_name)
         if queue is None:
             return Admission(False, detail=f"queue {queue_name!r} does not exist")
-        used = self.used(queue_name, gpu_type)
+        used_before = self.used(queue_name, gpu_type) - refunds.get(queue_name, 0)
+        used = used_before + gpus
         nominal = queue.nominal(gpu_type)
-        over = max(0, used + gpus - nominal) - max(0, used - nominal)  # new borrowing
-        if over == 0:
-            return Admission(True)
+        over_before = max(0, used_before - nominal)
+        over = max(0, used - nominal) - over_before  # new borrowing
         if queue.cohort is None:
-            return Admission(False, detail=f"queue {queue_name} uses {used}/{nominal} {gpu_type}, no cohort")
-        idle = self.cohort_idle(queue, gpu_type)
-        if over > idle:
-            return Admission(
-                False,
-                detail=f"queue {queue_name} uses {used}/{nominal} {gpu_type}; needs {over} more, "
-                f"cohort {queue.cohort} lends {idle}",
+            if over:
+                return Admission(
+                    False, detail=f"queue {queue_name} uses {used_before}/{nominal} {gpu_type}, no cohort"
+                )
+            return Admission(True)
+        key = (queue.cohort, gpu_type)
+        lend, borrow = self._lendable.get(key, 0), self._borrowed.get(key, 0)
+        for name, back in refunds.items():
+            other = self._queues.get(name)
+            if other is None or other.cohort != queue.cohort or not back:
+                continue
+            now_used = self.used(name, gpu_type)
+            lend += self._lend_at(other, gpu_type, now_used - back) - self._lend_at(other, gpu_type, now_used)
+            borrow += max(0, now_used - back - other.nominal(gpu_type)) - max(
+                0, now_used - other.nominal(gpu_type)
             )
-        if queue.borrowing_limit is not None and self.borrowed(queue_name) + over > queue.borrowing_limit:
+        if queue_name in refunds:  # its own refund changes its share of the totals too
+            now_used = self.used(queue_name, gpu_type)
+            lend += self._lend_at(queue, gpu_type, used_before) - self._lend_at(queue, gpu_type, now_used)
+            borrow += over_before - max(0, now_used - nominal)
+        lend += self._lend_at(queue, gpu_type, used) - self._lend_at(queue, gpu_type, used_before)
+        borrow += over
+        if borrow > lend:
+            if over == 0:
+                detail = (
+                    f"queue {queue_name} uses {used_before}/{nominal} {gpu_type}; "
+                    f"its idle quota is lent out to cohort {queue.cohort} and must be reclaimed"
+                )
+            else:
+                detail = (
+                    f"queue {queue_name} uses {used_before}/{nominal} {gpu_type}; needs {over} more, "
+                    f"cohort {queue.cohort} lends {max(0, over - (borrow - lend))}"
+                )
+            return Admission(False, detail=detail)
+        borrowed_total = self.borrowed(queue_name) - (
+            over_before - max(0, self.used(queue_name, gpu_type) - nominal)
+        )
+        if over and queue.borrowing_limit is not None and borrowed_total + over > queue.borrowing_limit:
             return Admission(
                 False,
-                detail=f"queue {queue_name} would borrow {self.borrowed(queue_name) + over} GPUs, "
+                detail=f"queue {queue_name} would borrow {borrowed_total + over} GPUs, "
                 f"limit {queue.borrowing_limit}",
             )
         return Admission(True, borrowed=over)

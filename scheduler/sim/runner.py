@@ -156,7 +156,9 @@ class Simulator:
         if event.kind is EventKind.STARTED:
             job = self.jobs[event.job_id]
             if job.state is JobState.STARTING:
-                self._set(job.transition(JobState.RUNNING))
+                job = job.transition(JobState.RUNNING)
+                self._set(job)
+                self.running[job.id] = _with_job(self.running[job.id], job)
             return False
         if event.kind is EventKind.NODE_LOST:
             self._node_lost(event.node)

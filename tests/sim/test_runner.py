@@ -1,0 +1,238 @@
+"""Small deterministic simulations whose results are computed by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.model.queue import Queue
+from scheduler.policy.config import POLICY_NAMES, PolicyConfig
+from scheduler.sim.records import JobRecord, RunResult, TraceJob
+from scheduler.sim.runner import SimOptions, Simulator
+from tests.builders import cluster, cluster_config, job, queue
+
+ONE = cluster(racks=1, nodes_per_rack=1)  # r-k0-n0
+TWO = cluster(racks=1, nodes_per_rack=2)
+
+
+def simulate(
+    nodes: list,  # type: ignore[type-arg]
+    jobs: list[TraceJob],
+    policy: PolicyConfig | None = None,
+    options: SimOptions | None = None,
+    queues: list[Queue] | None = None,
+    max_cycles: int = 5_000,
+) -> RunResult:
+    sim = Simulator(
+        cluster_config(nodes, queues),
+        jobs,
+        policy or PolicyConfig(),
+        options or SimOptions(validate=True, record_spans=True),
+    )
+    cycles = 0
+
+    def guard(_done: int, _total: int) -> None:
+        nonlocal cycles
+        cycles += 1
+        if cycles > max_cycles:
+            raise RuntimeError(f"the simulation did not end after {max_cycles} cycles")
+
+    return sim.run(guard)
+
+
+def by_id(result: RunResult) -> dict[str, JobRecord]:
+    return {r.job_id: r for r in result.records}
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_single_job_jct_equals_its_duration_on_an_idle_cluster(policy: str) -> None:
+    result = simulate(TWO, [job("j").gpus(8).nodes(2).submitted(5).trace(1234.5)], PolicyConfig(name=policy))
+    rec = by_id(result)["j"]
+    assert (rec.submit_time, rec.first_start, rec.finish_time) == (5.0, 5.0, 1239.5)
+    assert rec.jct == 1234.5 and rec.wait == 0.0
+    assert rec.end_state == "SUCCEEDED" and rec.preemptions == 0
+    assert [(s.job_id, s.start, s.end, s.end_reason) for s in result.spans] == [
+        ("j", 5.0, 1239.5, "completed")
+    ]
+
+
+def test_jobs_queue_behind_each_other_fifo() -> None:
+    jobs = [job(f"j{i}").gpus(8).submitted(i).trace(100) for i in range(3)]
+    recs = by_id(simulate(ONE, jobs, PolicyConfig(name="fifo")))
+    assert [(recs[f"j{i}"].first_start, recs[f"j{i}"].finish_time) for i in range(3)] == [
+        (0, 100),
+        (100, 200),
+        (200, 300),
+    ]
+
+
+def test_preempted_job_loses_work_since_its_checkpoint_plus_restart_overhead() -> None:
+    # One 8-GPU node; checkpoints every 1000 s of work, 60 s to restart, 30 s grace.
+    #   low:  submitted 0, 10,000 s of work.  high: submitted 2500, 1000 s of work.
+    # t=2500  high arrives; low (ran 2500 s) is preempted with 30 s grace.
+    # t=2530  low stops: 2530 s done, 2000 s checkpointed, 530 s lost. high starts.
+    # t=3530  high ends; low restarts: 60 s overhead + 8000 s left → ends at 11,590
+    #         = 10,000 + 1000 (high) + 530 (lost) + 60 (overhead).
+    jobs = [
+        job("low").priority("low").gpus(8).grace(30).submitted(0).trace(10_000),
+        job("high").priority("high").gpus(8).submitted(2500).trace(1000),
+    ]
+    opts = SimOptions(checkpoint_interval_s=1000, restart_overhead_s=60, validate=True, record_spans=True)
+    result = simulate(ONE, jobs, PolicyConfig(), opts)
+    recs = by_id(result)
+    assert (recs["high"].first_start, recs["high"].finish_time) == (2530, 3530)
+    assert (recs["low"].first_start, recs["low"].finish_time) == (0, 11_590)
+    assert recs["low"].preemptions == 1 and recs["low"].end_state == "SUCCEEDED"
+    assert result.preemptions == 1
+    spans = [(s.job_id, s.start, s.end, s.end_reason) for s in result.spans]
+    assert spans == [
+        ("low", 0, 2530, "preempted"),
+        ("high", 2530, 3530, "completed"),
+        ("low", 3530, 11_590, "completed"),
+    ]
+
+
+def test_node_failure_requeues_the_job_and_it_resumes_from_its_checkpoint() -> None:
+    # 2 nodes; j (3000 s of work) on one of them. That node fails at t=1500: 1000 s checkpointed,
+    # so j restarts at once on the other node with 60 s overhead + 2000 s → ends at 3560.
+    jobs = [job("j").gpus(8).submitted(0).trace(3000)]
+    opts = SimOptions(checkpoint_interval_s=1000, restart_overhead_s=60, validate=True, record_spans=True)
+    sim = Simulator(cluster_config(TWO), jobs, PolicyConfig(), opts)
+    # Best fit on an idle rack takes the first node.
+    sim.backend.fail_node(TWO[0].id, 1500.0, 100.0)
+    result = sim.run()
+    rec = by_id(result)["j"]
+    assert (rec.finish_time, rec.end_state, rec.preemptions) == (3560, "SUCCEEDED", 0)
+    assert [(s.start, s.end, s.end_reason, s.allocation[0][0]) for s in result.spans] == [
+        (0, 1500, "node_failure", TWO[0].id),
+        (1500, 3560, "completed", TWO[1].id),
+    ]
+
+
+def test_node_failure_on_the_only_node_waits_for_its_repair() -> None:
+    # Down from 1500 to 1600: j restarts at 1600 → 1600 + 60 + 2000 = 3660.
+    sim = Simulator(
+        cluster_config(ONE),
+        [job("j").gpus(8).submitted(0).trace(3000)],
+        PolicyConfig(),
+        SimOptions(checkpoint_interval_s=1000, restart_overhead_s=60, validate=True),
+    )
+    sim.backend.fail_node(ONE[0].id, 1500.0, 100.0)
+    result = sim.run()
+    assert by_id(result)["j"].finish_time == 3660
+    assert result.rejected == []
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_random_node_failures_requeue_jobs_and_they_all_finish(policy: str) -> None:
+    nodes = cluster(racks=2, nodes_per_rack=2)
+    jobs = [
+        job(f"j{i}").gpus(8 if i % 2 else 4).nodes(1 + i % 2).submitted(100 * i).trace(4000) for i in range(8)
+    ]
+    opts = SimOptions(node_mtbf_s=3000, node_repair_s=500, seed=3, validate=True, record_spans=True)
+    result = simulate(nodes, jobs, PolicyConfig(name=policy), opts)
+    assert sorted(r.job_id for r in result.records) == sorted(j.job_id for j in jobs)
+    assert all(r.end_state == "SUCCEEDED" for r in result.records)
+    assert any(s.end_reason == "node_failure" for s in result.spans)
+
+
+def test_time_limit_gives_timeout() -> None:
+    result = simulate(ONE, [job("j").gpus(8).time_limit(500).submitted(0).trace(1000)])
+    rec = by_id(result)["j"]
+    assert (rec.end_state, rec.finish_time) == ("TIMEOUT", 500)
+    assert [s.end_reason for s in result.spans] == ["timeout"]
+
+
+def test_a_job_that_fits_its_time_limit_succeeds() -> None:
+    rec = by_id(simulate(ONE, [job("j").gpus(8).time_limit(1000).submitted(0).trace(1000)]))["j"]
+    assert (rec.end_state, rec.finish_time) == ("SUCCEEDED", 1000)
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_impossible_jobs_are_rejected_and_the_rest_runs(policy: str) -> None:
+    jobs = [
+        job("huge").gpus(8).nodes(3).submitted(0).trace(100),
+        job("b200").gpu_type("B200").gpus(1).submitted(0).trace(100),
+        job("ok").gpus(8).submitted(1).trace(100),
+    ]
+    result = simulate(TWO, jobs, PolicyConfig(name=policy))
+    assert sorted(result.rejected) == ["b200", "huge"]
+    assert [(r.job_id, r.end_state) for r in result.records] == [("ok", "SUCCEEDED")]
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_job_beyond_its_queues_reach_does_not_hang_the_simulation(policy: str) -> None:
+    """A 16-GPU job in a queue with 8 GPUs of quota and no cohort can never be admitted.
+
+    It must end (rejected, or failed as never scheduled) instead of waiting forever: today the
+    simulator ticks every tick_s for ever, since decide() only rejects what no node could hold.
+    """
+    queues = [queue("default").quota(H100=8).build()]
+    jobs = [job("ok").gpus(8).submitted(0).trace(100), job("big").gpus(8).nodes(2).submitted(1).trace(100)]
+    result = simulate(TWO, jobs, PolicyConfig(name=policy), queues=queues, max_cycles=500)
+    assert [r.job_id for r in result.records if r.end_state == "SUCCEEDED"] == ["ok"]
+    assert "big" in result.rejected
+
+
+def test_record_spans_are_consistent_with_allocations() -> None:
+    nodes = [
+        *cluster(racks=1, nodes_per_rack=2, region="cn"),
+        *cluster(racks=1, nodes_per_rack=2, region="eu"),
+    ]
+    jobs = [
+        job("cn-gang").region("cn").gpus(8).nodes(2).submitted(0).trace(500),
+        job("eu-a").region("eu").gpus(4).submitted(0).trace(300),
+        job("eu-b").region("eu").gpus(4).submitted(10).trace(300),
+        job("any").gpus(8).submitted(20).trace(200),
+        job("low").priority("low").gpus(8).region("eu").submitted(30).trace(2000),
+        job("high").priority("high").gpus(8).nodes(2).region("eu").submitted(1000).trace(100),
+    ]
+    opts = SimOptions(validate=True, record_spans=True, checkpoint_interval_s=100)
+    result = simulate(nodes, jobs, PolicyConfig(default_min_runtime_s=0), opts)
+    specs = {j.job_id: j.spec for j in jobs}
+    region = {n.id: n.region for n in nodes}
+    assert {r.job_id for r in result.records} == set(specs)
+    for s in result.spans:
+        spec = specs[s.job_id]
+        assert s.start <= s.end
+        assert len(s.allocation) == spec.nodes
+        for node_id, reg, _rack, gpu_type, gpus in s.allocation:
+            assert region[node_id] == reg
+            assert spec.data_region in ("any", reg)
+            assert gpu_type == "H100"
+            assert len(gpus) == spec.gpus_per_node
+    # No GPU is in two spans at once.
+    for a in result.spans:
+        for b in result.spans:
+            if a is b or a.end <= b.start or b.end <= a.start:
+                continue
+            ga = {(n, g) for n, *_, gs in a.allocation for g in gs}
+            gb = {(n, g) for n, *_, gs in b.allocation for g in gs}
+            assert not ga & gb, (a, b)
+    # Each job's last span ends when its record says it finished; earlier ones were cut short.
+    for rec in result.records:
+        mine = sorted((s for s in result.spans if s.job_id == rec.job_id), key=lambda s: s.start)
+        assert mine[0].start == rec.first_start
+        assert mine[-1].end == rec.finish_time and mine[-1].end_reason == "completed"
+        assert all(s.end_reason == "preempted" for s in mine[:-1])
+        assert len(mine) == rec.preemptions + 1
+    assert any(s.end_reason == "preempted" for s in result.spans)  # high preempted low
+
+
+def test_running_jobs_in_the_snapshot_turn_running_once_started() -> None:
+    """The simulator marks a started job RUNNING in its job table but leaves the RunningJob it lends
+    to decide() (sim.running[id].job) in STARTING for the job's whole run."""
+    sim = Simulator(
+        cluster_config(TWO),
+        [job("a").gpus(8).submitted(0).trace(1000), job("b").gpus(8).submitted(500).trace(100)],
+        PolicyConfig(),
+        SimOptions(validate=True),
+    )
+    seen: list[tuple[str, str]] = []
+
+    def look(_done: int, _total: int) -> None:
+        if sim.clock.now() == 500.0:
+            seen.append((sim.jobs["a"].state.value, sim.running["a"].job.state.value))
+            seen.append((sim.jobs["a"].state.value, sim.snapshot().running["a"].job.state.value))
+
+    sim.run(look)
+    assert seen == [("RUNNING", "RUNNING"), ("RUNNING", "RUNNING")]
