@@ -30,13 +30,13 @@ class PolicyConfig(BaseSettings):
     reserve_unbounded_after_s: float = Field(default=float("inf"), ge=0)  # default: never
     # Preemption for higher priority classes and for queues reclaiming lent quota.
     preemption: bool = True
-    max_preemptions_per_job: int = Field(default=3, ge=0)  # past this a job is no longer a victim
+    max_preemptions_per_job: int = Field(default=2, ge=0)  # past this a job is no longer a victim
     default_min_runtime_s: float = Field(default=300.0, ge=0)  # protects new starts from churn
     max_preemptors_per_cycle: int = Field(default=8, ge=0)
     max_victims: int = Field(default=64, ge=1)
     # Tiresias-style discretized 2D LAS (used by the 'las' policy, and by 'corral' within a class).
     las_thresholds_gpu_s: tuple[float, ...] = (3600.0, 36000.0)
-    service_level_weight: float = Field(default=100000.0, ge=0)  # corral: score points per service level
+    service_level_weight: float = Field(default=10000.0, ge=0)  # corral: score points per service level
     service_preemption: bool = True  # corral: long-running jobs yield to waiting short ones
 
     @classmethod

@@ -201,7 +201,7 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
                 state.wait(job, state.resources_reason(job.spec))
                 continue
         # A job just like one that had to wait, with nothing changed since, waits for the same reason.
-        key = _outcome_key(job, config, now)
+        key = _outcome_key(state, job)
         epoch = state.epoch()
         known = outcomes.get(key)
         if known is not None and known[0] == epoch:
@@ -216,9 +216,9 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
     return Plan(decisions=tuple(state.decisions), pending=state.pending, examined=examined, fallback=fallback)
 
 
-def _outcome_key(job: Job, config: PolicyConfig, now: float) -> tuple[object, ...]:
+def _outcome_key(state: CycleState, job: Job) -> tuple[object, ...]:
     """Everything about a job that steps 2a-2d look at, except its identity."""
-    spec = job.spec
+    spec, config, now = job.spec, state.config, state.now
     return (
         spec.queue,
         spec.priority,
@@ -226,7 +226,8 @@ def _outcome_key(job: Job, config: PolicyConfig, now: float) -> tuple[object, ..
         spec.gpu_type,
         spec.nodes,
         spec.gpus_per_node,
-        spec.time_limit_s,
+        # The time limit matters only through which reservations the job would end before.
+        tuple(backfill.ends_before(spec, now, r.start) for r in state.reservations.values()),
         las_level(job.attained_gpu_s, config.las_thresholds_gpu_s),
         now - job.submitted_at >= config.reserve_unbounded_after_s,  # may take an unbounded reservation
     )
