@@ -21,6 +21,7 @@ from scheduler.policy.cycle import CycleState, _try_place
 from scheduler.policy.order import QueueMerger, las_level, pending_key
 from scheduler.policy.place import candidate_pools
 from scheduler.policy.preempt import attained
+from scheduler.policy.quota import QuotaLedger
 
 
 def _admit_and_place(state: CycleState, job: Job, prefer: PoolKey | None = None) -> bool:
@@ -98,6 +99,9 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     next_pending = next(pending_iter, None)
     keep: set[str] = set()
     winners: list[tuple[Job, PoolKey]] = []
+    # Winners must be admissible as things stand: LAS does not reclaim quota, so a winner that
+    # needs a reclaim would preempt for nothing, cycle after cycle.
+    admissions = QuotaLedger(snapshot.queues, snapshot.queue_usage)
     examined = 0
     i = 0
     # Merge the two rankings: whatever fits in its pool's GPU budget, in rank order, should run.
@@ -134,9 +138,10 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
                     budget.get(pool, 0) >= spec.gpus
                     and shape is not None
                     and shape.can_ever_hold(spec.nodes, spec.gpus_per_node)
-                    and state.ledger.ceiling(spec.queue, pool.gpu_type) >= spec.gpus
+                    and admissions.admit(spec.queue, pool.gpu_type, spec.gpus).ok
                 ):
                     winners.append((next_pending, pool))
+                    admissions.charge(spec.queue, pool.gpu_type, spec.gpus)
                     budget[pool] -= spec.gpus
                     break
         next_pending = next(pending_iter, None)

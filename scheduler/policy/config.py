@@ -30,8 +30,9 @@ class PolicyConfig(BaseSettings):
     reserve_unbounded_after_s: float = Field(default=float("inf"), ge=0)  # default: never
     # Preemption for higher priority classes and for queues reclaiming lent quota.
     preemption: bool = True
-    max_preemptions_per_job: int = Field(default=2, ge=0)  # past this a job is no longer a victim
-    default_min_runtime_s: float = Field(default=300.0, ge=0)  # protects new starts from churn
+    max_preemptions_per_job: int = Field(default=10, ge=0)  # past this a job is no longer a victim
+    default_min_runtime_s: float = Field(default=600.0, ge=0)  # protects new starts from churn
+    preemption_backoff: float = Field(default=4.0, ge=1.0)  # protection × this per earlier preemption
     max_preemptors_per_cycle: int = Field(default=8, ge=0)
     max_victims: int = Field(default=64, ge=1)
     # Tiresias-style discretized 2D LAS (used by the 'las' policy, and by 'corral' within a class).

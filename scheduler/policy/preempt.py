@@ -44,13 +44,24 @@ def attained(r: RunningJob, now: float) -> float:
     return r.job.attained_gpu_s + r.gpus * max(0.0, now - r.started_at)
 
 
+def protected_for_s(r: RunningJob, config: PolicyConfig) -> float:
+    """How long after (re)starting a job may not be preempted.
+
+    Exponential backoff: each earlier preemption multiplies the protection, so a job that keeps
+    being chosen gets ever longer uninterrupted runs (nothing thrashes, and long jobs still finish)
+    without ever being protected for good.
+    """
+    backoff = config.preemption_backoff**r.job.preemption_count
+    return max(r.job.spec.min_runtime_s, config.default_min_runtime_s * backoff)
+
+
 def can_be_victim(r: RunningJob, now: float, config: PolicyConfig) -> bool:
     spec = r.job.spec
     if not spec.preemptible or r.preempting:
         return False
     if r.job.preemption_count >= config.max_preemptions_per_job:
         return False
-    return now - r.started_at >= max(spec.min_runtime_s, config.default_min_runtime_s)
+    return now - r.started_at >= protected_for_s(r, config)
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,9 +100,9 @@ CASES = [
             "las": Expect(preempted=("r",)),
         },
     ),
-    # A low job has run 400 s (3200 GPU-s, level 0); a high job arrives.
+    # A low job has run 400 s (3200 GPU-s, level 0), within corral's 600 s minimum runtime.
     Case(
-        "priority_preemption",
+        "priority_preemption_too_early",
         ONE,
         [job("h").gpus(8).priority("high").submitted(300).build()],
         [busy(ONE, "low", 8, priority="low")],
@@ -110,8 +110,22 @@ CASES = [
         {
             "fifo": Expect(),
             "sjf": Expect(),
-            "corral": Expect(preempted=("low",), reasons={"h": PendingCode.RESERVED}),
+            "corral": Expect(),
             "las": Expect(),  # LAS ranks by attained service only; low arrived first
+        },
+    ),
+    # Past its minimum runtime (650 s, 5200 GPU-s: service level 1), the low job yields.
+    Case(
+        "priority_preemption",
+        ONE,
+        [job("h").gpus(8).priority("high").submitted(300).build()],
+        [busy(ONE, "low", 8, priority="low")],
+        650.0,
+        {
+            "fifo": Expect(),
+            "sjf": Expect(),
+            "corral": Expect(preempted=("low",), reasons={"h": PendingCode.RESERVED}),
+            "las": Expect(preempted=("low",)),  # now a level above the waiting job
         },
     ),
     # A job no node could ever hold is rejected and does not block the line, even in FIFO.
