@@ -14,7 +14,7 @@ from __future__ import annotations
 from scheduler.model.cluster import PoolKey
 from scheduler.model.job import Job, PendingCode, PendingReason
 from scheduler.model.plan import Plan, Preempt, Reject
-from scheduler.model.snapshot import ClusterSnapshot, RunningJob
+from scheduler.model.snapshot import ClusterSnapshot, RunningJob, usage_of
 from scheduler.policy import explain
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.cycle import CycleState, _try_place
@@ -99,9 +99,10 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     next_pending = next(pending_iter, None)
     keep: set[str] = set()
     winners: list[tuple[Job, PoolKey]] = []
-    # Winners must be admissible as things stand: LAS does not reclaim quota, so a winner that
-    # needs a reclaim would preempt for nothing, cycle after cycle.
-    admissions = QuotaLedger(snapshot.queues, snapshot.queue_usage)
+    # The set that should run must itself respect the quotas: start from what is leaving and
+    # admit jobs (running or not) in rank order; a running job that no longer fits its queue's
+    # share loses its GPUs like any other (this is how LAS reclaims lent quota).
+    admissions = QuotaLedger(snapshot.queues, usage_of(r for r in snapshot.running.values() if r.preempting))
     examined = 0
     i = 0
     # Merge the two rankings: whatever fits in its pool's GPU budget, in rank order, should run.
@@ -120,9 +121,10 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
         if take_running:
             r = ranked_running[i]
             i += 1
-            if budget.get(r.pool, 0) >= r.gpus:
+            if budget.get(r.pool, 0) >= r.gpus and admissions.admit(r.queue, r.gpu_type, r.gpus).ok:
                 keep.add(r.id)
                 budget[r.pool] -= r.gpus
+                admissions.charge(r.queue, r.gpu_type, r.gpus)
             continue
         assert next_pending is not None
         if examined >= config.scan_depth:
