@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from scheduler.model.cluster import Node
 from scheduler.model.job import Job
@@ -31,6 +31,7 @@ class BackendEvent:
     node: str = ""
 
 
+@runtime_checkable
 class Backend(Protocol):
     """What a controller or simulator needs from a cluster."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -91,9 +91,6 @@ class Plan(BaseModel):
     pending: Mapping[str, PendingReason] = Field(default_factory=dict)
     examined: int = 0  # jobs the cycle looked at (bounded by the policy's scan depth)
     fallback: PendingReason = PendingReason(PendingCode.PRIORITY, "behind higher-ordered jobs")
-
-    def of_kind(self, kind: type[Place] | type[Preempt] | type[Reserve] | type[Reject]) -> Iterator[Decision]:
-        return (d for d in self.decisions if isinstance(d, kind))
 
     @property
     def places(self) -> list[Place]:

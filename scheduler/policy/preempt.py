@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from scheduler.model.capacity import CapacityError, CapacityIndex
 from scheduler.model.cluster import PoolKey
 from scheduler.model.job import Job
-from scheduler.model.plan import Allocation
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.order import las_level
@@ -193,7 +192,3 @@ def _feasible(
         if v.gpu_type == pool.gpu_type:
             refunds[v.queue] = refunds.get(v.queue, 0) + v.gpus
     return ledger.admit_after(spec.queue, pool.gpu_type, spec.gpus, refunds).ok
-
-
-def allocation_of(victims: Victims) -> list[Allocation]:
-    return [v.allocation for v in victims.jobs]
