@@ -161,6 +161,8 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
             )
             if short <= 0 or r.id in keep or not r.job.spec.preemptible:
                 continue
+            if now - r.started_at < config.las_min_runtime_s:
+                continue  # like Tiresias' scheduling interval: a start is not undone at once
             state.decisions.append(
                 Preempt(job_id=r.id, for_job=winners[0][0].id, reason="las: more attained service")
             )

@@ -37,6 +37,9 @@ class PolicyConfig(BaseSettings):
     max_victims: int = Field(default=64, ge=1)
     # Tiresias-style discretized 2D LAS (used by the 'las' policy, and by 'corral' within a class).
     las_thresholds_gpu_s: tuple[float, ...] = (3600.0, 36000.0)
+    las_min_runtime_s: float = Field(
+        default=60.0, ge=0
+    )  # las: a job runs this long before it may lose its GPUs
     service_level_weight: float = Field(default=30000.0, ge=0)  # corral: score points per service level
     service_preemption: bool = True  # corral: long-running jobs yield to waiting short ones
 
