@@ -25,7 +25,8 @@ from scheduler.model.queue import DEFAULT_PRIORITY_CLASSES, ClusterConfig, Prior
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.order import pending_key
-from scheduler.sim.records import TraceJob
+from scheduler.sim.records import RunResult, TraceJob
+from scheduler.sim.runner import Simulator
 
 __all__ = [
     "JobBuilder",
@@ -312,3 +313,16 @@ def cluster_config(
 
 # Re-exported for tests that want the wildcard without importing the model.
 ANY_REGION = ANY
+
+
+def run_bounded(sim: Simulator, max_cycles: int) -> RunResult:
+    """Run a simulation, failing (not hanging) if it has not ended after `max_cycles` cycles."""
+    cycles = 0
+
+    def guard(_done: int, _total: int) -> None:
+        nonlocal cycles
+        cycles += 1
+        if cycles > max_cycles:
+            raise AssertionError(f"{sim.policy.name}: no end after {max_cycles} cycles")
+
+    return sim.run(guard)

@@ -22,7 +22,7 @@ from scheduler.model.queue import ClusterConfig, Queue
 from scheduler.policy.config import POLICY_NAMES, PolicyConfig
 from scheduler.sim.records import RunResult, TraceJob
 from scheduler.sim.runner import SimOptions, Simulator
-from tests.builders import node
+from tests.builders import node, run_bounded
 
 GPU_TYPES = ("H100", "A100")
 PRIORITIES = ("low", "normal", "high")
@@ -161,15 +161,7 @@ def can_run(cluster: ClusterConfig, spec: JobSpec) -> bool:
 # --- running and checking ---------------------------------------------------------------------------------
 def simulate(world: World, policy: str, options: SimOptions) -> RunResult:
     sim = Simulator(world.cluster, world.jobs, PolicyConfig(name=policy), options)
-    cycles = 0
-
-    def guard(_done: int, _total: int) -> None:
-        nonlocal cycles
-        cycles += 1
-        if cycles > MAX_CYCLES:
-            raise AssertionError(f"{policy}: no end after {MAX_CYCLES} cycles")
-
-    return sim.run(guard)
+    return run_bounded(sim, MAX_CYCLES)
 
 
 def check(world: World, result: RunResult) -> None:

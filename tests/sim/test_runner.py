@@ -8,7 +8,7 @@ from scheduler.model.queue import Queue
 from scheduler.policy.config import POLICY_NAMES, PolicyConfig
 from scheduler.sim.records import JobRecord, RunResult, TraceJob
 from scheduler.sim.runner import SimOptions, Simulator
-from tests.builders import cluster, cluster_config, job, queue
+from tests.builders import cluster, cluster_config, job, queue, run_bounded
 
 ONE = cluster(racks=1, nodes_per_rack=1)  # r-k0-n0
 TWO = cluster(racks=1, nodes_per_rack=2)
@@ -28,15 +28,7 @@ def simulate(
         policy or PolicyConfig(),
         options or SimOptions(validate=True, record_spans=True),
     )
-    cycles = 0
-
-    def guard(_done: int, _total: int) -> None:
-        nonlocal cycles
-        cycles += 1
-        if cycles > max_cycles:
-            raise RuntimeError(f"the simulation did not end after {max_cycles} cycles")
-
-    return sim.run(guard)
+    return run_bounded(sim, max_cycles)
 
 
 def by_id(result: RunResult) -> dict[str, JobRecord]:
