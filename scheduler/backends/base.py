@@ -19,6 +19,7 @@ class EventKind(str, Enum):
     TIMED_OUT = "timed_out"
     NODE_LOST = "node_lost"
     NODE_JOINED = "node_joined"
+    START_FAILED = "start_failed"  # the start could not complete (e.g. a node left): requeue the job
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,82 @@
+"""What the API may ask of the running controller (it lives in the same process)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from scheduler.model.cluster import Node
+from scheduler.model.job import JobSpec
+from scheduler.model.plan import Allocation
+from scheduler.model.queue import PriorityClass, Queue
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """One queue as `corral queues` shows it."""
+
+    queue: Queue
+    used: Mapping[str, int]  # gpu type → GPUs held by its jobs now
+    borrowed: int  # GPUs it uses above its quota (all types)
+    pending: int  # its PENDING jobs
+    running: int  # its jobs holding GPUs
+    fair_share: float = 0.0  # its decayed usage relative to its weight (0 = none yet)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    node: Node
+    used_gpus: int
+    jobs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """The controller's latest picture of the cluster (taken at its last cycle)."""
+
+    nodes: Sequence[NodeStatus]
+    queues: Sequence[QueueStatus]
+    priority_classes: Sequence[PriorityClass]
+    time: float
+    queue_positions: Mapping[str, int] = field(default_factory=dict)  # pending job id → 1-based position
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    """Where a spec would go if submitted now: an allocation, or why it would wait or be refused."""
+
+    allocation: Allocation | None
+    pending_reason: str | None
+    rejected: str | None = None
+
+
+class SpecError(ValueError):
+    """A spec that can never run here; `field` names the spec field, the message says the fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ControllerHandle(Protocol):
+    def view(self) -> ClusterView:
+        """The latest cluster view (cheap: no store access)."""
+        ...
+
+    def check_spec(self, spec: JobSpec) -> None:
+        """Raise SpecError for an unknown queue or priority class, a GPU type or region with no nodes,
+        or a shape no node set can ever hold."""
+        ...
+
+    def dry_run(self, spec: JobSpec, team: str) -> DryRun:
+        """Run decide() on the current snapshot with this spec added; changes nothing."""
+        ...
+
+    def wake(self) -> None:
+        """Ask for a cycle soon (a submission or cancel arrived)."""
+        ...
+
+    def health(self) -> Mapping[str, str]:
+        """'controller', 'ray', 'store' → 'ok' or a short problem."""
+        ...

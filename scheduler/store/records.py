@@ -1,0 +1,87 @@
+"""What the store keeps, as immutable records: the shared language of controller, API and store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from scheduler.model.job import Job, JobState
+from scheduler.model.plan import Allocation
+
+
+class StopReason(str, Enum):
+    """Why the controller asked the current attempt of a job to stop."""
+
+    PREEMPT = "preempt"  # → PENDING, restart_count + 1, preemption_count + 1
+    CANCEL = "cancel"  # → CANCELLED
+    TIMEOUT = "timeout"  # → TIMEOUT
+    NODE_FAIL = "node_fail"  # a node of the gang died → PENDING, restart_count + 1
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job with the controller's bookkeeping. `job.restart_count` is the current attempt number."""
+
+    job: Job
+    allocation: Allocation | None = None  # GPUs held now (STARTING, RUNNING, PREEMPTING)
+    pending_reason: str | None = None  # PendingReason.message while PENDING
+    stop_reason: StopReason | None = None  # set while a stop of the current attempt is under way
+    stop_requested_at: float | None = None
+    # Written by the API only (a cancel is a request; the controller carries it out):
+    cancel_requested_at: float | None = None
+    cancel_grace_s: float | None = None
+    updated_at: float = 0.0
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def state(self) -> JobState:
+        return self.job.state
+
+    @property
+    def team(self) -> str:
+        return self.job.team
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One line of a job's history (Slurm's sacct / Kueue's events). `seq` is assigned by the store."""
+
+    job_id: str
+    time: float
+    kind: str  # SUBMITTED PLACED STARTED PREEMPTING REQUEUED NODE_FAIL TIMEOUT SUCCEEDED FAILED ...
+    message: str = ""
+    attempt: int = 0
+    node: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One placement-relevant decision with its data-residency check (invariant 6)."""
+
+    time: float
+    job_id: str
+    decision: str  # place | preempt | reject | requeue | cancel
+    attempt: int = 0
+    nodes: tuple[str, ...] = ()
+    node_regions: tuple[str, ...] = ()
+    data_region: str = "any"
+    residency_ok: bool = True
+    detail: str = ""
+    seq: int = 0
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one controller step changes, committed by Store.apply() in one transaction."""
+
+    updates: list[JobRecord] = field(default_factory=list)  # full rewrite of controller-owned columns
+    events: list[EventRecord] = field(default_factory=list)
+    audit: list[AuditRecord] = field(default_factory=list)
+    pending_reasons: dict[str, str | None] = field(default_factory=dict)  # job id → reason (PENDING only)
+
+    def __bool__(self) -> bool:
+        return bool(self.updates or self.events or self.audit or self.pending_reasons)
