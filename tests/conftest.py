@@ -10,3 +10,6 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True)
 settings.register_profile("explore")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "explore"))
+
+# Local test Ray clusters run without Ray 2.60's token auth (loopback only).
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")

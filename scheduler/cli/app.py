@@ -1,14 +1,21 @@
-"""The `corral` CLI entry point."""
+"""The `corral` CLI entry point.
+
+Commands talk to the Corral API found through CORRAL_API_URL / CORRAL_TOKEN or
+`$CORRAL_HOME/context.yaml` (see scheduler.cli.context). Data goes to stdout, messages to stderr.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import typer
 
 from scheduler import __version__
+from scheduler.cli.cluster_cmd import nodes, queues
 from scheduler.cli.errors import EXIT_CODES_HELP
-from scheduler.cli.sim_cmd import sim
+from scheduler.cli.jobs_cmd import cancel, describe, history, jobs, logs, submit
+from scheduler.cli.local_cmd import down, serve, status, up
 from scheduler.model.job import JobSpec
 
 app = typer.Typer(
@@ -16,8 +23,36 @@ app = typer.Typer(
     help=f"Corral: a scheduler for GPU training clusters. {EXIT_CODES_HELP}",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=True,  # --install-completion / --show-completion
 )
-app.command("sim")(sim)
+app.command("submit")(submit)
+app.command("jobs")(jobs)
+app.command("describe")(describe)
+app.command("cancel")(cancel)
+app.command("logs")(logs)
+app.command("history")(history)
+app.command("queues")(queues)
+app.command("nodes")(nodes)
+app.command("up")(up)
+app.command("down")(down)
+app.command("status")(status)
+app.command("serve")(serve)
+
+
+@app.command(
+    "sim",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def sim(ctx: typer.Context) -> None:
+    """Replay a trace under each policy and print a comparison with the lower bounds (--help: options)."""
+    # Imported on use: the simulator pulls numpy and matplotlib, which would slow every other command.
+    from scheduler.cli.sim_cmd import sim as sim_command
+
+    inner = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    inner.command()(sim_command)
+    code = inner(list(ctx.args), prog_name=ctx.command_path, standalone_mode=False)
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 @app.command()
@@ -33,4 +68,16 @@ def schema() -> None:
 
 
 def main() -> None:
-    app()
+    # Not standalone: click's usage errors would print a multi-line box; we print one line instead.
+    if len(sys.argv) <= 1:
+        sys.argv.append("--help")
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # click's errors (typer vendors click): bad usage → exit 2
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        print(f"error: {' '.join(exc.format_message().split())}{where}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

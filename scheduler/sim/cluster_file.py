@@ -42,7 +42,7 @@ DEFAULT_COHORT = "default"
 
 _PathT = tuple[str | int, ...]
 
-_TOP_KEYS = {"regions", "queues", "priority_classes"}
+_TOP_KEYS = {"regions", "queues", "priority_classes", "policy"}  # policy: read by PolicyConfig
 _REGION_KEYS = {"name", "zone", "racks"}
 _RACK_REQUIRED = ("name", "nodes", "gpu_type", "gpus_per_node")
 _RACK_KEYS = {*_RACK_REQUIRED, "nvlink_domain_size", "cpus", "memory_gb", "labels"}

@@ -1,0 +1,592 @@
+"""RayBackend: jobs as gangs of detached Ray actors in a placement group pinned to Corral's nodes.
+
+An attempt of a job (its restart count) is one placement group `corral-<job>-<attempt>` with one
+bundle of GPUs per allocated node, each bundle pinned to its node by the node's Corral label, and
+one worker actor `corral-<job>-<attempt>-r<rank>` per bundle that runs the command as a subprocess.
+Both are detached and named, so they outlive the controller and a restarted one finds them again
+(`attempts()`, `adopt()`, `remove()`).
+
+Threads: the public methods only record intent and return; a small pool runs the blocking steps
+(placement, actor creation, launch, teardown), one watcher thread `ray.wait`s on every rank's
+`wait()` and one refresher thread polls the node table. Bookkeeping is under one lock; events are
+queued for `poll()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import ValidationError
+from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from scheduler.backends import ray_worker
+from scheduler.backends.base import BackendEvent, EventKind
+from scheduler.backends.ray_worker import RankWorker
+from scheduler.clock import Clock
+from scheduler.model.cluster import Node
+from scheduler.model.job import Job
+from scheduler.model.plan import Allocation
+
+log = logging.getLogger(__name__)
+
+# Ray node labels (Kubernetes label syntax, as Ray 2.60 validates them; "ray.io/" is Ray's own).
+LABEL_NODE = "corral.dev/node"
+LABEL_REGION = "corral.dev/region"
+LABEL_ZONE = "corral.dev/zone"
+LABEL_RACK = "corral.dev/rack"
+LABEL_GPU_TYPE = "corral.dev/gpu-type"
+LABEL_NVLINK = "corral.dev/nvlink-domain"
+RAY_NODE_ID_LABEL = "ray.io/node-id"
+
+# Head system config that makes Ray declare a hard-killed node dead in ~1.2 s instead of ~14 s.
+FAST_HEALTH_CHECK: dict[str, int] = {
+    "health_check_period_ms": 500,
+    "health_check_failure_threshold": 3,
+    "health_check_timeout_ms": 500,
+}
+
+_PG_NAME = re.compile(r"^corral-(?P<job>.+)-(?P<attempt>\d+)$")
+_ACTOR_NAME = re.compile(r"^corral-(?P<job>.+)-(?P<attempt>\d+)-r(?P<rank>\d+)$")
+_FAIL_GRACE_S = 3.0  # when one rank fails, the others get this long to exit before SIGKILL
+_RPC_SLACK_S = 5.0  # on top of a grace period, for the actor calls themselves
+_NODE_DEATH_WAIT_S = 5.0  # a rank's actor died: how long to wait for Ray to say its node died
+_WAIT_SLICE_S = 0.1
+
+# Ship the worker class by value: nodes need Ray, not Corral, installed.
+ray.cloudpickle.register_pickle_by_value(ray_worker)  # type: ignore[no-untyped-call]
+_RemoteRankWorker = ray.remote(RankWorker)
+
+
+def pg_name(job_id: str, attempt: int) -> str:
+    return f"corral-{job_id}-{attempt}"
+
+
+def actor_name(job_id: str, attempt: int, rank: int) -> str:
+    return f"corral-{job_id}-{attempt}-r{rank}"
+
+
+def node_from_ray(info: dict[str, Any]) -> Node | None:
+    """A Corral Node from one entry of ray.nodes(), or None for dead and GPU-less nodes."""
+    gpus = int(info.get("Resources", {}).get("GPU", 0))
+    if not info.get("Alive") or gpus <= 0:
+        return None
+    labels: dict[str, str] = dict(info.get("Labels") or {})
+    node_id = labels.get(LABEL_NODE) or str(info["NodeID"])
+    resources = info.get("Resources", {})
+    region = labels.get(LABEL_REGION) or "default"
+    # Label values cannot hold "/": labels name a rack within its region and an NVLink domain within
+    # its rack, and Corral's ids are paths (region/rack/domain) as in the cluster file.
+    rack_label = labels.get(LABEL_RACK)
+    rack = f"{region}/{rack_label}" if rack_label else node_id
+    nvlink = labels.get(LABEL_NVLINK, "")
+    try:
+        return Node(
+            id=node_id,
+            region=region,
+            zone=labels.get(LABEL_ZONE, ""),
+            rack=rack,
+            nvlink_domain=f"{rack}/{nvlink}" if nvlink else "",
+            gpu_type=labels.get(LABEL_GPU_TYPE) or "gpu",
+            gpus=gpus,
+            cpus=max(1, int(resources.get("CPU", 1))),
+            memory_gb=max(1, int(resources.get("memory", 0) // 2**30)),
+            labels={k: v for k, v in labels.items() if not k.startswith("ray.io/")},
+        )
+    except ValidationError:
+        log.warning("ignoring Ray node %s: not a valid Corral node", node_id, exc_info=True)
+        return None
+
+
+def rank_env(
+    job: Job, rank: int, node: str, gpus: int, master: tuple[str, int], checkpoint_dir: str
+) -> dict[str, str]:
+    """The environment of one rank: the job's env plus the torchrun-style and Corral variables.
+
+    One process is launched per node, so LOCAL_WORLD_SIZE is 1 and LOCAL_RANK 0 (torchrun's
+    convention: processes per node); the node's GPU count is in CORRAL_GPUS_PER_NODE.
+    """
+    return {
+        **job.spec.env,
+        "RANK": str(rank),
+        "NODE_RANK": str(rank),
+        "WORLD_SIZE": str(job.spec.nodes),
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": master[0],
+        "MASTER_PORT": str(master[1]),
+        "CORRAL_JOB_ID": job.id,
+        "CORRAL_ATTEMPT": str(job.restart_count),
+        "CORRAL_RESTART_COUNT": str(job.restart_count),
+        "CORRAL_CHECKPOINT_DIR": checkpoint_dir,
+        "CORRAL_NODE": node,
+        "CORRAL_GPUS_PER_NODE": str(gpus),
+    }
+
+
+class _Phase(str, Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    FINISHING = "finishing"  # ended by itself (or a rank failed): cleaning up before EXITED
+    STOPPING = "stopping"  # stop() asked: cleaning up before STOPPED
+    DONE = "done"
+
+
+@dataclass(eq=False)
+class _Handles:
+    """What an attempt holds in Ray: its placement group and its rank actors."""
+
+    pg: Any = None
+    actors: list[Any] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Run:
+    """One attempt of one job, as this backend knows it."""
+
+    job: Job
+    node_ids: tuple[str, ...]
+    gpus: tuple[int, ...]
+    held: _Handles = field(default_factory=_Handles)
+    phase: _Phase = _Phase.STARTING
+    waits: dict[Any, int] = field(default_factory=dict)  # ObjectRef of a rank's wait() → rank
+    stop_grace: float | None = None  # set once stop() was asked
+    node_lost: bool = False  # NODE_LOST for this job was emitted
+
+    @classmethod
+    def of(cls, job: Job, allocation: Allocation) -> _Run:
+        return cls(job=job, node_ids=allocation.node_ids, gpus=tuple(len(n.gpus) for n in allocation.nodes))
+
+    @property
+    def attempt(self) -> int:
+        return self.job.restart_count
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.job.id, self.attempt)
+
+
+class RayBackend:
+    def __init__(
+        self,
+        address: str,
+        log_dir: Path,
+        clock: Clock,
+        *,
+        namespace: str = "corral",
+        start_timeout_s: float = 30.0,
+        refresh_s: float = 0.5,
+        max_workers: int = 16,
+    ) -> None:
+        if ray.is_initialized():
+            raise RuntimeError("ray is already initialized in this process: one RayBackend per process")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 defaults to token auth
+        ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+        self.namespace = namespace
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._start_timeout_s = start_timeout_s
+        self._refresh_s = refresh_s
+        self._lock = threading.RLock()
+        self._events: list[BackendEvent] = []
+        self._runs: dict[tuple[str, int], _Run] = {}
+        self._nodes: dict[str, Node] = {}
+        self._refresh_lock = threading.Lock()  # one refresh at a time, so node changes apply in order
+        self._closing = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="corral-ray")
+        self._refresh_nodes(emit=False)
+        self._threads = [
+            threading.Thread(
+                target=self._loop, args=(self._watch_once,), name="corral-ray-watch", daemon=True
+            ),
+            threading.Thread(
+                target=self._loop, args=(self._nodes_once,), name="corral-ray-nodes", daemon=True
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # --- Backend protocol --------------------------------------------------------------------
+    def nodes(self) -> list[Node]:
+        """The alive GPU nodes (dead ones are left out, not returned DOWN); a cached view."""
+        with self._lock:
+            return list(self._nodes.values())
+
+    def start(self, job: Job, allocation: Allocation) -> None:
+        run = _Run.of(job, allocation)
+        with self._lock:
+            self._runs[run.key] = run
+        self._submit(self._start_run, run)
+
+    def stop(self, job: Job, grace_s: float) -> None:
+        with self._lock:
+            run = self._runs.get((job.id, job.restart_count))
+            if run is None:
+                self._submit(self._stop_untracked, job.id, job.restart_count, grace_s)
+                return
+            if run.stop_grace is not None:  # already stopping: a shorter grace still applies
+                if grace_s < run.stop_grace:
+                    run.stop_grace = grace_s
+                    for actor in run.held.actors:
+                        actor.terminate.remote(grace_s)
+                return
+            run.stop_grace = grace_s
+            if run.phase is _Phase.RUNNING:
+                run.phase = _Phase.STOPPING
+                self._submit(self._stop_run, run)
+            # STARTING: the start thread sees stop_grace; FINISHING: it ends with EXITED.
+
+    def poll(self) -> list[BackendEvent]:
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+    def log_path(self, job_id: str) -> Path:
+        return self.log_dir / f"{job_id}.log"
+
+    def checkpoint_dir(self, job: Job) -> Path:
+        """spec.checkpoint_dir, or by default <log_dir>/../checkpoints/<job id> (created at launch)."""
+        if job.spec.checkpoint_dir:
+            return Path(job.spec.checkpoint_dir)
+        return self.log_dir.parent / "checkpoints" / job.id
+
+    # --- reconciliation ----------------------------------------------------------------------
+    def attempt_pairs(self) -> set[tuple[str, int]]:
+        """(job id, attempt) of every Corral placement group or worker actor alive in the namespace."""
+        found: set[tuple[str, int]] = set()
+        for name in ray.util.list_named_actors(all_namespaces=False):
+            if m := _ACTOR_NAME.match(name):
+                found.add((m["job"], int(m["attempt"])))
+        for info in ray.util.placement_group_table().values():
+            if info.get("state") != "REMOVED" and (m := _PG_NAME.match(info.get("name") or "")):
+                found.add((m["job"], int(m["attempt"])))
+        return found
+
+    def attempts(self) -> dict[str, int]:
+        """Job id → its latest attempt found alive (see attempt_pairs() for older leftovers)."""
+        latest: dict[str, int] = {}
+        for job_id, attempt in self.attempt_pairs():
+            latest[job_id] = max(attempt, latest.get(job_id, attempt))
+        return latest
+
+    def adopt(self, job: Job, allocation: Allocation) -> None:
+        """Watch an attempt a previous controller started: STARTED now if it runs, EXITED when it
+        ends (at once if it already did), START_FAILED if its actors or placement group are gone."""
+        run = _Run.of(job, allocation)
+        with self._lock:
+            self._runs[run.key] = run
+        self._submit(self._adopt_run, run)
+
+    def remove(self, job_id: str, attempt: int) -> None:
+        """Orphan cleanup (blocking, bounded): SIGKILL its processes, kill its actors, remove its PG."""
+        with self._lock:
+            run = self._runs.pop((job_id, attempt), None)
+            if run is not None:
+                run.phase = _Phase.DONE
+        self._teardown(self._find_named(job_id, attempt), 0.0)
+
+    def close(self) -> None:
+        """Stop watching and disconnect; detached jobs keep running for the next controller."""
+        self._closing.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        ray.shutdown()
+
+    # --- start -------------------------------------------------------------------------------
+    def _start_run(self, run: _Run) -> None:
+        deadline = time.monotonic() + self._start_timeout_s
+        ok = False
+        try:
+            ok = self._place(run, deadline) and self._launch(run, deadline)
+        except Exception:
+            log.warning("start of %s attempt %d failed", run.job.id, run.attempt, exc_info=True)
+        if ok or self._closing.is_set():  # closing: leave it for the next controller to adopt
+            return
+        self._teardown(run.held, run.stop_grace or 0.0)
+        stopped = run.stop_grace is not None
+        self._end(run, EventKind.STOPPED if stopped else EventKind.START_FAILED)
+
+    def _place(self, run: _Run, deadline: float) -> bool:
+        """Reserve one bundle per node, each pinned to its node; False if not ready in time."""
+        leftover = self._find_named(run.job.id, run.attempt)
+        if leftover.pg is not None or leftover.actors:  # a crashed controller's try at this attempt
+            self._teardown(leftover, 0.0)
+        run.held.pg = placement_group(
+            [{"GPU": g} if g > 0 else {"CPU": 0.01} for g in run.gpus],
+            strategy="STRICT_SPREAD",
+            name=pg_name(run.job.id, run.attempt),
+            lifetime="detached",
+            bundle_label_selector=[self._selector(n) for n in run.node_ids],
+        )
+        while not run.held.pg.wait(timeout_seconds=min(0.5, max(0.0, deadline - time.monotonic()))):
+            if self._aborted(run) or time.monotonic() >= deadline:
+                return False
+        return not self._aborted(run)
+
+    def _launch(self, run: _Run, deadline: float) -> bool:
+        job = run.job
+        for rank, gpus in enumerate(run.gpus):
+            strategy = PlacementGroupSchedulingStrategy(run.held.pg, placement_group_bundle_index=rank)
+            run.held.actors.append(
+                _RemoteRankWorker.options(
+                    name=actor_name(job.id, run.attempt, rank),
+                    lifetime="detached",
+                    num_cpus=0,
+                    num_gpus=gpus,
+                    max_concurrency=8,  # wait() blocks one thread; terminate() needs another
+                    max_restarts=0,
+                    scheduling_strategy=strategy,
+                ).remote(job.id, run.attempt, rank)
+            )
+        master = ray.get(run.held.actors[0].address.remote(), timeout=_left(deadline))
+        if self._aborted(run):
+            return False
+        self._write_header(run)
+        checkpoint = str(self.checkpoint_dir(job))
+        cwd = job.spec.working_dir or str(self.log_dir.parent)
+        prefix = "[rank {}] " if job.spec.nodes > 1 else ""
+        launches = [
+            actor.launch.remote(
+                job.spec.command,
+                rank_env(job, rank, run.node_ids[rank], run.gpus[rank], master, checkpoint),
+                cwd,
+                str(self.log_path(job.id)),
+                prefix.format(rank),
+            )
+            for rank, actor in enumerate(run.held.actors)
+        ]
+        ray.get(launches, timeout=_left(deadline))
+        with self._lock:
+            if run.stop_grace is not None:
+                return False
+            self._watch(run)
+            self._emit(EventKind.STARTED, run)
+        return True
+
+    def _write_header(self, run: _Run) -> None:
+        when = datetime.fromtimestamp(self._clock.now(), tz=timezone.utc).isoformat(timespec="seconds")
+        line = f"=== corral: attempt {run.attempt} on {','.join(run.node_ids)} at {when} ===\n"
+        fd = os.open(self.log_path(run.job.id), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def _selector(self, node_id: str) -> dict[str, str]:
+        with self._lock:
+            node = self._nodes.get(node_id)
+        if node is not None and node.labels.get(LABEL_NODE) != node_id:
+            return {RAY_NODE_ID_LABEL: node_id}  # a node without a Corral label goes by its Ray id
+        return {LABEL_NODE: node_id}
+
+    def _aborted(self, run: _Run) -> bool:
+        return run.stop_grace is not None or self._closing.is_set()
+
+    # --- adopt, stop, end --------------------------------------------------------------------
+    def _adopt_run(self, run: _Run) -> None:
+        run.held = self._find_named(run.job.id, run.attempt)
+        launched: list[bool] = []
+        ended = False
+        if run.held.pg is not None and len(run.held.actors) == len(run.gpus):
+            with contextlib.suppress(Exception):  # an actor on a dead node: not adoptable
+                launched = ray.get([a.launched.remote() for a in run.held.actors], timeout=10)
+                codes = ray.get([a.exit_code.remote() for a in run.held.actors], timeout=10)
+                ended = any(code is not None for code in codes)
+        if launched and all(launched):
+            with self._lock:
+                if run.stop_grace is None:
+                    self._watch(run)  # an attempt that ended unwatched reports EXITED at once
+                    if not ended:
+                        self._emit(EventKind.STARTED, run)
+                    return
+            self._teardown(run.held, run.stop_grace)
+            self._end(run, EventKind.STOPPED)
+            return
+        self._teardown(run.held, 0.0)  # half-started or half-gone: requeue it
+        self._end(run, EventKind.STOPPED if run.stop_grace is not None else EventKind.START_FAILED)
+
+    def _watch(self, run: _Run) -> None:
+        run.phase = _Phase.RUNNING
+        run.waits = {actor.wait.remote(): rank for rank, actor in enumerate(run.held.actors)}
+
+    def _stop_run(self, run: _Run) -> None:
+        self._teardown(run.held, run.stop_grace or 0.0)
+        self._end(run, EventKind.STOPPED)
+
+    def _stop_untracked(self, job_id: str, attempt: int, grace_s: float) -> None:
+        # Not started by this process (or long gone): stop whatever still runs under its names.
+        self._teardown(self._find_named(job_id, attempt), grace_s)
+        with self._lock:
+            self._events.append(BackendEvent(EventKind.STOPPED, self._clock.now(), job_id, attempt))
+
+    def _finish(self, run: _Run, code: int) -> None:
+        """The job ended by itself: free its GPUs for real, then report EXITED."""
+        self._teardown(run.held, _FAIL_GRACE_S)
+        self._end(run, EventKind.EXITED, exit_code=code)
+
+    def _end(self, run: _Run, kind: EventKind, exit_code: int | None = None) -> None:
+        with self._lock:
+            run.phase = _Phase.DONE
+            if self._runs.get(run.key) is run:
+                del self._runs[run.key]
+            self._emit(kind, run, exit_code=exit_code)
+
+    def _teardown(self, handles: _Handles, grace_s: float) -> None:
+        """Stop every rank (SIGTERM, grace, SIGKILL), then kill the actors and remove the PG."""
+        refs = [actor.terminate.remote(grace_s) for actor in handles.actors]
+        if refs:
+            with contextlib.suppress(Exception):
+                ray.wait(refs, num_returns=len(refs), timeout=grace_s + _RPC_SLACK_S)
+        for actor in handles.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+        if handles.pg is not None:
+            with contextlib.suppress(Exception):
+                remove_placement_group(handles.pg)
+
+    def _find_named(self, job_id: str, attempt: int) -> _Handles:
+        """The PG and actors of an attempt, looked up by their names (missing ones left out)."""
+        found = _Handles()
+        with contextlib.suppress(ValueError):
+            found.pg = get_placement_group(pg_name(job_id, attempt))
+        ranks = sorted(
+            int(m["rank"])
+            for name in ray.util.list_named_actors(all_namespaces=False)
+            if (m := _ACTOR_NAME.match(name)) and m["job"] == job_id and int(m["attempt"]) == attempt
+        )
+        for rank in ranks:
+            with contextlib.suppress(ValueError):
+                found.actors.append(ray.get_actor(actor_name(job_id, attempt, rank)))
+        return found
+
+    # --- watching ----------------------------------------------------------------------------
+    def _loop(self, step: Callable[[], None]) -> None:
+        while not self._closing.is_set():
+            try:
+                step()
+            except Exception:  # a Ray hiccup must never kill the watcher
+                log.warning("ray backend watcher step failed", exc_info=True)
+                self._closing.wait(0.5)
+
+    def _watch_once(self) -> None:
+        with self._lock:
+            refs = [ref for run in self._runs.values() if run.phase is _Phase.RUNNING for ref in run.waits]
+        if not refs:
+            self._closing.wait(_WAIT_SLICE_S)
+            return
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=_WAIT_SLICE_S, fetch_local=True)
+        for ref in ready:
+            self._rank_ended(ref)
+
+    def _rank_ended(self, ref: Any) -> None:
+        run, rank = self._take_wait(ref)
+        if run is None:
+            return
+        try:
+            code: int = ray.get(ref, timeout=_RPC_SLACK_S)
+        except Exception:  # its actor died: node loss, or killed from outside
+            self._submit(self._rank_lost, run, rank)
+            return
+        with self._lock:
+            if run.phase is not _Phase.RUNNING or (code == 0 and run.waits):
+                return
+            run.phase = _Phase.FINISHING  # all ranks done, or the first failure: end the gang
+        self._submit(self._finish, run, code)
+
+    def _take_wait(self, ref: Any) -> tuple[_Run | None, int]:
+        with self._lock:
+            for run in self._runs.values():
+                if ref in run.waits:
+                    return run, run.waits.pop(ref)
+        return None, -1
+
+    def _rank_lost(self, run: _Run, rank: int) -> None:
+        node = run.node_ids[rank]
+        deadline = time.monotonic() + _NODE_DEATH_WAIT_S
+        while time.monotonic() < deadline and not self._closing.is_set():
+            self._refresh_nodes(emit=True)
+            with self._lock:
+                if node not in self._nodes:
+                    self._node_lost(run, node)
+                    return
+            self._closing.wait(0.25)
+        with self._lock:
+            if run.phase is not _Phase.RUNNING:
+                return
+            run.phase = _Phase.FINISHING
+        self._finish(run, 128 + signal.SIGKILL)  # the rank vanished while its node lives on
+
+    def _nodes_once(self) -> None:
+        self._refresh_nodes(emit=True)
+        self._closing.wait(self._refresh_s)
+
+    def _refresh_nodes(self, emit: bool) -> None:
+        with self._refresh_lock:
+            fresh = {
+                n.id: n
+                for info in ray.nodes()  # type: ignore[no-untyped-call]
+                if (n := node_from_ray(info)) is not None
+            }
+            self._apply_nodes(fresh, emit)
+
+    def _apply_nodes(self, fresh: dict[str, Node], emit: bool) -> None:
+        with self._lock:
+            lost = [n for n in self._nodes if n not in fresh]
+            joined = [n for n in fresh if n not in self._nodes]
+            self._nodes = fresh
+            if not emit:
+                return
+            now = self._clock.now()
+            for node in lost:
+                self._events.append(BackendEvent(EventKind.NODE_LOST, now, node=node))
+                for run in list(self._runs.values()):
+                    if node in run.node_ids:
+                        self._node_lost(run, node)
+            for node in joined:
+                self._events.append(BackendEvent(EventKind.NODE_JOINED, now, node=node))
+
+    def _node_lost(self, run: _Run, node: str) -> None:
+        """Tell the controller once that a job lost a node; it answers with stop(job, 0)."""
+        if run.node_lost or run.phase not in (_Phase.STARTING, _Phase.RUNNING):
+            return
+        run.node_lost = True
+        self._emit(EventKind.NODE_LOST, run, node=node)
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _emit(self, kind: EventKind, run: _Run, *, exit_code: int | None = None, node: str = "") -> None:
+        with self._lock:
+            self._events.append(
+                BackendEvent(kind, self._clock.now(), run.job.id, run.attempt, exit_code=exit_code, node=node)
+            )
+
+    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._closing.is_set():
+            return
+        self._pool.submit(_logged, fn, *args)
+
+
+def _logged(fn: Callable[..., None], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("ray backend task %s failed", getattr(fn, "__name__", fn))
+
+
+def _left(deadline: float) -> float:
+    return max(0.1, deadline - time.monotonic())

@@ -1,0 +1,419 @@
+"""The live controller: one thread that turns submissions, backend events and time into plans.
+
+Each step: pick up new submissions and cancel requests from the store, take the backend's events,
+run decide() over an immutable snapshot when anything changed (or periodically, for aging and time
+limits), commit every change of the step in ONE store transaction, and only then start and stop
+jobs. The controller is the only writer of job state; the API writes submissions and cancel
+requests, which the controller reads back through Store.changed_since().
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from scheduler.backends.base import Backend, BackendEvent, EventKind
+from scheduler.clock import Clock
+from scheduler.control.config import LiveConfig
+from scheduler.control.reconcile import reconcile
+from scheduler.control.spec_check import check_spec
+from scheduler.control.transitions import (
+    Start,
+    Step,
+    Stop,
+    apply_plan,
+    check_time_limits,
+    holds_gpus,
+    on_backend_event,
+    on_cancel_request,
+    reject,
+)
+from scheduler.control.view import ClusterView, DryRun, NodeStatus, QueueStatus
+from scheduler.model.cluster import Node, NodeState
+from scheduler.model.job import Job, JobSpec, JobState
+from scheduler.model.plan import Allocation, Place, Reject
+from scheduler.model.snapshot import ClusterSnapshot, RunningJob
+from scheduler.policy.decide import decide
+from scheduler.policy.order import pending_key
+from scheduler.policy.usage import DecayedUsage
+from scheduler.store.records import Batch, JobRecord
+from scheduler.store.store import Store
+
+log = logging.getLogger("corral.controller")
+
+
+class LiveBackend(Backend, Protocol):
+    """A Backend that can also be reconciled after a controller restart (RayBackend)."""
+
+    def attempt_pairs(self) -> Collection[tuple[str, int]]: ...
+
+    def adopt(self, job: Job, allocation: Allocation) -> None: ...
+
+    def remove(self, job_id: str, attempt: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """What the last snapshot was built from (immutable), kept for dry runs from the API."""
+
+    nodes: tuple[Node, ...]
+    pending: tuple[Job, ...]
+    running: tuple[RunningJob, ...]
+    usage: Mapping[str, float]
+
+
+class Controller:
+    def __init__(
+        self,
+        store: Store,
+        backend: LiveBackend,
+        config: LiveConfig,
+        clock: Clock,
+        *,
+        poll_s: float = 0.1,
+        full_cycle_s: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.config = config
+        self.clock = clock
+        self.poll_s = poll_s
+        self.full_cycle_s = full_cycle_s
+        self.queues = {q.name: q for q in config.cluster.queues}
+        self.priority_classes = {p.name: p for p in config.cluster.priority_classes}
+        self._key = pending_key(config.policy, {p.name: p.value for p in config.cluster.priority_classes})
+        self._records: dict[str, JobRecord] = {}
+        self._seq = 0
+        self._usage = {q: DecayedUsage(config.policy.usage_half_life_s) for q in self.queues}
+        self._held: dict[str, int] = {}
+        self._known_nodes: dict[str, Node] = {}
+        self._node_key: tuple[tuple[str, str], ...] = ()
+        self._last_decide = 0.0
+        self._retry: list[BackendEvent] = []
+        self._lock = threading.Lock()
+        self._view = ClusterView(
+            nodes=(), queues=(), priority_classes=tuple(self.priority_classes.values()), time=0
+        )
+        self._inputs = _Inputs((), (), (), {})
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.cycles = 0
+        self.store_errors = 0
+        self.last_step_at = 0.0
+        self.last_error = ""
+        self.last_cycle_s = 0.0
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Reconcile the store with the backend, then run the loop in a daemon thread."""
+        self.store.sync_queues(list(self.queues.values()))
+        self.recover()
+        self._thread = threading.Thread(target=self._run, name="corral-controller", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def recover(self) -> None:
+        now = self.clock.now()
+        self._seq = self.store.change_counter()  # first: a job submitted meanwhile is read again, not lost
+        active = self.store.active()
+        alive = list(self.backend.attempt_pairs())
+        result = reconcile(active, alive, now)
+        self._records = {r.id: r for r in active}
+        for rec in result.adopt:
+            assert rec.allocation is not None
+            self.backend.adopt(rec.job, rec.allocation)
+        for job_id, attempt in result.orphans:
+            log.warning("removing orphaned attempt %s of job %s", attempt, job_id)
+            self.backend.remove(job_id, attempt)
+        self._commit(result.step)
+        log.info(
+            "recovered %d active jobs: %d adopted, %d orphans removed",
+            len(active),
+            len(result.adopt),
+            len(result.orphans),
+        )
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                self.step()
+            except Exception as exc:  # the loop must survive a store outage; resync from the store
+                self.store_errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("controller step failed; reloading state from the store")
+                time.sleep(min(1.0, self.poll_s * 5))
+                try:
+                    self._records = {r.id: r for r in self.store.active()}
+                except Exception:
+                    log.exception("store still unavailable")
+
+    # --- one step ---------------------------------------------------------------------------------
+    def step(self) -> None:
+        now = self.clock.now()
+        step = Step()
+        changed = self._take_submissions(now, step)
+        events = self._retry + self.backend.poll()
+        self._retry = []
+        for event in events:
+            if event.job_id:
+                on_backend_event(self._current(step), event, now, step)
+            changed = True
+        nodes = self._nodes()
+        changed = changed or bool(step)
+        if changed or now - self._last_decide >= self.full_cycle_s:
+            check_time_limits(list(self._current(step).values()), now, step)
+            self._decide(nodes, now, step)
+        self._commit(step)
+        self.last_step_at = now
+
+    def _current(self, step: Step) -> dict[str, JobRecord]:
+        if not step.records:
+            return self._records
+        return {**self._records, **step.records}
+
+    def _take_submissions(self, now: float, step: Step) -> bool:
+        fresh, self._seq = self.store.changed_since(self._seq)
+        for rec in fresh:
+            known = self._records.get(rec.id)
+            if known is None:
+                if rec.state.terminal:
+                    continue
+                known = rec
+                self._records[rec.id] = rec
+            elif rec.cancel_requested_at is not None and known.cancel_requested_at is None:
+                known = replace(
+                    known, cancel_requested_at=rec.cancel_requested_at, cancel_grace_s=rec.cancel_grace_s
+                )
+                self._records[rec.id] = known
+            if known.cancel_requested_at is not None:
+                on_cancel_request(known, now, step)
+        return bool(fresh)
+
+    def _nodes(self) -> dict[str, Node]:
+        """The backend's nodes, plus (as DOWN) nodes that left while jobs still hold GPUs there."""
+        nodes = {n.id: n for n in self.backend.nodes()}
+        self._known_nodes.update(nodes)
+        for rec in self._records.values():
+            if rec.allocation is not None:
+                for node_id in rec.allocation.node_ids:
+                    if node_id not in nodes and node_id in self._known_nodes:
+                        nodes[node_id] = self._known_nodes[node_id].model_copy(
+                            update={"state": NodeState.DOWN}
+                        )
+        return nodes
+
+    def _decide(self, nodes: dict[str, Node], now: float, step: Step) -> None:
+        current = self._current(step)
+        for rec in current.values():
+            if rec.state is JobState.PENDING and rec.job.spec.queue not in self.queues:
+                # Its queue left the configuration while it waited: it can never run.
+                reject(rec, f"queue {rec.job.spec.queue!r} no longer exists", now, step)
+        current = self._current(step)
+        inputs = self._snapshot_inputs(current, nodes, now)
+        snapshot = self._snapshot(inputs)
+        t0 = time.perf_counter()
+        plan = decide(snapshot, self.config.policy, now)
+        self.last_cycle_s = time.perf_counter() - t0
+        self.cycles += 1
+        self._last_decide = now
+        apply_plan(current, plan, nodes, now, step)
+        with self._lock:
+            self._inputs = inputs
+        self._publish(snapshot, self._current(step), nodes, now)
+
+    def _snapshot_inputs(
+        self, current: Mapping[str, JobRecord], nodes: Mapping[str, Node], now: float
+    ) -> _Inputs:
+        pending: list[Job] = []
+        running: list[RunningJob] = []
+        for rec in current.values():
+            if rec.state is JobState.PENDING and rec.cancel_requested_at is None:
+                pending.append(rec.job)
+            elif holds_gpus(rec):
+                assert rec.allocation is not None
+                job = rec.job
+                if rec.stop_reason is not None and job.state is not JobState.PREEMPTING:
+                    job = job.model_copy(update={"state": JobState.PREEMPTING})  # leaving: its GPUs free soon
+                first = nodes.get(rec.allocation.node_ids[0])
+                if first is None:
+                    continue
+                running.append(RunningJob(job, rec.allocation, first.pool, job.started_at or now))
+        self._charge(running, now)
+        usage = {q: u.value_at(now) for q, u in self._usage.items()}
+        return _Inputs(tuple(nodes.values()), tuple(pending), tuple(running), usage)
+
+    def _snapshot(self, inputs: _Inputs, extra: Sequence[Job] = ()) -> ClusterSnapshot:
+        return ClusterSnapshot.build(
+            inputs.nodes,
+            self.queues.values(),
+            self.priority_classes.values(),
+            [*inputs.pending, *extra],
+            inputs.running,
+            usage_history=inputs.usage,
+            pending_key=self._key,
+        )
+
+    def _charge(self, running: Sequence[RunningJob], now: float) -> None:
+        held: dict[str, int] = {}
+        for r in running:
+            held[r.queue] = held.get(r.queue, 0) + r.gpus
+        for queue, usage in self._usage.items():
+            delta = held.get(queue, 0) - self._held.get(queue, 0)
+            if delta:
+                usage.change(now, delta)
+        self._held = held
+
+    def _commit(self, step: Step) -> None:
+        """One transaction for the whole step, then the effects (never before the commit)."""
+        if not step:
+            return
+        batch = Batch(
+            updates=list(step.records.values()),
+            events=step.events,
+            audit=step.audit,
+            pending_reasons=step.pending_reasons,
+        )
+        if batch:
+            self.store.apply(batch)
+        for job_id, rec in step.records.items():
+            if rec.state.terminal:
+                self._records.pop(job_id, None)
+            else:
+                self._records[job_id] = rec
+        for job_id, reason in step.pending_reasons.items():
+            waiting = self._records.get(job_id)
+            if waiting is not None:
+                self._records[job_id] = replace(waiting, pending_reason=reason)
+        for effect in step.effects:
+            self._carry_out(effect)
+
+    def _carry_out(self, effect: Start | Stop) -> None:
+        try:
+            if isinstance(effect, Start):
+                self.backend.start(effect.job, effect.allocation)
+            else:
+                self.backend.stop(effect.job, effect.grace_s)
+        except Exception as exc:
+            log.exception("backend refused %s of job %s", type(effect).__name__, effect.job.id)
+            if isinstance(effect, Start):  # treat as a failed start: the next step requeues it
+                self._retry.append(
+                    BackendEvent(
+                        EventKind.START_FAILED, self.clock.now(), effect.job.id, effect.job.restart_count
+                    )
+                )
+            self.last_error = f"{type(exc).__name__}: {exc}"
+
+    # --- what the API sees --------------------------------------------------------------------------
+    def _publish(
+        self,
+        snapshot: ClusterSnapshot,
+        current: Mapping[str, JobRecord],
+        nodes: Mapping[str, Node],
+        now: float,
+    ) -> None:
+        used: dict[str, int] = {}
+        jobs_on: dict[str, list[str]] = {}
+        q_used: dict[str, dict[str, int]] = {}
+        q_running: dict[str, int] = {}
+        q_pending: dict[str, int] = {}
+        for rec in current.values():
+            queue = rec.job.spec.queue
+            if rec.state is JobState.PENDING:
+                q_pending[queue] = q_pending.get(queue, 0) + 1
+            if not holds_gpus(rec):
+                continue
+            assert rec.allocation is not None
+            q_running[queue] = q_running.get(queue, 0) + 1
+            for na in rec.allocation.nodes:
+                used[na.node] = used.get(na.node, 0) + len(na.gpus)
+                jobs_on.setdefault(na.node, []).append(rec.id)
+                gpu_type = nodes[na.node].gpu_type if na.node in nodes else "?"
+                by_type = q_used.setdefault(queue, {})
+                by_type[gpu_type] = by_type.get(gpu_type, 0) + len(na.gpus)
+        queue_status = []
+        for name, q in self.queues.items():
+            by_type = q_used.get(name, {})
+            borrowed = sum(max(0, g - q.nominal(t)) for t, g in by_type.items())
+            share = snapshot.usage_history.get(name, 0.0) / q.weight
+            queue_status.append(
+                QueueStatus(q, dict(by_type), borrowed, q_pending.get(name, 0), q_running.get(name, 0), share)
+            )
+        positions: dict[str, int] = {}
+        for jobs in snapshot.pending.values():
+            pos = 0
+            for job in jobs:
+                entry = current.get(job.id)
+                if entry is not None and entry.state is JobState.PENDING:
+                    pos += 1
+                    positions[job.id] = pos
+        view = ClusterView(
+            nodes=tuple(
+                NodeStatus(n, used.get(n.id, 0), tuple(jobs_on.get(n.id, ())))
+                for n in sorted(nodes.values(), key=lambda n: n.id)
+            ),
+            queues=tuple(queue_status),
+            priority_classes=tuple(self.priority_classes.values()),
+            time=now,
+            queue_positions=positions,
+        )
+        with self._lock:
+            self._view = view
+
+    def view(self) -> ClusterView:
+        with self._lock:
+            return self._view
+
+    def check_spec(self, spec: JobSpec) -> None:
+        view = self.view()
+        check_spec(
+            spec,
+            [n.node for n in view.nodes],
+            list(self.queues.values()),
+            list(self.priority_classes.values()),
+        )
+
+    def dry_run(self, spec: JobSpec, team: str) -> DryRun:
+        with self._lock:
+            inputs = self._inputs
+        now = self.clock.now()
+        probe = Job(id="dry-run", spec=spec, team=team, submitted_at=now)
+        plan = decide(self._snapshot(inputs, [probe]), self.config.policy, now)
+        for decision in plan.decisions:
+            if isinstance(decision, Place) and decision.job_id == probe.id:
+                return DryRun(allocation=decision.allocation, pending_reason=None)
+            if isinstance(decision, Reject) and decision.job_id == probe.id:
+                return DryRun(allocation=None, pending_reason=None, rejected=decision.reason)
+        return DryRun(allocation=None, pending_reason=plan.reason_for(probe.id).message)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def health(self) -> Mapping[str, str]:
+        now = self.clock.now()
+        alive = self._thread is not None and self._thread.is_alive()
+        lag = now - self.last_step_at
+        controller = "ok" if alive and lag < 10 else ("stopped" if not alive else f"stalled for {lag:.0f} s")
+        return {
+            "controller": controller,
+            "store": "ok" if not self.last_error else f"last error: {self.last_error}",
+            "ray": "ok" if self.view().nodes else "no GPU nodes",
+        }
+
+    def records(self) -> Collection[JobRecord]:
+        return tuple(self._records.values())

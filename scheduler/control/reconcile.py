@@ -1,0 +1,61 @@
+"""Start-up reconciliation: the store says what should run, the backend says what does.
+
+Placement groups and worker actors are named from the job id and its attempt, so the match is
+exact: an attempt the store expects and Ray runs is adopted (never started twice); a committed
+start whose effect never ran is started again under the same name; work that vanished is
+requeued; anything Ray runs that the store does not expect is an orphan and is removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
+
+from scheduler.backends.base import EventKind
+from scheduler.control.transitions import Start, Step, Stop, end_of_attempt, holds_gpus
+from scheduler.model.job import JobState
+from scheduler.store.records import JobRecord
+
+
+@dataclass(slots=True)
+class Reconciliation:
+    step: Step = field(default_factory=Step)
+    adopt: list[JobRecord] = field(default_factory=list)  # running now; watch them again
+    orphans: list[tuple[str, int]] = field(default_factory=list)  # (job id, attempt) to remove
+
+
+def reconcile(records: Sequence[JobRecord], alive: Collection[tuple[str, int]], now: float) -> Reconciliation:
+    """`alive`: the (job id, attempt) pairs the backend runs now."""
+    out = Reconciliation()
+    alive_set = set(alive)
+    expected: dict[str, int] = {}
+    for rec in records:
+        if not holds_gpus(rec):
+            continue
+        attempt = rec.job.restart_count
+        expected[rec.id] = attempt
+        if (rec.id, attempt) in alive_set:
+            out.adopt.append(rec)
+            if rec.stop_reason is not None and rec.stop_requested_at is not None:
+                # A stop was under way: finish it with what is left of its grace period.
+                grace = rec.cancel_grace_s if rec.cancel_grace_s is not None else rec.job.spec.grace_period_s
+                left = max(0.0, grace - (now - rec.stop_requested_at))
+                out.step.effects.append(Stop(rec.job, left))
+        elif rec.state is JobState.STARTING and rec.stop_reason is None:
+            # The plan was committed but its start never reached Ray: carry it out now.
+            assert rec.allocation is not None
+            out.step.effects.append(Start(rec.job, rec.allocation))
+            out.step.note(rec, "RESTARTED_START", now, "start re-issued after a controller restart")
+        else:
+            out.step.note(rec, "LOST", now, "its processes vanished while the controller was down")
+            end_of_attempt(
+                replace(rec),
+                EventKind.START_FAILED if rec.stop_reason is None else EventKind.STOPPED,
+                None,
+                now,
+                out.step,
+            )
+    for job_id, attempt in sorted(alive_set):
+        if expected.get(job_id) != attempt:
+            out.orphans.append((job_id, attempt))
+    return out

@@ -1,0 +1,60 @@
+"""`corral serve`: one process holding the store, the Ray backend, the controller and the HTTP API."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from scheduler.api.app import create_app
+from scheduler.api.auth import TokenTable
+from scheduler.backends.ray_backend import RayBackend
+from scheduler.clock import WallClock
+from scheduler.control.config import load_live_config
+from scheduler.control.controller import Controller
+from scheduler.store.store import Store
+
+log = logging.getLogger("corral.serve")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    config: Path
+    tokens: Path
+    db_url: str
+    ray_address: str
+    log_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8470
+
+
+def serve(options: ServeOptions) -> None:
+    """Run until SIGTERM/SIGINT; running jobs keep running (a restart adopts them)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_live_config(options.config)
+    tokens = TokenTable.load(options.tokens)
+    clock = WallClock()
+    store = Store.open(options.db_url)
+    options.log_dir.mkdir(parents=True, exist_ok=True)
+    backend = RayBackend(options.ray_address, options.log_dir, clock)
+    controller = Controller(store, backend, config, clock)
+    try:
+        controller.start()
+        app = create_app(store, controller, tokens, options.log_dir, clock)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False)
+        )
+        log.info(
+            "API on http://%s:%d, store %s, Ray %s",
+            options.host,
+            options.port,
+            store.url,
+            options.ray_address,
+        )
+        server.run()
+    finally:
+        controller.stop()
+        backend.close()
+        store.close()

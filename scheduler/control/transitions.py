@@ -1,0 +1,285 @@
+"""Pure steps of the live controller: (records, input, now) → (changed records, history, effects).
+
+Nothing here touches the store or Ray. The controller commits what these return in one
+transaction and only then carries out the effects, so a crash between the two leaves a plan that
+start-up reconciliation can finish (see reconcile.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from scheduler.backends.base import BackendEvent, EventKind
+from scheduler.model.cluster import ANY, Node
+from scheduler.model.job import Job, JobState
+from scheduler.model.plan import Allocation, Place, Plan, Preempt, Reject
+from scheduler.store.records import AuditRecord, EventRecord, JobRecord, StopReason
+
+_HOLDING = frozenset({JobState.STARTING, JobState.RUNNING, JobState.PREEMPTING})
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    job: Job
+    allocation: Allocation
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    job: Job
+    grace_s: float
+
+
+Effect = Start | Stop
+
+
+@dataclass(slots=True)
+class Step:
+    """What one controller step changes: records to write, history, audit and effects to run after."""
+
+    records: dict[str, JobRecord] = field(default_factory=dict)
+    events: list[EventRecord] = field(default_factory=list)
+    audit: list[AuditRecord] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
+    pending_reasons: dict[str, str | None] = field(default_factory=dict)
+
+    def put(self, rec: JobRecord) -> None:
+        self.records[rec.id] = rec
+
+    def note(self, rec: JobRecord, kind: str, now: float, message: str = "", node: str = "") -> None:
+        self.events.append(EventRecord(rec.id, now, kind, message, rec.job.restart_count, node))
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.events or self.audit or self.effects or self.pending_reasons)
+
+
+def holds_gpus(rec: JobRecord) -> bool:
+    return rec.state in _HOLDING and rec.allocation is not None
+
+
+def _released(rec: JobRecord, now: float) -> Job:
+    """The job with this attempt's GPU-time added to what it attained (for LAS and fair share)."""
+    job = rec.job
+    alloc = rec.allocation
+    if alloc is None or job.started_at is None:
+        return job
+    used = alloc.gpus * max(0.0, now - job.started_at)
+    return job.model_copy(update={"attained_gpu_s": job.attained_gpu_s + used})
+
+
+def _requeued(rec: JobRecord, now: float, preempted: bool) -> JobRecord:
+    job = _released(rec, now).transition(
+        JobState.PENDING,
+        restart_count=rec.job.restart_count + 1,
+        preemption_count=rec.job.preemption_count + (1 if preempted else 0),
+    )
+    return replace(
+        rec,
+        job=job,
+        allocation=None,
+        stop_reason=None,
+        stop_requested_at=None,
+        pending_reason="WaitingForScheduling",
+        updated_at=now,
+    )
+
+
+def _finished(rec: JobRecord, now: float, state: JobState, exit_code: int | None = None) -> JobRecord:
+    job = _released(rec, now)
+    if state is JobState.SUCCEEDED and job.state is JobState.STARTING:
+        job = job.transition(JobState.RUNNING)  # it ran, even if its STARTED was not seen
+    job = job.transition(state, finished_at=now, exit_code=exit_code)
+    return replace(rec, job=job, allocation=None, pending_reason=None, updated_at=now)
+
+
+def end_of_attempt(rec: JobRecord, kind: EventKind, exit_code: int | None, now: float, step: Step) -> None:
+    """The attempt's processes are gone (exited, stopped or never started): free its GPUs and decide
+    what becomes of the job. A requested stop wins over the exit code: a preempted job that saved its
+    checkpoint and exited 0 is requeued, not finished."""
+    reason = rec.stop_reason
+    if reason in (StopReason.PREEMPT, StopReason.NODE_FAIL) or (
+        reason is None and kind is EventKind.START_FAILED
+    ):
+        preempted = reason is StopReason.PREEMPT
+        new = _requeued(rec, now, preempted)
+        why = (
+            {
+                StopReason.PREEMPT: "preempted: requeued, resumes from its checkpoint",
+                StopReason.NODE_FAIL: "a node of the job failed: requeued",
+            }.get(reason)
+            if reason
+            else "the start did not complete: requeued"
+        )
+        step.note(rec, "REQUEUED", now, why or "")
+        step.audit.append(AuditRecord(now, rec.id, "requeue", rec.job.restart_count, detail=why or ""))
+    elif reason is StopReason.CANCEL:
+        new = _finished(rec, now, JobState.CANCELLED, exit_code)
+        step.note(rec, "CANCELLED", now, "cancelled by request")
+    elif reason is StopReason.TIMEOUT:
+        new = _finished(rec, now, JobState.TIMEOUT, exit_code)
+        step.note(rec, "TIMEOUT", now, f"time limit of {rec.job.spec.time_limit_s:g} s reached")
+    elif exit_code == 0:
+        new = _finished(rec, now, JobState.SUCCEEDED, 0)
+        step.note(rec, "SUCCEEDED", now, "exit code 0")
+    else:
+        new = _finished(rec, now, JobState.FAILED, exit_code)
+        step.note(rec, "FAILED", now, f"exit code {exit_code}")
+    step.put(new)
+
+
+def on_backend_event(records: Mapping[str, JobRecord], event: BackendEvent, now: float, step: Step) -> None:
+    """Apply one job event from the backend; events of an older attempt are stale and ignored."""
+    rec = step.records.get(event.job_id) or records.get(event.job_id)
+    if rec is None or rec.job.restart_count != event.attempt or not holds_gpus(rec):
+        return
+    if event.kind is EventKind.STARTED:
+        if rec.state is JobState.STARTING:
+            step.put(replace(rec, job=rec.job.transition(JobState.RUNNING), updated_at=now))
+            step.note(
+                rec, "STARTED", now, "on " + ", ".join(rec.allocation.node_ids if rec.allocation else ())
+            )
+    elif event.kind in (EventKind.EXITED, EventKind.STOPPED, EventKind.START_FAILED, EventKind.TIMED_OUT):
+        end_of_attempt(rec, event.kind, event.exit_code, now, step)
+    elif event.kind is EventKind.NODE_LOST and rec.stop_reason is None:
+        # One rank's node died: stop the other ranks at once, then requeue (a gang is all or nothing).
+        step.put(replace(rec, stop_reason=StopReason.NODE_FAIL, stop_requested_at=now, updated_at=now))
+        step.note(rec, "NODE_FAIL", now, f"node {event.node} failed", node=event.node)
+        step.effects.append(Stop(rec.job, 0.0))
+
+
+def request_stop(rec: JobRecord, reason: StopReason, grace_s: float, now: float, step: Step) -> None:
+    """Ask a job holding GPUs to stop for `reason`; the stop's end decides its final state."""
+    job = rec.job
+    if reason is StopReason.PREEMPT:
+        job = job.transition(JobState.PREEMPTING)
+    step.put(replace(rec, job=job, stop_reason=reason, stop_requested_at=now, updated_at=now))
+    step.effects.append(Stop(job, grace_s))
+
+
+def on_cancel_request(rec: JobRecord, now: float, step: Step) -> None:
+    """Carry out a cancel the API recorded: at once if pending, after a graceful stop if running."""
+    if rec.state.terminal or rec.stop_reason is StopReason.CANCEL:
+        return
+    if rec.state is JobState.PENDING:
+        new = replace(
+            rec,
+            job=rec.job.transition(JobState.CANCELLED, finished_at=now),
+            pending_reason=None,
+            updated_at=now,
+        )
+        step.put(new)
+        step.note(rec, "CANCELLED", now, "cancelled by request while pending")
+        return
+    grace = rec.cancel_grace_s if rec.cancel_grace_s is not None else rec.job.spec.grace_period_s
+    if rec.stop_reason is not None:
+        # Already stopping (preemption, timeout, node failure): let that stop finish as a cancel.
+        step.put(replace(rec, stop_reason=StopReason.CANCEL, updated_at=now))
+        step.note(rec, "CANCELLING", now, "cancel requested while stopping")
+        return
+    request_stop(rec, StopReason.CANCEL, grace, now, step)
+    step.note(rec, "CANCELLING", now, f"SIGTERM, then SIGKILL after {grace:g} s")
+
+
+def check_time_limits(records: Iterable[JobRecord], now: float, step: Step) -> None:
+    """Stop every running job past its time limit (Slurm's TIMEOUT), with its grace period."""
+    for rec in records:
+        limit = rec.job.spec.time_limit_s
+        started = rec.job.started_at
+        if (
+            rec.state is JobState.RUNNING
+            and rec.stop_reason is None
+            and limit is not None
+            and started is not None
+            and now - started >= limit
+        ):
+            request_stop(rec, StopReason.TIMEOUT, rec.job.spec.grace_period_s, now, step)
+            step.note(rec, "TIMEOUT_REACHED", now, f"ran {now - started:.0f} s of its {limit:g} s limit")
+
+
+def residency_check(
+    job: Job, allocation: Allocation, nodes: Mapping[str, Node]
+) -> tuple[bool, tuple[str, ...]]:
+    """Invariant 6, checked again at the door: every node of the allocation is in the job's region."""
+    regions = tuple(nodes[n].region if n in nodes else "?" for n in allocation.node_ids)
+    want = job.spec.data_region
+    return (want == ANY or all(r == want for r in regions)), regions
+
+
+def apply_plan(
+    records: Mapping[str, JobRecord], plan: Plan, nodes: Mapping[str, Node], now: float, step: Step
+) -> None:
+    """Turn decide()'s plan into record changes, audit entries and effects."""
+    for decision in plan.decisions:
+        rec = step.records.get(decision.job_id) or records.get(decision.job_id)
+        if rec is None:
+            continue
+        if isinstance(decision, Place):
+            _place(rec, decision, nodes, now, step)
+        elif isinstance(decision, Preempt):
+            if rec.state in (JobState.STARTING, JobState.RUNNING) and rec.stop_reason is None:
+                request_stop(rec, StopReason.PREEMPT, rec.job.spec.grace_period_s, now, step)
+                step.note(rec, "PREEMPTING", now, f"{decision.reason} (for job {decision.for_job})")
+                step.audit.append(
+                    AuditRecord(
+                        now,
+                        rec.id,
+                        "preempt",
+                        rec.job.restart_count,
+                        nodes=rec.allocation.node_ids if rec.allocation else (),
+                        data_region=rec.job.spec.data_region,
+                        detail=f"for job {decision.for_job}: {decision.reason}",
+                    )
+                )
+        elif isinstance(decision, Reject) and rec.state is JobState.PENDING:
+            reject(rec, decision.reason, now, step)
+    for job_id, rec in records.items():
+        if rec.state is not JobState.PENDING or job_id in step.records:
+            continue
+        reason = plan.reason_for(job_id).message
+        if reason != rec.pending_reason:
+            step.pending_reasons[job_id] = reason
+
+
+def reject(rec: JobRecord, reason: str, now: float, step: Step) -> None:
+    """A pending job that can never run here fails with the reason (e.g. its region is too small)."""
+    new = replace(
+        rec, job=rec.job.transition(JobState.FAILED, finished_at=now), pending_reason=reason, updated_at=now
+    )
+    step.put(new)
+    step.note(rec, "REJECTED", now, reason)
+    step.audit.append(
+        AuditRecord(
+            now, rec.id, "reject", rec.job.restart_count, data_region=rec.job.spec.data_region, detail=reason
+        )
+    )
+
+
+def _place(rec: JobRecord, place: Place, nodes: Mapping[str, Node], now: float, step: Step) -> None:
+    if rec.state is not JobState.PENDING or rec.cancel_requested_at is not None:
+        return
+    ok, regions = residency_check(rec.job, place.allocation, nodes)
+    audit = AuditRecord(
+        now,
+        rec.id,
+        "place" if ok else "place-refused",
+        rec.job.restart_count,
+        nodes=place.allocation.node_ids,
+        node_regions=regions,
+        data_region=rec.job.spec.data_region,
+        residency_ok=ok,
+        detail=place.residency or place.reason,
+    )
+    step.audit.append(audit)
+    if not ok:  # never reached while decide() is right; refusing keeps invariant 6 if it is not
+        step.note(rec, "PLACEMENT_REFUSED", now, f"nodes in {regions} outside data region")
+        return
+    job = rec.job.transition(
+        JobState.STARTING, started_at=now, first_started_at=rec.job.first_started_at or now
+    )
+    step.put(replace(rec, job=job, allocation=place.allocation, pending_reason=None, updated_at=now))
+    where = "; ".join(f"{n.node}:{','.join(map(str, n.gpus))}" for n in place.allocation.nodes)
+    extra = " (backfilled)" if place.backfilled else ""
+    extra += f" (borrows {place.borrowed_gpus} GPUs)" if place.borrowed_gpus else ""
+    step.note(rec, "PLACED", now, f"{where}{extra}")
+    step.effects.append(Start(job, place.allocation))

@@ -1,0 +1,34 @@
+"""What the store raises: one base class, so callers can catch every store failure at once."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    pass
+
+
+class JobNotFound(StoreError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} not found")
+        self.job_id = job_id
+
+
+class IdempotencyConflict(StoreError):
+    """The (team, idempotency key) already names a job with a different spec."""
+
+    def __init__(self, team: str, key: str, job_id: str) -> None:
+        super().__init__(f"idempotency key {key!r} of team {team!r} names job {job_id}, with another spec")
+        self.team = team
+        self.key = key
+        self.job_id = job_id
+
+
+class AllocationConflict(StoreError):
+    """A batch would give one GPU to two jobs (invariant 1); the whole batch was rolled back."""
+
+    def __init__(self, node: str, gpu: int, job_ids: tuple[str, ...]) -> None:
+        holders = " and ".join(job_ids) if job_ids else "another job"
+        super().__init__(f"GPU {gpu} of node {node} would be held by job {holders}")
+        self.node = node
+        self.gpu = gpu
+        self.job_ids = job_ids

@@ -1,0 +1,103 @@
+"""The tables, as SQLAlchemy Core metadata. Migrations (migrations/versions) create exactly this;
+tests/store/test_schema.py checks that the two never drift apart."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+# SQLite only autoincrements (never reusing ids) an `INTEGER PRIMARY KEY`; PostgreSQL gets 64 bits.
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+# PostgreSQL only: the values of jobs.change_seq (SQLite computes max + 1 under its write lock).
+CHANGE_SEQ = sa.Sequence("jobs_change_seq")
+
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("team", sa.String(128), nullable=False),
+    sa.Column("queue", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("priority", sa.String(64), nullable=False),
+    sa.Column("spec", JSON, nullable=False),
+    sa.Column("submitted_at", sa.Float(), nullable=False),
+    sa.Column("started_at", sa.Float(), nullable=True),
+    sa.Column("first_started_at", sa.Float(), nullable=True),
+    sa.Column("finished_at", sa.Float(), nullable=True),
+    sa.Column("restart_count", sa.Integer(), nullable=False),
+    sa.Column("preemption_count", sa.Integer(), nullable=False),
+    sa.Column("attained_gpu_s", sa.Float(), nullable=False),
+    sa.Column("exit_code", sa.Integer(), nullable=True),
+    sa.Column("allocation", JSON, nullable=True),
+    sa.Column("pending_reason", sa.Text(), nullable=True),
+    sa.Column("stop_reason", sa.String(16), nullable=True),
+    sa.Column("stop_requested_at", sa.Float(), nullable=True),
+    sa.Column("cancel_requested_at", sa.Float(), nullable=True),
+    sa.Column("cancel_grace_s", sa.Float(), nullable=True),
+    sa.Column("idempotency_key", sa.String(128), nullable=True),
+    sa.Column("change_seq", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", sa.Float(), nullable=False),
+    sa.UniqueConstraint("team", "idempotency_key", name="uq_jobs_team_idempotency_key"),
+    sa.Index("ix_jobs_state", "state"),
+    sa.Index("ix_jobs_team", "team"),
+    sa.Index("ix_jobs_change_seq", "change_seq", unique=True),
+    sqlite_autoincrement=True,
+)
+
+# Who holds which GPU, one row per GPU. The primary key (node, gpu) is the UNIQUE(node, gpu) that makes
+# the database itself refuse to give a GPU to two jobs (invariant 1).
+allocations = sa.Table(
+    "allocations",
+    metadata,
+    sa.Column("node", sa.String(256), nullable=False),
+    sa.Column("gpu", sa.Integer(), nullable=False),
+    sa.Column("job_id", ID, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint("node", "gpu", name="pk_allocations"),
+    sa.Index("ix_allocations_job_id", "job_id"),
+)
+
+# Events and audit keep job ids as text without a foreign key: history must never make a write fail.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("seq", ID, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("time", sa.Float(), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("node", sa.String(256), nullable=False),
+    sa.Index("ix_events_job_id", "job_id", "seq"),
+    sqlite_autoincrement=True,
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("seq", ID, primary_key=True, autoincrement=True),
+    sa.Column("time", sa.Float(), nullable=False),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("decision", sa.String(32), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("nodes", JSON, nullable=False),
+    sa.Column("node_regions", JSON, nullable=False),
+    sa.Column("data_region", sa.String(64), nullable=False),
+    sa.Column("residency_ok", sa.Boolean(), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Index("ix_audit_job_id", "job_id", "seq"),
+    sqlite_autoincrement=True,
+)
+
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("position", sa.Integer(), nullable=False),
+    sa.Column("spec", JSON, nullable=False),
+)

@@ -1,0 +1,277 @@
+"""The store API: the API writes submissions and cancel requests, the controller writes everything else.
+
+Ownership of columns keeps the two writers from clobbering each other: `submit` inserts, `request_cancel`
+writes only cancel_* (and change_seq), `apply` writes only the controller's columns. Each call is one
+transaction.
+
+`changed_since` never misses a row: change_seq values are handed out in commit order. On SQLite every
+write transaction holds the database's write lock from BEGIN IMMEDIATE to COMMIT and takes max + 1; on
+PostgreSQL `submit` and `request_cancel` take a transaction-level advisory lock before nextval, and
+PostgreSQL releases that lock only after the commit is visible. So whenever a reader sees value v, every
+value below v is already committed and visible in the same snapshot: the rows above the counter a reader
+last returned are exactly the ones it has not seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from scheduler.model.job import TERMINAL_STATES, Job, JobSpec, JobState, PendingCode
+from scheduler.model.queue import Queue
+from scheduler.store import codec, migrate
+from scheduler.store import engine as engines
+from scheduler.store.apply import GpuTaken, apply_batch, conflict
+from scheduler.store.errors import AllocationConflict, IdempotencyConflict, JobNotFound, StoreError
+from scheduler.store.records import AuditRecord, Batch, EventRecord, JobRecord
+from scheduler.store.schema import CHANGE_SEQ, allocations, audit, events, jobs, queues
+
+__all__ = [
+    "AllocationConflict",
+    "IdempotencyConflict",
+    "JobNotFound",
+    "Store",
+    "StoreError",
+]
+
+_TERMINAL = [s.value for s in TERMINAL_STATES]
+_SUBMIT_RETRIES = 3
+_INSERT_EVENT = sa.insert(events)
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        """Use Store.open(url): it also brings the schema to head."""
+        self._engine = engine
+        self._dialect = engine.dialect.name
+        # Built once: building and cache-keying statements per call was most of submit()'s time.
+        next_seq = _next_change_seq(self._dialect)
+        self._insert_job = sa.insert(jobs).values(change_seq=next_seq)
+        self._request_cancel = (
+            sa.update(jobs)
+            .where(
+                jobs.c.id == sa.bindparam("b_id"),
+                jobs.c.cancel_requested_at.is_(None),
+                jobs.c.state.not_in(_TERMINAL),
+            )
+            .values(change_seq=next_seq)
+        )
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        engine = engines.create(url)
+        try:
+            migrate.upgrade(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @property
+    def url(self) -> str:
+        return self._engine.url.render_as_string(hide_password=False)
+
+    @property
+    def dialect(self) -> str:
+        return self._dialect
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    # --- configuration ---------------------------------------------------------------------------
+
+    def sync_queues(self, new: Sequence[Queue]) -> None:
+        with engines.write(self._engine) as connection:
+            connection.execute(sa.delete(queues))
+            if new:
+                rows = [
+                    {"name": queue.name, "position": i, "spec": queue.model_dump(mode="json")}
+                    for i, queue in enumerate(new)
+                ]
+                connection.execute(sa.insert(queues), rows)
+
+    def queues(self) -> list[Queue]:
+        with engines.read(self._engine) as connection:
+            rows = connection.execute(sa.select(queues.c.spec).order_by(queues.c.position))
+            return [Queue.model_validate(spec) for (spec,) in rows]
+
+    # --- API side --------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec, team: str, now: float) -> tuple[JobRecord, bool]:
+        """Insert a PENDING job and its SUBMITTED event; (job, True), or (the existing job, False) for a
+        repeated idempotency key with an equal spec."""
+        for attempt in range(_SUBMIT_RETRIES):
+            try:
+                with engines.write(self._engine) as connection:
+                    engines.lock(connection, engines.CHANGE_LOCK)
+                    if spec.idempotency_key is not None:
+                        existing = self._by_key(connection, team, spec.idempotency_key)
+                        if existing is not None:
+                            return _same_spec(existing, spec, team), False
+                    return self._insert(connection, spec, team, now), True
+            except IntegrityError:
+                # Only a concurrent submission with the same key can get here (the lock makes it
+                # impossible on PostgreSQL and BEGIN IMMEDIATE on SQLite; kept as the last line).
+                if spec.idempotency_key is None or attempt == _SUBMIT_RETRIES - 1:
+                    raise
+        raise StoreError("unreachable")  # pragma: no cover
+
+    def _insert(self, connection: Connection, spec: JobSpec, team: str, now: float) -> JobRecord:
+        reason = PendingCode.WAITING_FOR_SCHEDULING.value
+        values: dict[str, Any] = {
+            "team": team,
+            "queue": spec.queue,
+            "name": spec.name,
+            "state": JobState.PENDING.value,
+            "priority": spec.priority,
+            "spec": spec.model_dump(mode="json"),
+            "submitted_at": now,
+            "restart_count": 0,
+            "preemption_count": 0,
+            "attained_gpu_s": 0.0,
+            "pending_reason": reason,
+            "idempotency_key": spec.idempotency_key,
+            "updated_at": now,
+        }
+        key = connection.execute(self._insert_job, values).inserted_primary_key
+        assert key is not None
+        job_id = str(key[0])
+        event = EventRecord(job_id=job_id, time=now, kind="SUBMITTED", message=f"queue {spec.queue}")
+        connection.execute(_INSERT_EVENT, codec.event_columns(event))
+        job = Job(id=job_id, spec=spec, team=team, state=JobState.PENDING, submitted_at=now)
+        return JobRecord(job=job, pending_reason=reason, updated_at=now)
+
+    def _by_key(self, connection: Connection, team: str, key: str) -> JobRecord | None:
+        query = sa.select(jobs).where(jobs.c.team == team, jobs.c.idempotency_key == key)
+        row = connection.execute(query).mappings().first()
+        return None if row is None else codec.job_record(row)
+
+    def request_cancel(self, job_id: str, grace_s: float | None, now: float) -> JobRecord:
+        """Record a cancel request (once, and only for a live job); the controller carries it out."""
+        pk = codec.job_pk(job_id)
+        if pk is None:
+            raise JobNotFound(job_id)
+        with engines.write(self._engine) as connection:
+            engines.lock(connection, engines.CHANGE_LOCK)
+            request = {"b_id": pk, "cancel_requested_at": now, "cancel_grace_s": grace_s}
+            if connection.execute(self._request_cancel, request).rowcount == 1:
+                message = "cancel requested" if grace_s is None else f"cancel requested, grace {grace_s:g} s"
+                event = EventRecord(job_id=job_id, time=now, kind="CANCEL_REQUESTED", message=message)
+                connection.execute(_INSERT_EVENT, codec.event_columns(event))
+            row = connection.execute(sa.select(jobs).where(jobs.c.id == pk)).mappings().first()
+            if row is None:
+                raise JobNotFound(job_id)
+            return codec.job_record(row)
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord | None:
+        pk = codec.job_pk(job_id)
+        if pk is None:
+            return None
+        with engines.read(self._engine) as connection:
+            row = connection.execute(sa.select(jobs).where(jobs.c.id == pk)).mappings().first()
+            return None if row is None else codec.job_record(row)
+
+    def jobs(
+        self,
+        *,
+        team: str | None = None,
+        queue: str | None = None,
+        states: Collection[JobState] | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[JobRecord]:
+        query = sa.select(jobs).order_by(jobs.c.id.desc() if newest_first else jobs.c.id).limit(limit)
+        if team is not None:
+            query = query.where(jobs.c.team == team)
+        if queue is not None:
+            query = query.where(jobs.c.queue == queue)
+        if states is not None:
+            query = query.where(jobs.c.state.in_([s.value for s in states]))
+        return self._records(query)
+
+    def active(self) -> list[JobRecord]:
+        return self._records(sa.select(jobs).where(jobs.c.state.not_in(_TERMINAL)).order_by(jobs.c.id))
+
+    def change_counter(self) -> int:
+        """The counter now. At start-up take it BEFORE active() and poll changed_since from it: a job
+        submitted in between then shows up (perhaps twice) instead of never."""
+        with engines.read(self._engine) as connection:
+            newest = connection.execute(sa.select(sa.func.max(jobs.c.change_seq))).scalar_one()
+        return int(newest or 0)
+
+    def changed_since(self, seq: int) -> tuple[list[JobRecord], int]:
+        """Jobs submitted or cancel-requested after counter `seq`, and the counter to pass next time."""
+        with engines.read(self._engine) as connection:
+            query = sa.select(jobs).where(jobs.c.change_seq > seq).order_by(jobs.c.change_seq)
+            rows = connection.execute(query).mappings().all()
+        newest = max([seq, *(row["change_seq"] for row in rows)])
+        return [codec.job_record(row) for row in rows], newest
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        query = sa.select(jobs.c.queue, jobs.c.state, sa.func.count()).group_by(jobs.c.queue, jobs.c.state)
+        with engines.read(self._engine) as connection:
+            return {(queue, state): n for queue, state, n in connection.execute(query)}
+
+    def events(
+        self, job_id: str | None = None, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[EventRecord]:
+        query = sa.select(events).where(events.c.seq > after_seq).order_by(events.c.seq).limit(limit)
+        if job_id is not None:
+            query = query.where(events.c.job_id == job_id)
+        with engines.read(self._engine) as connection:
+            return [codec.event_record(row) for row in connection.execute(query).mappings()]
+
+    def audit(self, job_id: str | None = None, *, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        query = sa.select(audit).where(audit.c.seq > after_seq).order_by(audit.c.seq).limit(limit)
+        if job_id is not None:
+            query = query.where(audit.c.job_id == job_id)
+        with engines.read(self._engine) as connection:
+            return [codec.audit_record(row) for row in connection.execute(query).mappings()]
+
+    def held_gpus(self) -> dict[tuple[str, int], str]:
+        """(node, gpu) → id of the job holding it, from the allocations table (for reconciliation)."""
+        query = sa.select(allocations.c.node, allocations.c.gpu, allocations.c.job_id)
+        with engines.read(self._engine) as connection:
+            return {(node, gpu): str(job_id) for node, gpu, job_id in connection.execute(query)}
+
+    def _records(self, query: sa.Select[Any]) -> list[JobRecord]:
+        with engines.read(self._engine) as connection:
+            return [codec.job_record(row) for row in connection.execute(query).mappings()]
+
+    # --- controller side -------------------------------------------------------------------------
+
+    def apply(self, batch: Batch) -> None:
+        """Commit everything one controller step changed, or nothing (AllocationConflict, JobNotFound)."""
+        if not batch:
+            return
+        try:
+            with engines.write(self._engine) as connection:
+                apply_batch(connection, batch)
+        except GpuTaken as taken:
+            with engines.read(self._engine) as connection:
+                raise conflict(connection, taken) from taken.__cause__
+
+
+def _next_change_seq(dialect: str) -> Any:
+    """The next change_seq value, evaluated inside the write transaction that stores it."""
+    if dialect == "postgresql":
+        return CHANGE_SEQ.next_value()
+    newest = jobs.alias("newest")  # an alias, so that an UPDATE of jobs does not correlate it away
+    return sa.select(sa.func.coalesce(sa.func.max(newest.c.change_seq), 0) + 1).scalar_subquery()
+
+
+def _same_spec(existing: JobRecord, spec: JobSpec, team: str) -> JobRecord:
+    if existing.job.spec != spec:
+        assert spec.idempotency_key is not None
+        raise IdempotencyConflict(team, spec.idempotency_key, existing.id)
+    return existing

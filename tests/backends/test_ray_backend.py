@@ -1,0 +1,301 @@
+"""RayBackend against a real local Ray cluster of simulated GPU nodes (3 nodes × 8 logical GPUs)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import ray
+
+from scheduler.backends.base import EventKind
+from scheduler.backends.ray_backend import LABEL_NODE, RayBackend, pg_name
+from scheduler.clock import WallClock
+from scheduler.model.cluster import Node
+from scheduler.model.job import Job, JobSpec
+from scheduler.model.plan import Allocation, NodeAllocation
+from tests.raycluster import Events, RayTestCluster, start_cluster, three_nodes
+
+pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.timeout(180)]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Env:
+    cluster: RayTestCluster
+    backend: RayBackend
+    events: Events
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    cluster = start_cluster(three_nodes(), "be")
+    backend = None
+    try:
+        backend = RayBackend(cluster.address, cluster.root / "logs", WallClock(), start_timeout_s=5.0)
+        yield Env(cluster, backend, Events(backend))
+    finally:
+        if backend is not None:
+            backend.close()
+        cluster.stop()
+
+
+def job(job_id: str, command: str, nodes: int = 1, gpus: int = 1) -> Job:
+    return Job(id=job_id, spec=JobSpec(command=command, nodes=nodes, gpus_per_node=gpus))
+
+
+def alloc(*nodes: str, gpus: int = 1) -> Allocation:
+    return Allocation(nodes=tuple(NodeAllocation(node=n, gpus=tuple(range(gpus))) for n in nodes))
+
+
+def pg_state(job_id: str, attempt: int = 0) -> str | None:
+    for info in ray.util.placement_group_table().values():
+        if info["name"] == pg_name(job_id, attempt) and info["state"] != "REMOVED":
+            return str(info["state"])
+    return None
+
+
+def job_processes(job_id: str) -> list[psutil.Process]:
+    """Live processes of a job (its env carries CORRAL_JOB_ID)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("CORRAL_JOB_ID") == job_id and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.05)
+
+
+def test_nodes_come_from_the_ray_cluster_with_their_labels(env: Env) -> None:
+    nodes = {n.id: n for n in env.backend.nodes()}
+    assert set(nodes) >= {"n1", "n2", "n3"}  # the GPU-less head is not a node
+    n1, n3 = nodes["n1"], nodes["n3"]
+    assert (n1.region, n1.zone, n1.rack, n1.nvlink_domain, n1.gpu_type, n1.gpus) == (
+        "r-east",
+        "z1",
+        "r-east/rack-a",  # the cluster file's ids: region/rack[/domain], from "/"-free label values
+        "r-east/rack-a/nv1",
+        "H100",
+        8,
+    )
+    assert (n3.region, n3.rack, n3.gpu_type, n3.nvlink_domain) == ("r-west", "r-west/rack-b", "A100", "")
+    assert n3.labels[LABEL_NODE] == "n3"
+
+
+def test_one_gpu_job_runs_logs_and_frees_its_placement_group(env: Env) -> None:
+    t0 = time.monotonic()
+    env.backend.start(job("echo1", "echo hello from corral"), alloc("n3"))
+    env.events.wait_job("echo1", EventKind.STARTED)
+    started_s = time.monotonic() - t0
+    exited = env.events.wait_job("echo1", EventKind.EXITED)
+    assert exited.exit_code == 0 and exited.attempt == 0
+    log = env.backend.log_path("echo1").read_text()
+    assert "=== corral: attempt 0 on n3 at " in log
+    assert "hello from corral" in log
+    assert pg_state("echo1") is None
+    assert "echo1" not in env.backend.attempts()
+    assert started_s < 5, started_s
+
+
+def test_a_failing_command_reports_its_exit_code(env: Env) -> None:
+    env.backend.start(job("fail1", "echo oops >&2; exit 3"), alloc("n1"))
+    assert env.events.wait_job("fail1", EventKind.EXITED).exit_code == 3
+    assert "oops" in env.backend.log_path("fail1").read_text()
+    assert env.events.of("fail1") == [EventKind.STARTED, EventKind.EXITED]
+
+
+def test_one_failing_rank_ends_the_whole_gang(env: Env) -> None:
+    cmd = 'if [ "$RANK" = 1 ]; then exit 7; fi; exec sleep 60'
+    t0 = time.monotonic()
+    env.backend.start(job("gangfail", cmd, nodes=2), alloc("n1", "n2"))
+    assert env.events.wait_job("gangfail", EventKind.EXITED).exit_code == 7
+    assert time.monotonic() - t0 < 15
+    assert job_processes("gangfail") == []
+    assert pg_state("gangfail") is None
+
+
+def test_a_two_node_gang_gets_ranks_master_and_gpus(env: Env, tmp_path: Path) -> None:
+    cmd = f"env > {tmp_path}/rank-$RANK.env; echo done"
+    gang = job("gang1", cmd, nodes=2, gpus=8).model_copy(update={"restart_count": 2})
+    env.backend.start(gang, alloc("n1", "n2", gpus=8))
+    assert env.events.wait_job("gang1", EventKind.EXITED).exit_code == 0
+    ranks = [_read_env(tmp_path / f"rank-{r}.env") for r in (0, 1)]
+    for rank, (e, node) in enumerate(zip(ranks, ("n1", "n2"), strict=True)):
+        assert e["RANK"] == e["NODE_RANK"] == str(rank)
+        assert (e["WORLD_SIZE"], e["LOCAL_RANK"], e["LOCAL_WORLD_SIZE"]) == ("2", "0", "1")
+        assert len(e["CUDA_VISIBLE_DEVICES"].split(",")) == 8
+        assert e["CORRAL_NODE"] == node and e["CORRAL_GPUS_PER_NODE"] == "8"
+        assert (e["CORRAL_JOB_ID"], e["CORRAL_ATTEMPT"], e["CORRAL_RESTART_COUNT"]) == ("gang1", "2", "2")
+        assert e["CORRAL_CHECKPOINT_DIR"] == str(env.backend.checkpoint_dir(gang))
+    assert ranks[0]["MASTER_ADDR"] == ranks[1]["MASTER_ADDR"]
+    assert ranks[0]["MASTER_PORT"] == ranks[1]["MASTER_PORT"]
+    log = env.backend.log_path("gang1").read_text()
+    assert "=== corral: attempt 2 on n1,n2" in log
+    assert "[rank 0] done" in log and "[rank 1] done" in log
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+CHECKPOINTER = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    def on_term(*_):
+        with open(os.path.join(os.environ["CORRAL_CHECKPOINT_DIR"], "ckpt"), "w") as f:
+            f.write("step 42")
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, on_term)
+    print("ready", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def _wait_ready(env: Env, job_id: str) -> None:
+    env.events.wait_job(job_id, EventKind.STARTED)
+    wait_until(lambda: "ready" in env.backend.log_path(job_id).read_text())
+
+
+def test_stop_gives_the_job_its_grace_to_checkpoint(env: Env) -> None:
+    spec_job = Job(id="ckpt1", spec=JobSpec(command=[sys.executable, "-c", CHECKPOINTER]))
+    env.backend.start(spec_job, alloc("n2"))
+    _wait_ready(env, "ckpt1")
+    t0 = time.monotonic()
+    env.backend.stop(spec_job, 10.0)
+    env.events.wait_job("ckpt1", EventKind.STOPPED)
+    assert time.monotonic() - t0 < 5  # it left on SIGTERM: no need to wait out the grace
+    assert (env.backend.checkpoint_dir(spec_job) / "ckpt").read_text() == "step 42"
+    assert pg_state("ckpt1") is None
+    assert job_processes("ckpt1") == []
+    assert EventKind.EXITED not in env.events.of("ckpt1")
+
+
+def test_stop_sigkills_a_job_that_ignores_sigterm_after_the_grace(env: Env) -> None:
+    stubborn = job("stubborn", "trap '' TERM; echo ready; sleep 120 & wait; sleep 120")
+    env.backend.start(stubborn, alloc("n3"))
+    _wait_ready(env, "stubborn")
+    t0 = time.monotonic()
+    env.backend.stop(stubborn, 1.0)
+    env.events.wait_job("stubborn", EventKind.STOPPED)
+    elapsed = time.monotonic() - t0
+    assert 1.0 <= elapsed < 4.0, elapsed
+    assert job_processes("stubborn") == []
+    assert pg_state("stubborn") is None
+
+
+def test_stop_during_start_ends_with_stopped_only(env: Env) -> None:
+    quick = job("quickstop", "sleep 60")
+    env.backend.start(quick, alloc("n1"))
+    env.backend.stop(quick, 0.0)
+    env.events.wait_job("quickstop", EventKind.STOPPED)
+    assert env.events.of("quickstop")[-1] is EventKind.STOPPED
+    assert EventKind.EXITED not in env.events.of("quickstop")
+    wait_until(lambda: job_processes("quickstop") == [])
+    assert pg_state("quickstop") is None
+
+
+def test_an_unplaceable_start_fails_after_the_timeout(env: Env) -> None:
+    env.backend.start(job("noroom", "true", gpus=8), alloc("no-such-node", gpus=8))
+    env.events.wait_job("noroom", EventKind.START_FAILED, timeout=15)
+    assert pg_state("noroom") is None
+
+
+def test_a_dead_node_is_reported_for_itself_and_its_jobs(env: Env) -> None:
+    extra = Node(id="n4", region="r-west", rack="r-west/rack-c", gpu_type="A100", gpus=4)
+    env.cluster.cluster.add_node(extra)
+    env.events.wait_for(lambda e: e.kind is EventKind.NODE_JOINED and e.node == "n4", 10, "n4 joined")
+    doomed = job("doomed", "sleep 120", gpus=4)
+    env.backend.start(doomed, alloc("n4", gpus=4))
+    env.events.wait_job("doomed", EventKind.STARTED)
+    t0 = time.monotonic()
+    env.cluster.cluster.kill_node("n4")
+    env.events.wait_for(lambda e: e.kind is EventKind.NODE_LOST and e.node == "n4" and not e.job_id, 15)
+    detected_s = time.monotonic() - t0
+    lost = env.events.wait_job("doomed", EventKind.NODE_LOST, timeout=15)
+    assert lost.node == "n4" and lost.attempt == 0
+    assert "n4" not in {n.id for n in env.backend.nodes()}
+    env.backend.stop(doomed, 0.0)
+    env.events.wait_job("doomed", EventKind.STOPPED, timeout=15)
+    assert pg_state("doomed") is None
+    assert detected_s < 10, detected_s  # ~4.5 s measured with the fast health-check config
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from scheduler.backends.base import EventKind
+    from scheduler.backends.ray_backend import RayBackend
+    from scheduler.clock import WallClock
+    from scheduler.model.job import Job, JobSpec
+    from scheduler.model.plan import Allocation, NodeAllocation
+
+    backend = RayBackend(sys.argv[1], Path(sys.argv[2]), WallClock())
+    jobs = {"adopt-run": "sleep 4; exit 5", "adopt-done": "sleep 2; exit 4", "orphan": "sleep 120"}
+    for job_id, cmd in jobs.items():
+        alloc = Allocation(nodes=(NodeAllocation(node="n3", gpus=(0,)),))
+        backend.start(Job(id=job_id, spec=JobSpec(command=cmd)), alloc)
+    started = set()
+    deadline = time.monotonic() + 30
+    while started != set(jobs) and time.monotonic() < deadline:
+        started |= {e.job_id for e in backend.poll() if e.kind is EventKind.STARTED}
+        time.sleep(0.05)
+    print("ready" if started == set(jobs) else "timeout", flush=True)
+    time.sleep(300)
+    """
+)
+
+
+def test_a_new_controller_adopts_running_jobs_and_removes_orphans(env: Env) -> None:
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, env.cluster.address, str(env.backend.log_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"},
+    )
+    try:
+        assert driver.stdout is not None
+        assert driver.stdout.readline().strip() == "ready"
+    finally:
+        driver.send_signal(signal.SIGKILL)  # the old controller dies hard
+        driver.wait(timeout=10)
+    time.sleep(2.5)  # "adopt-done" ends while nobody watches
+    found = env.backend.attempts()
+    assert {k: found.get(k) for k in ("adopt-run", "adopt-done", "orphan")} == {
+        "adopt-run": 0,
+        "adopt-done": 0,
+        "orphan": 0,
+    }
+    env.backend.adopt(job("adopt-run", "sleep 4; exit 5"), alloc("n3"))
+    env.backend.adopt(job("adopt-done", "sleep 2; exit 4"), alloc("n3"))
+    env.backend.adopt(job("ghost", "true"), alloc("n3"))
+    env.events.wait_job("adopt-run", EventKind.STARTED, timeout=10)
+    assert env.events.wait_job("adopt-done", EventKind.EXITED, timeout=10).exit_code == 4
+    env.events.wait_job("ghost", EventKind.START_FAILED, timeout=10)
+    assert job_processes("orphan")
+    env.backend.remove("orphan", 0)
+    wait_until(lambda: job_processes("orphan") == [], timeout=10)
+    assert pg_state("orphan") is None
+    assert env.events.wait_job("adopt-run", EventKind.EXITED, timeout=15).exit_code == 5
+    assert pg_state("adopt-run") is None and pg_state("adopt-done") is None
+    assert env.events.of("adopt-done") == [EventKind.EXITED]  # it had ended: no STARTED
+    assert not {"adopt-run", "adopt-done", "orphan"} & set(env.backend.attempts())

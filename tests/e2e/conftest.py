@@ -1,0 +1,105 @@
+"""One real local Corral for the end-to-end tests: `corral up` (Ray + controller + API), the CLI as
+a subprocess, `corral down` at the end. All e2e tests share it and run in one xdist group."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).parent
+REPO = HERE.parents[1]
+ADMIN = "admin-token-e2e"
+TEAM_A = "team-a-token-e2e"
+TEAM_B = "team-b-token-e2e"
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
+
+
+class Corral:
+    """Drives the real `corral` CLI against one CORRAL_HOME."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {**os.environ, "CORRAL_HOME": str(home), "RAY_AUTH_MODE": "disabled"}
+        self.env.pop("CORRAL_API_URL", None)
+        self.env.pop("CORRAL_TOKEN", None)
+
+    def run(
+        self, *args: str, token: str | None = None, timeout: float = 90, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        env = dict(self.env)
+        if token is not None:
+            env["CORRAL_TOKEN"] = token
+        proc = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"corral {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc
+
+    def submit(self, *args: str, token: str | None = None) -> str:
+        return self.run("submit", "-q", *args, token=token).stdout.strip()
+
+    def describe(self, job_id: str, token: str | None = None) -> dict[str, Any]:
+        return dict(json.loads(self.run("describe", job_id, "-o", "json", token=token).stdout))
+
+    def wait_for(
+        self, job_id: str, states: Sequence[str], timeout: float = 60, token: str | None = None
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            job = self.describe(job_id, token=token)
+            if job["state"] in states:
+                return job
+            if job["state"] in TERMINAL:
+                break
+            time.sleep(0.3)
+        raise AssertionError(
+            f"job {job_id} is {job.get('state')}, not in {states}: {job.get('pending_reason')}"
+        )
+
+    def status(self) -> dict[str, Any]:
+        return dict(json.loads(self.run("status", "-o", "json", check=False).stdout))
+
+
+@pytest.fixture(scope="session")
+def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corral]:
+    home = tmp_path_factory.mktemp("corral-home")
+    c = Corral(home)
+    c.run("up", "--config", str(HERE / "cluster.yaml"), "--tokens", str(HERE / "tokens.yaml"), timeout=180)
+    try:
+        yield c
+    finally:
+        c.run("down", check=False, timeout=120)
+
+
+def placement_groups(address: str) -> list[str]:
+    """Names of the placement groups Ray holds (not removed), read by a separate driver."""
+    code = (
+        f"import json, ray; ray.init(address={address!r}, log_to_driver=False);"
+        "t = ray.util.placement_group_table();"
+        "print(json.dumps(sorted(v['name'] for v in t.values() if v['state'] != 'REMOVED')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
+    assert out.returncode == 0, out.stderr
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))

@@ -1,0 +1,63 @@
+"""Schema creation, re-opening, concurrent opening, and migrations that match the tables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from scheduler.store import migrate
+from scheduler.store.engine import normalize_url
+from scheduler.store.schema import metadata
+from scheduler.store.store import Store
+from tests.store.helpers import spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_open_creates_every_table_at_head(store: Store) -> None:
+    assert migrate.current(store.engine) == migrate.head() == "0001_initial"
+    tables = set(sa.inspect(store.engine).get_table_names())
+    assert {"jobs", "allocations", "events", "audit", "queues", "alembic_version"} <= tables
+    assert store.dialect == store.engine.dialect.name
+
+
+def test_reopen_is_idempotent_and_keeps_data(db_url: str) -> None:
+    first = Store.open(db_url)
+    record, _ = first.submit(spec(), "team-a", 1.0)
+    first.close()
+    for _ in range(2):
+        again = Store.open(db_url)
+        assert again.get(record.id) == record
+        assert migrate.current(again.engine) == migrate.head()
+        again.close()
+
+
+def test_migrations_create_exactly_the_tables_of_schema_py(store: Store) -> None:
+    with store.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert diff == []
+
+
+def test_two_processes_open_a_fresh_database_at_once(db_url: str) -> None:
+    code = (
+        "import sys; from scheduler.store.store import Store; from tests.store.helpers import spec;"
+        "s = Store.open(sys.argv[1]); print(s.submit(spec(), 'team-a', 1.0)[0].id); s.close()"
+    )
+    children = [
+        subprocess.Popen([sys.executable, "-c", code, db_url], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [child.communicate(timeout=60)[0] for child in children]
+    assert [child.returncode for child in children] == [0, 0]
+    assert sorted(int(out) for out in outputs) == [1, 2]
+
+
+def test_postgresql_urls_use_psycopg_3() -> None:
+    assert normalize_url("postgresql://u:p@db:5432/corral").drivername == "postgresql+psycopg"
+    assert normalize_url("postgres://u@db/corral").drivername == "postgresql+psycopg"
+    assert normalize_url("sqlite:///x.db").drivername == "sqlite"
