@@ -13,6 +13,7 @@ Every mistake is one line that names where it is (`job.yaml:4: gpus_per_node: ..
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -227,6 +228,8 @@ class SpecInput:
                 self.lines.setdefault(key, self.lines["gpus"])
 
     def build(self) -> JobSpec:
+        # As with Slurm's sbatch, a job runs in the directory it was submitted from unless told otherwise.
+        self.data.setdefault("working_dir", os.getcwd())
         try:
             return JobSpec.model_validate(self.data)
         except ValidationError as exc:

@@ -206,16 +206,16 @@ class Controller:
         return bool(fresh)
 
     def _nodes(self) -> dict[str, Node]:
-        """The backend's nodes, plus (as DOWN) nodes that left while jobs still hold GPUs there."""
+        """The backend's nodes, plus every node seen before that has left, as DOWN.
+
+        A failed node stays in the snapshot: its jobs' GPUs are accounted until they are stopped,
+        and jobs for its region wait for it to come back instead of being rejected as impossible.
+        """
         nodes = {n.id: n for n in self.backend.nodes()}
         self._known_nodes.update(nodes)
-        for rec in self._records.values():
-            if rec.allocation is not None:
-                for node_id in rec.allocation.node_ids:
-                    if node_id not in nodes and node_id in self._known_nodes:
-                        nodes[node_id] = self._known_nodes[node_id].model_copy(
-                            update={"state": NodeState.DOWN}
-                        )
+        for node_id, node in self._known_nodes.items():
+            if node_id not in nodes:
+                nodes[node_id] = node.model_copy(update={"state": NodeState.DOWN})
         return nodes
 
     def _decide(self, nodes: dict[str, Node], now: float, step: Step) -> None:

@@ -101,7 +101,7 @@ def test_error_unknown_key_block_style() -> None:
 
 def test_error_unknown_top_level_key() -> None:
     assert _err(SMALL + "nodes: 3\n").startswith(
-        "c.yaml:15: nodes: unknown key (allowed keys: priority_classes"
+        "c.yaml:15: nodes: unknown key (allowed keys: policy, priority_classes"
     )
 
 
