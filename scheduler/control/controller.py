@@ -78,6 +78,7 @@ class Controller:
         *,
         poll_s: float = 0.1,
         full_cycle_s: float = 5.0,
+        min_decide_interval_s: float = 0.2,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -85,6 +86,8 @@ class Controller:
         self.clock = clock
         self.poll_s = poll_s
         self.full_cycle_s = full_cycle_s
+        self.min_decide_interval_s = min_decide_interval_s
+        self._dirty = True
         self.queues = {q.name: q for q in config.cluster.queues}
         self.priority_classes = {p.name: p for p in config.cluster.priority_classes}
         self._key = pending_key(config.policy, {p.name: p.value for p in config.cluster.priority_classes})
@@ -175,8 +178,12 @@ class Controller:
                 on_backend_event(self._current(step), event, now, step)
             changed = True
         nodes = self._nodes()
-        changed = changed or bool(step)
-        if changed or now - self._last_decide >= self.full_cycle_s:
+        self._dirty = self._dirty or changed or bool(step)
+        since = now - self._last_decide
+        # Coalesce a burst of submissions into one cycle per min_decide_interval_s: decide() over a
+        # deep queue is the costly part, and it shares the process (and the GIL) with the API.
+        if (self._dirty and since >= self.min_decide_interval_s) or since >= self.full_cycle_s:
+            self._dirty = False
             check_time_limits(list(self._current(step).values()), now, step)
             self._decide(nodes, now, step)
         self._commit(step)

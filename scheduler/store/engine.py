@@ -12,8 +12,10 @@ transaction lock (see `lock`).
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import sqlalchemy as sa
@@ -72,10 +74,25 @@ def _sqlite(url: URL) -> Engine:
     return engine
 
 
+# SQLite has one writer at a time. Threads of one process queue on a lock instead of in SQLite's busy
+# handler, which sleeps in steps of up to 100 ms and wastes most of the time under concurrent
+# submissions; other processes still wait through busy_timeout.
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _writer_lock(engine: Engine) -> threading.Lock | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    with _REGISTRY_LOCK:
+        return _SQLITE_WRITERS.setdefault(engine, threading.Lock())
+
+
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
     """A write transaction: committed when the block ends, rolled back if it raises."""
-    with engine.connect() as connection:
+    lock = _writer_lock(engine)
+    with lock if lock is not None else nullcontext(), engine.connect() as connection:
         connection = connection.execution_options(**{_WRITE: True})
         with connection.begin():
             yield connection
