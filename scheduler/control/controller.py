@@ -33,7 +33,7 @@ from scheduler.control.transitions import (
     reject,
 )
 from scheduler.control.view import ClusterView, DryRun, NodeStatus, QueueStatus
-from scheduler.model.cluster import Node, NodeState
+from scheduler.model.cluster import ANY, Node, NodeState
 from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.plan import Allocation, Place, Reject
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
@@ -44,6 +44,8 @@ from scheduler.store.records import Batch, JobRecord
 from scheduler.store.store import Store
 
 log = logging.getLogger("corral.controller")
+
+STOP_WATCHDOG_S = 60.0  # slack after a grace period before a stop is issued again
 
 
 class LiveBackend(Backend, Protocol):
@@ -99,6 +101,7 @@ class Controller:
         self._node_key: tuple[tuple[str, str], ...] = ()
         self._last_decide = 0.0
         self._retry: list[BackendEvent] = []
+        self._stop_reissued: dict[str, float] = {}
         self._lock = threading.Lock()
         self._view = ClusterView(
             nodes=(), queues=(), priority_classes=tuple(self.priority_classes.values()), time=0
@@ -134,6 +137,10 @@ class Controller:
         alive = list(self.backend.attempt_pairs())
         result = reconcile(active, alive, now)
         self._records = {r.id: r for r in active}
+        for rec in active:
+            current = result.step.records.get(rec.id, rec)
+            if current.cancel_requested_at is not None and not current.state.terminal:
+                on_cancel_request(current, now, result.step)  # a cancel recorded before the restart
         for rec in result.adopt:
             assert rec.allocation is not None
             self.backend.adopt(rec.job, rec.allocation)
@@ -169,25 +176,52 @@ class Controller:
     # --- one step ---------------------------------------------------------------------------------
     def step(self) -> None:
         now = self.clock.now()
-        step = Step()
-        changed = self._take_submissions(now, step)
+        seq0 = self._seq
         events = self._retry + self.backend.poll()
         self._retry = []
+        try:
+            self._step(now, events)
+        except Exception:
+            # Nothing of this step was committed: read its submissions, cancels and events again.
+            self._seq = seq0
+            self._retry = events
+            self._dirty = True
+            raise
+        self.last_step_at = now
+        self.last_error = ""
+
+    def _step(self, now: float, events: list[BackendEvent]) -> None:
+        step = Step()
+        changed = self._take_submissions(now, step)
         for event in events:
             if event.job_id:
                 on_backend_event(self._current(step), event, now, step)
             changed = True
         nodes = self._nodes()
+        self._watch_stops(now, step)
         self._dirty = self._dirty or changed or bool(step)
         since = now - self._last_decide
-        # Coalesce a burst of submissions into one cycle per min_decide_interval_s: decide() over a
-        # deep queue is the costly part, and it shares the process (and the GIL) with the API.
-        if (self._dirty and since >= self.min_decide_interval_s) or since >= self.full_cycle_s:
+        # Coalesce a burst of submissions into one cycle per interval: decide() over a deep queue
+        # is the costly part, and it shares the process (and the GIL) with the API. The interval
+        # grows with the cycle's cost, so the controller takes at most about a third of a core.
+        interval = max(self.min_decide_interval_s, 2.0 * self.last_cycle_s)
+        if (self._dirty and since >= interval) or since >= self.full_cycle_s:
             self._dirty = False
             check_time_limits(list(self._current(step).values()), now, step)
             self._decide(nodes, now, step)
         self._commit(step)
-        self.last_step_at = now
+
+    def _watch_stops(self, now: float, step: Step) -> None:
+        """Re-issue a stop that has not completed long after its grace period (a lost backend task)."""
+        for rec in self._records.values():
+            if rec.stop_reason is None or rec.stop_requested_at is None or not holds_gpus(rec):
+                continue
+            due = rec.stop_requested_at + rec.job.spec.grace_period_s + STOP_WATCHDOG_S
+            last = self._stop_reissued.get(rec.id, 0.0)
+            if now >= due and now - last >= STOP_WATCHDOG_S:
+                log.warning("stop of job %s not done after its grace period: issuing it again", rec.id)
+                self._stop_reissued[rec.id] = now
+                step.effects.append(Stop(rec.job, 0.0))
 
     def _current(self, step: Step) -> dict[str, JobRecord]:
         if not step.records:
@@ -223,6 +257,11 @@ class Controller:
         for node_id, node in self._known_nodes.items():
             if node_id not in nodes:
                 nodes[node_id] = node.model_copy(update={"state": NodeState.DOWN})
+        for rec in self._records.values():
+            if rec.allocation is not None:
+                for na in rec.allocation.nodes:
+                    if na.node not in nodes:  # left before this controller process ever saw it
+                        nodes[na.node] = _unseen_node(na.node, rec, max(na.gpus) + 1)
         return nodes
 
     def _decide(self, nodes: dict[str, Node], now: float, step: Step) -> None:
@@ -257,9 +296,9 @@ class Controller:
                 job = rec.job
                 if rec.stop_reason is not None and job.state is not JobState.PREEMPTING:
                     job = job.model_copy(update={"state": JobState.PREEMPTING})  # leaving: its GPUs free soon
-                first = nodes.get(rec.allocation.node_ids[0])
-                if first is None:
-                    continue
+                first = next((nodes[n] for n in rec.allocation.node_ids if n in nodes), None)
+                if first is None:  # never: _nodes() includes every node an allocation names
+                    raise RuntimeError(f"job {rec.id} holds GPUs on unknown nodes")
                 running.append(RunningJob(job, rec.allocation, first.pool, job.started_at or now))
         self._charge(running, now)
         usage = {q: u.value_at(now) for q, u in self._usage.items()}
@@ -299,6 +338,8 @@ class Controller:
         if batch:
             self.store.apply(batch)
         for job_id, rec in step.records.items():
+            if rec.state.terminal or rec.stop_reason is None:
+                self._stop_reissued.pop(job_id, None)
             if rec.state.terminal:
                 self._records.pop(job_id, None)
             else:
@@ -424,3 +465,17 @@ class Controller:
 
     def records(self) -> Collection[JobRecord]:
         return tuple(self._records.values())
+
+
+def _unseen_node(node_id: str, rec: JobRecord, min_gpus: int) -> Node:
+    """A DOWN stand-in for a node a job holds GPUs on but the backend no longer reports (e.g. it died
+    while the controller was restarting), so the job's GPUs stay accounted until it is stopped."""
+    spec = rec.job.spec
+    return Node(
+        id=node_id,
+        region=spec.data_region if spec.data_region != ANY else "unknown",
+        rack=node_id,
+        gpu_type=spec.gpu_type if spec.gpu_type != ANY else "unknown",
+        gpus=max(min_gpus, spec.gpus_per_node),
+        state=NodeState.DOWN,
+    )

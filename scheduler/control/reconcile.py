@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 from scheduler.backends.base import EventKind
-from scheduler.control.transitions import Start, Step, Stop, end_of_attempt, holds_gpus
+from scheduler.control.transitions import Start, Step, Stop, end_of_attempt, holds_gpus, stop_grace
 from scheduler.model.job import JobState
 from scheduler.store.records import JobRecord
 
@@ -38,8 +38,7 @@ def reconcile(records: Sequence[JobRecord], alive: Collection[tuple[str, int]], 
             out.adopt.append(rec)
             if rec.stop_reason is not None and rec.stop_requested_at is not None:
                 # A stop was under way: finish it with what is left of its grace period.
-                grace = rec.cancel_grace_s if rec.cancel_grace_s is not None else rec.job.spec.grace_period_s
-                left = max(0.0, grace - (now - rec.stop_requested_at))
+                left = max(0.0, stop_grace(rec) - (now - rec.stop_requested_at))
                 out.step.effects.append(Stop(rec.job, left))
         elif rec.state is JobState.STARTING and rec.stop_reason is None:
             # The plan was committed but its start never reached Ray: carry it out now.

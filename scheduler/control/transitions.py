@@ -148,6 +148,15 @@ def on_backend_event(records: Mapping[str, JobRecord], event: BackendEvent, now:
         step.effects.append(Stop(rec.job, 0.0))
 
 
+def stop_grace(rec: JobRecord) -> float:
+    """The grace period of the stop under way: none after a node failure, the cancel's if given."""
+    if rec.stop_reason is StopReason.NODE_FAIL:
+        return 0.0
+    if rec.stop_reason is StopReason.CANCEL and rec.cancel_grace_s is not None:
+        return rec.cancel_grace_s
+    return rec.job.spec.grace_period_s
+
+
 def request_stop(rec: JobRecord, reason: StopReason, grace_s: float, now: float, step: Step) -> None:
     """Ask a job holding GPUs to stop for `reason`; the stop's end decides its final state."""
     job = rec.job
@@ -173,9 +182,12 @@ def on_cancel_request(rec: JobRecord, now: float, step: Step) -> None:
         return
     grace = rec.cancel_grace_s if rec.cancel_grace_s is not None else rec.job.spec.grace_period_s
     if rec.stop_reason is not None:
-        # Already stopping (preemption, timeout, node failure): let that stop finish as a cancel.
+        # Already stopping (preemption, timeout, node failure): that stop ends as a cancel, and a
+        # shorter grace given with the cancel shortens it (the backend keeps the earlier deadline).
         step.put(replace(rec, stop_reason=StopReason.CANCEL, updated_at=now))
         step.note(rec, "CANCELLING", now, "cancel requested while stopping")
+        if rec.cancel_grace_s is not None:
+            step.effects.append(Stop(rec.job, rec.cancel_grace_s))
         return
     request_stop(rec, StopReason.CANCEL, grace, now, step)
     step.note(rec, "CANCELLING", now, f"SIGTERM, then SIGKILL after {grace:g} s")
