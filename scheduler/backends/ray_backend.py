@@ -15,6 +15,7 @@ queued for `poll()`.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import re
@@ -196,6 +197,11 @@ class RayBackend:
             raise RuntimeError("ray is already initialized in this process: one RayBackend per process")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 defaults to token auth
         ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+        # Ray sets up its serializers (importing pydantic.v1 lazily) on the first get; done first from
+        # a pool thread while the API imports pydantic elsewhere, that import races and fails with
+        # KeyError('pydantic.v1'). Do it once here, on this thread, before any other starts.
+        importlib.import_module("pydantic.v1.fields")
+        ray.get(ray.put(None))
         self.namespace = namespace
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +211,7 @@ class RayBackend:
         self._lock = threading.RLock()
         self._events: list[BackendEvent] = []
         self._runs: dict[tuple[str, int], _Run] = {}
+        self._exited: dict[tuple[str, int], _Handles] = {}  # ended attempts awaiting release()
         self._nodes: dict[str, Node] = {}
         self._refresh_lock = threading.Lock()  # one refresh at a time, so node changes apply in order
         self._closing = threading.Event()
@@ -403,11 +410,14 @@ class RayBackend:
         run.held = self._find_named(run.job.id, run.attempt)
         launched: list[bool] = []
         ended = False
+        why = f"placement group {'found' if run.held.pg else 'missing'}, {len(run.held.actors)} actors"
         if run.held.pg is not None and len(run.held.actors) == len(run.gpus):
-            with contextlib.suppress(Exception):  # an actor on a dead node: not adoptable
+            try:
                 launched = ray.get([a.launched.remote() for a in run.held.actors], timeout=10)
                 codes = ray.get([a.exit_code.remote() for a in run.held.actors], timeout=10)
                 ended = any(code is not None for code in codes)
+            except Exception as exc:  # an actor on a dead node: not adoptable
+                why = f"{type(exc).__name__}: {exc}"
         if launched and all(launched):
             with self._lock:
                 if run.stop_grace is None:
@@ -418,6 +428,7 @@ class RayBackend:
             self._teardown(run.held, run.stop_grace)
             self._end(run, EventKind.STOPPED)
             return
+        log.warning("attempt %s of job %s cannot be adopted (%s): requeued", run.attempt, run.job.id, why)
         self._teardown(run.held, 0.0)  # half-started or half-gone: requeue it
         self._end(run, EventKind.STOPPED if run.stop_grace is not None else EventKind.START_FAILED)
 
@@ -436,9 +447,26 @@ class RayBackend:
             self._events.append(BackendEvent(EventKind.STOPPED, self._clock.now(), job_id, attempt))
 
     def _finish(self, run: _Run, code: int) -> None:
-        """The job ended by itself: free its GPUs for real, then report EXITED."""
-        self._teardown(run.held, _FAIL_GRACE_S)
+        """The job ended by itself (or its first rank failed): stop the other ranks, then report
+        EXITED. The actors (which hold the exit codes) and the placement group stay until the
+        controller has recorded the end and calls release(): if it dies before, the next one adopts
+        the attempt and reads the exit code again, instead of finding nothing and re-running it."""
+        self._stop_ranks(run.held, _FAIL_GRACE_S)
+        with self._lock:
+            self._exited[run.key] = run.held
         self._end(run, EventKind.EXITED, exit_code=code)
+
+    def release(self, job_id: str, attempt: int) -> None:
+        """Free what an EXITED attempt still holds (its actors and placement group); non-blocking."""
+        with self._lock:
+            held = self._exited.pop((job_id, attempt), None)
+        if held is not None:
+            self._submit(self._teardown, held, 0.0)
+        else:
+            self._submit(self._release_untracked, job_id, attempt)
+
+    def _release_untracked(self, job_id: str, attempt: int) -> None:
+        self._teardown(self._find_named(job_id, attempt), 0.0)
 
     def _end(self, run: _Run, kind: EventKind, exit_code: int | None = None) -> None:
         with self._lock:
@@ -449,16 +477,21 @@ class RayBackend:
 
     def _teardown(self, handles: _Handles, grace_s: float) -> None:
         """Stop every rank (SIGTERM, grace, SIGKILL), then kill the actors and remove the PG."""
-        refs = [actor.terminate.remote(grace_s) for actor in handles.actors]
-        if refs:
-            with contextlib.suppress(Exception):
-                ray.wait(refs, num_returns=len(refs), timeout=grace_s + _RPC_SLACK_S)
+        self._stop_ranks(handles, grace_s)
         for actor in handles.actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
         if handles.pg is not None:
             with contextlib.suppress(Exception):
                 remove_placement_group(handles.pg)
+
+    @staticmethod
+    def _stop_ranks(handles: _Handles, grace_s: float) -> None:
+        """SIGTERM every rank's process group, SIGKILL it after the grace; the actors stay."""
+        refs = [actor.terminate.remote(grace_s) for actor in handles.actors]
+        if refs:
+            with contextlib.suppress(Exception):
+                ray.wait(refs, num_returns=len(refs), timeout=grace_s + _RPC_SLACK_S)
 
     def _find_named(self, job_id: str, attempt: int) -> _Handles:
         """The PG and actors of an attempt, looked up by their names (missing ones left out)."""

@@ -102,6 +102,8 @@ class RankWorker:
             if proc is None:
                 self._done.set()  # never launched: nothing to stop, and launch() now refuses
                 return 128 + signal.SIGTERM
+        if self._done.is_set():  # already reaped: its pid may belong to another process by now
+            return self.wait()
         _signal_group(proc.pid, signal.SIGTERM)
         if not self._done.wait(timeout=max(grace_s, 0.0)):
             _signal_group(proc.pid, signal.SIGKILL)

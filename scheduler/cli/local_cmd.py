@@ -100,7 +100,13 @@ def up(
     """Start the embedded local Corral: a Ray cluster of simulated GPU nodes, the controller and the API."""
     home = corral_home()
     state = _read_state(home)
-    if _server_alive(state) and _health(str(state.get("api_url"))):
+    if _server_alive(state):
+        # Never a second controller on the same store: wait for this one to answer instead.
+        deadline = time.monotonic() + 60
+        while _health(str(state.get("api_url"))) is None:
+            if time.monotonic() > deadline or not _server_alive(state):
+                fail(f"a controller (pid {state['pid']}) runs but does not answer: see `corral status`", 1)
+            time.sleep(0.5)
         print(f"corral is already up at {state['api_url']} (CORRAL_HOME={home})", file=sys.stderr)
         return
     home.mkdir(parents=True, exist_ok=True)
@@ -263,9 +269,12 @@ def serve(
     """Run the controller and the API in the foreground (what `corral up` starts; Helm runs this too)."""
     from scheduler.control.service import ServeOptions
     from scheduler.control.service import serve as run_service
+    from scheduler.store.controller_lock import ControllerLockHeld
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
         run_service(ServeOptions(config, tokens, db, ray_address, log_dir, host, port))
     except ClusterFileError as exc:
         fail(f"--config: {exc}", EXIT_USAGE)
+    except ControllerLockHeld as exc:
+        fail(f"{exc}: stop it first (corral down, or kill that `corral serve`)", EXIT_USAGE)

@@ -22,6 +22,8 @@ from scheduler.control.config import LiveConfig
 from scheduler.control.reconcile import reconcile
 from scheduler.control.spec_check import check_spec
 from scheduler.control.transitions import (
+    Effect,
+    Release,
     Start,
     Step,
     Stop,
@@ -56,6 +58,8 @@ class LiveBackend(Backend, Protocol):
     def adopt(self, job: Job, allocation: Allocation) -> None: ...
 
     def remove(self, job_id: str, attempt: int) -> None: ...
+
+    def release(self, job_id: str, attempt: int) -> None: ...
 
     def close(self) -> None: ...
 
@@ -351,14 +355,17 @@ class Controller:
         for effect in step.effects:
             self._carry_out(effect)
 
-    def _carry_out(self, effect: Start | Stop) -> None:
+    def _carry_out(self, effect: Effect) -> None:
         try:
             if isinstance(effect, Start):
                 self.backend.start(effect.job, effect.allocation)
-            else:
+            elif isinstance(effect, Stop):
                 self.backend.stop(effect.job, effect.grace_s)
+            else:
+                self.backend.release(effect.job_id, effect.attempt)
         except Exception as exc:
-            log.exception("backend refused %s of job %s", type(effect).__name__, effect.job.id)
+            job_id = effect.job_id if isinstance(effect, Release) else effect.job.id
+            log.exception("backend refused %s of job %s", type(effect).__name__, job_id)
             if isinstance(effect, Start):  # treat as a failed start: the next step requeues it
                 self._retry.append(
                     BackendEvent(

@@ -14,6 +14,7 @@ from scheduler.backends.ray_backend import RayBackend
 from scheduler.clock import WallClock
 from scheduler.control.config import load_live_config
 from scheduler.control.controller import Controller
+from scheduler.store.controller_lock import ControllerLock, ControllerLockHeld
 from scheduler.store.store import Store
 
 log = logging.getLogger("corral.serve")
@@ -37,12 +38,22 @@ def serve(options: ServeOptions) -> None:
     tokens = TokenTable.load(options.tokens)
     clock = WallClock()
     store = Store.open(options.db_url)
+    try:
+        lock = ControllerLock.acquire(store)
+    except ControllerLockHeld:
+        store.close()
+        raise
     options.log_dir.mkdir(parents=True, exist_ok=True)
-    backend = RayBackend(options.ray_address, options.log_dir, clock)
+    try:
+        backend = RayBackend(options.ray_address, options.log_dir, clock)
+    except BaseException:
+        lock.release()
+        store.close()
+        raise
     controller = Controller(store, backend, config, clock)
     try:
+        app = create_app(store, controller, tokens, options.log_dir, clock)  # imports done before threads
         controller.start()
-        app = create_app(store, controller, tokens, options.log_dir, clock)
         server = uvicorn.Server(
             uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False)
         )
@@ -57,4 +68,5 @@ def serve(options: ServeOptions) -> None:
     finally:
         controller.stop()
         backend.close()
+        lock.release()
         store.close()

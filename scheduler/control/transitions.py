@@ -31,7 +31,15 @@ class Stop:
     grace_s: float
 
 
-Effect = Start | Stop
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Free what an exited attempt still holds in the backend, once its end is committed."""
+
+    job_id: str
+    attempt: int
+
+
+Effect = Start | Stop | Release
 
 
 @dataclass(slots=True)
@@ -98,6 +106,8 @@ def end_of_attempt(rec: JobRecord, kind: EventKind, exit_code: int | None, now: 
     what becomes of the job. A requested stop wins over the exit code: a preempted job that saved its
     checkpoint and exited 0 is requeued, not finished."""
     reason = rec.stop_reason
+    if kind is EventKind.EXITED:
+        step.effects.append(Release(rec.id, rec.job.restart_count))
     if reason in (StopReason.PREEMPT, StopReason.NODE_FAIL) or (
         reason is None and kind is EventKind.START_FAILED
     ):

@@ -79,6 +79,11 @@ class Store:
         return self._engine.url.render_as_string(hide_password=False)
 
     @property
+    def url_for_humans(self) -> str:
+        """The URL without its password (for messages and logs)."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    @property
     def dialect(self) -> str:
         return self._dialect
 

@@ -110,7 +110,10 @@ def test_one_gpu_job_runs_logs_and_frees_its_placement_group(env: Env) -> None:
     log = env.backend.log_path("echo1").read_text()
     assert "=== corral: attempt 0 on n3 at " in log
     assert "hello from corral" in log
-    assert pg_state("echo1") is None
+    # The attempt keeps its actors and placement group until the controller has recorded the end.
+    assert pg_state("echo1") is not None and "echo1" in env.backend.attempts()
+    env.backend.release("echo1", 0)
+    wait_until(lambda: pg_state("echo1") is None, timeout=10)
     assert "echo1" not in env.backend.attempts()
     assert started_s < 5, started_s
 
@@ -120,6 +123,8 @@ def test_a_failing_command_reports_its_exit_code(env: Env) -> None:
     assert env.events.wait_job("fail1", EventKind.EXITED).exit_code == 3
     assert "oops" in env.backend.log_path("fail1").read_text()
     assert env.events.of("fail1") == [EventKind.STARTED, EventKind.EXITED]
+    env.backend.release("fail1", 0)
+    wait_until(lambda: pg_state("fail1") is None, timeout=10)
 
 
 def test_one_failing_rank_ends_the_whole_gang(env: Env) -> None:
@@ -128,8 +133,9 @@ def test_one_failing_rank_ends_the_whole_gang(env: Env) -> None:
     env.backend.start(job("gangfail", cmd, nodes=2), alloc("n1", "n2"))
     assert env.events.wait_job("gangfail", EventKind.EXITED).exit_code == 7
     assert time.monotonic() - t0 < 15
-    assert job_processes("gangfail") == []
-    assert pg_state("gangfail") is None
+    assert job_processes("gangfail") == []  # the other rank was stopped before EXITED
+    env.backend.release("gangfail", 0)
+    wait_until(lambda: pg_state("gangfail") is None, timeout=10)
 
 
 def test_a_two_node_gang_gets_ranks_master_and_gpus(env: Env, tmp_path: Path) -> None:
@@ -150,6 +156,8 @@ def test_a_two_node_gang_gets_ranks_master_and_gpus(env: Env, tmp_path: Path) ->
     log = env.backend.log_path("gang1").read_text()
     assert "=== corral: attempt 2 on n1,n2" in log
     assert "[rank 0] done" in log and "[rank 1] done" in log
+    env.backend.release("gang1", 2)
+    wait_until(lambda: pg_state("gang1", 2) is None, timeout=10)
 
 
 def _read_env(path: Path) -> dict[str, str]:
@@ -296,6 +304,8 @@ def test_a_new_controller_adopts_running_jobs_and_removes_orphans(env: Env) -> N
     wait_until(lambda: job_processes("orphan") == [], timeout=10)
     assert pg_state("orphan") is None
     assert env.events.wait_job("adopt-run", EventKind.EXITED, timeout=15).exit_code == 5
-    assert pg_state("adopt-run") is None and pg_state("adopt-done") is None
+    env.backend.release("adopt-run", 0)
+    env.backend.release("adopt-done", 0)
+    wait_until(lambda: pg_state("adopt-run") is None and pg_state("adopt-done") is None, timeout=10)
     assert env.events.of("adopt-done") == [EventKind.EXITED]  # it had ended: no STARTED
     assert not {"adopt-run", "adopt-done", "orphan"} & set(env.backend.attempts())

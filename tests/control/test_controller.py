@@ -31,6 +31,7 @@ class ScriptedBackend:
         self.stopped: list[tuple[str, int, float]] = []
         self.adopted: list[tuple[str, int]] = []
         self.removed: list[tuple[str, int]] = []
+        self.released: list[tuple[str, int]] = []
         self.alive: set[tuple[str, int]] = set()
 
     def nodes(self) -> list[Node]:
@@ -55,6 +56,10 @@ class ScriptedBackend:
 
     def remove(self, job_id: str, attempt: int) -> None:
         self.removed.append((job_id, attempt))
+        self.alive.discard((job_id, attempt))
+
+    def release(self, job_id: str, attempt: int) -> None:
+        self.released.append((job_id, attempt))
         self.alive.discard((job_id, attempt))
 
     def close(self) -> None:
@@ -98,6 +103,7 @@ def test_a_job_runs_to_success_with_its_placement_audited(store: Store) -> None:
     c.step()
     rec = store.get(job)
     assert rec is not None and rec.state is JobState.SUCCEEDED and store.held_gpus() == {}
+    assert backend.released == [(job, 0)]  # the backend frees the attempt only after the commit
     (audit,) = [a for a in store.audit(job) if a.decision == "place"]
     assert audit.residency_ok and set(audit.node_regions) == {"cn-north"}
     assert [e.kind for e in store.events(job)] == ["SUBMITTED", "PLACED", "STARTED", "SUCCEEDED"]

@@ -1,0 +1,70 @@
+"""One active controller per store: two would both place the same job and start it twice.
+
+SQLite: an exclusive flock on `<database>.controller.lock` (the kernel drops it when the process
+dies, so a `kill -9`ed controller never blocks its successor). PostgreSQL: a session-level advisory
+lock held on a dedicated connection (dropped when that connection closes or its process dies).
+A fencing lease for replicated controllers is the Helm chart's business; this lock keeps a second
+`corral serve` on the same store from ever running.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from scheduler.store.store import Store
+
+_PG_KEY = 0x636F7272616C03
+
+
+class ControllerLockHeld(RuntimeError):
+    pass
+
+
+class ControllerLock:
+    def __init__(self, file: IO[bytes] | None, connection: Connection | None) -> None:
+        self._file = file
+        self._connection = connection
+
+    @classmethod
+    def acquire(cls, store: Store) -> ControllerLock:
+        """Take the lock or raise ControllerLockHeld at once (never wait: a second one is a mistake)."""
+        held = ControllerLockHeld(f"another controller is already running on {store.url_for_humans}")
+        if store.dialect == "sqlite":
+            database = store.engine.url.database
+            if not database or database == ":memory:":
+                return cls(None, None)  # a private in-memory store: nobody else can see it
+            path = Path(database).with_name(Path(database).name + ".controller.lock")
+            file = open(path, "ab")  # noqa: SIM115 (held open for the lock's lifetime)
+            try:
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.close()
+                raise held from None
+            file.truncate(0)
+            file.write(f"{os.getpid()}\n".encode())
+            file.flush()
+            return cls(file, None)
+        connection = store.engine.connect()
+        got = connection.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _PG_KEY}).scalar()
+        connection.commit()
+        if not got:
+            connection.close()
+            raise held
+        return cls(None, connection)
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._connection is not None:
+            # A pooled connection outlives close(): unlock explicitly, and drop the session too.
+            self._connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_KEY})
+            self._connection.invalidate()
+            self._connection.close()
+            self._connection = None
