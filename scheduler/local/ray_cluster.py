@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -39,6 +40,8 @@ from scheduler.backends.ray_backend import (
 )
 from scheduler.model.cluster import Node
 
+log = logging.getLogger("corral.local")
+
 ROOT_ENV = "CORRAL_RAY_ROOT"
 NODE_ENV = "CORRAL_RAY_NODE"
 HEAD = "head"
@@ -48,6 +51,7 @@ STATE_FILE = "cluster.json"
 _MAX_TEMP_ROOT = 40
 _LABEL_VALUE = re.compile(r"^$|^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _START_TIMEOUT_S = 90.0
+_START_ATTEMPTS = 3
 
 
 class LocalRayClusterError(RuntimeError):
@@ -138,7 +142,8 @@ class LocalRayCluster:
         port = _free_port()
         address = f"127.0.0.1:{port}"
         self._save({"address": address, "temp": str(self._temp), "nodes": {}, "sessions": {}})
-        self._run_ray_start([self._head_args(port)], [HEAD])
+        if self._run_ray_start([self._head_args(port)], [HEAD]):
+            raise LocalRayClusterError(f"`ray start --head` failed; see {self.root / 'logs'}")
         self.add_nodes(nodes)
         return address
 
@@ -156,12 +161,26 @@ class LocalRayCluster:
         dupes = [n.id for n in nodes if n.id in running]
         if dupes:
             raise LocalRayClusterError(f"nodes already running in the cluster: {dupes}")
-        for node in nodes:  # a killed node may come back: under a fresh temp dir
-            index = state["next_index"] = state.get("next_index", 0) + 1
-            known[node.id] = {"index": index, "spec": node.model_dump(mode="json")}
-        self._save(state)
-        args = [self._node_args(address, node, known[node.id]["index"]) for node in nodes]
-        self._run_ray_start(args, [n.id for n in nodes])
+        todo = list(nodes)
+        for attempt in range(_START_ATTEMPTS):
+            state = self._load()
+            known = state["nodes"]
+            for node in todo:  # a killed or failed node comes back under a fresh temp dir
+                index = state["next_index"] = state.get("next_index", 0) + 1
+                known[node.id] = {"index": index, "spec": node.model_dump(mode="json")}
+            self._save(state)
+            args = [self._node_args(address, node, known[node.id]["index"]) for node in todo]
+            failed = set(self._run_ray_start(args, [n.id for n in todo]))
+            if not failed:
+                break
+            # On a loaded machine a raylet can miss Ray's start-up deadline: clear it, try again.
+            log.warning("`ray start` failed for %s (try %d); retrying", sorted(failed), attempt + 1)
+            _kill_all([p for p, node in self._processes() if node in failed], signal.SIGKILL)
+            todo = [n for n in todo if n.id in failed]
+        else:
+            raise LocalRayClusterError(
+                f"`ray start` failed for {sorted(n.id for n in todo)}; see {self.root / 'logs'}"
+            )
         self._wait_alive(address, {n.id for n in nodes})
 
     def _common_args(self, temp: Path) -> list[str]:
@@ -197,9 +216,10 @@ class LocalRayCluster:
             *self._common_args(self._temp / f"n{index}"),
         ]
 
-    def _run_ray_start(self, arg_lists: Sequence[list[str]], names: Sequence[str]) -> None:
+    def _run_ray_start(self, arg_lists: Sequence[list[str]], names: Sequence[str]) -> list[str]:
         """Run `ray start` for several nodes in parallel; each returns once its daemons are up.
-        Each runs as a session leader; its session id names the node's processes from then on."""
+        Each runs as a session leader; its session id names the node's processes from then on.
+        Returns the names whose `ray start` failed."""
         logs = self.root / "logs"
         logs.mkdir(exist_ok=True)
         procs = []
@@ -227,8 +247,7 @@ class LocalRayCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 failed.append(name)
-        if failed:
-            raise LocalRayClusterError(f"`ray start` failed for {failed}; see {logs}")
+        return failed
 
     def _wait_alive(self, address: str, node_ids: set[str], timeout_s: float = _START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
