@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -29,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -146,35 +148,51 @@ def preemption_latency(inst: Local, grace: float, protected_s: float) -> float:
     return latency
 
 
-def submissions_per_s(inst: Local, total: int, clients: int) -> float:
-    blocker = inst.submit({"name": "blocker", "priority": "high", "nodes": 4, "gpus_per_node": 8,
-                           "data_region": "cn-north", "command": "sleep 600"})  # fmt: skip
-    inst.wait(blocker, {"RUNNING"})
-    per_client = total // clients
+def _client_process(api_url: str, token: str, tag: str, threads: int, count: int, start: Any) -> list[str]:
+    """One load-generating process: `threads` connections posting `count` submissions each."""
     errors: list[str] = []
 
     def work(c: int) -> None:
         with httpx.Client(
-            base_url=inst.api_url, headers={"Authorization": f"Bearer {inst.token}"}, timeout=60
+            base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
         ) as client:
-            for i in range(per_client):
-                r = client.post(
-                    "/v1/jobs",
-                    json={"name": f"s{c}-{i}", "priority": "low", "gpus_per_node": 1, "command": "true"},
-                )
+            for i in range(count):
+                spec = {"name": f"s{tag}-{c}-{i}", "priority": "low", "gpus_per_node": 1, "command": "true"}
+                r = client.post("/v1/jobs", json=spec)
                 if r.status_code != 201:
                     errors.append(r.text)
 
-    threads = [threading.Thread(target=work, args=(c,)) for c in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
+    pool = [threading.Thread(target=work, args=(c,)) for c in range(threads)]
+    start.wait()
+    for t in pool:
         t.start()
-    for t in threads:
+    for t in pool:
         t.join()
-    elapsed = time.perf_counter() - t0
+    return errors
+
+
+def submissions_per_s(inst: Local, total: int, clients: int, processes: int = 4) -> float:
+    """Clients are spread over `processes` processes so the load generator's own GIL is not what
+    is measured."""
+    blocker = inst.submit({"name": "blocker", "priority": "high", "nodes": 4, "gpus_per_node": 8,
+                           "data_region": "cn-north", "command": "sleep 600"})  # fmt: skip
+    inst.wait(blocker, {"RUNNING"})
+    threads = max(1, clients // processes)
+    count = max(1, total // (threads * processes))
+    with multiprocessing.Manager() as manager, ProcessPoolExecutor(processes) as pool:
+        start = manager.Event()
+        futures = [
+            pool.submit(_client_process, inst.api_url, inst.token, str(p), threads, count, start)
+            for p in range(processes)
+        ]
+        time.sleep(1.0)  # let every process get to start.wait()
+        t0 = time.perf_counter()
+        start.set()
+        errors = [e for f in futures for e in f.result()]
+        elapsed = time.perf_counter() - t0
     if errors:
         raise RuntimeError(f"{len(errors)} submissions failed: {errors[0]}")
-    return per_client * clients / elapsed
+    return threads * processes * count / elapsed
 
 
 def _policy_section(home: Path) -> dict[str, Any]:

@@ -24,20 +24,24 @@ Errors are always `{"error": "<one line naming the field and the fix>", "field":
 controller's check_spec), 409 idempotency conflict or nothing to cancel, 413 body over 64 KiB,
 422 an invalid request (the first error only), 500 anything unexpected (logged, no traceback).
 
-Submission order: body size → JSON and JobSpec validation → controller.check_spec → store.submit
-→ controller.wake(). Nothing is written unless every check passed. Routes are sync (the store is
-sync SQLAlchemy): FastAPI runs them in its threadpool.
+Submission order: body size → JSON and JobSpec validation → controller.check_spec → the group
+commit (SubmitBatcher: concurrent submissions share one transaction; the reply waits for it) →
+controller.wake(). Nothing is written unless every check passed. The other routes are sync (the
+store is sync SQLAlchemy): FastAPI runs them in its threadpool.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the route annotations (e.g. the local
 # `Who` dependency) as objects, not strings.
 
+import asyncio
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -53,6 +57,7 @@ from scheduler.api.logs import log_path, stream_log
 from scheduler.clock import Clock
 from scheduler.control.view import ControllerHandle, SpecError
 from scheduler.model.job import TERMINAL_STATES, JobSpec, JobState
+from scheduler.store.batcher import SubmitBatcher
 from scheduler.store.records import JobRecord
 from scheduler.store.store import IdempotencyConflict, JobNotFound, Store
 
@@ -138,10 +143,18 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The API over a store and the in-process controller. Build it once per process."""
+    batcher = SubmitBatcher(store)  # group commit: concurrent submissions share one transaction
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        batcher.close()
+
     app = FastAPI(
         title="Corral API",
         version=__version__,
         description="Submit, list, cancel and follow training jobs on a Corral GPU cluster.",
+        lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     _install_error_handlers(app)
@@ -198,7 +211,7 @@ def create_app(
             422: {"model": s.ErrorOut},
         },
     )
-    def submit(
+    async def submit(
         spec: JobSpec,
         who: Who,
         dry_run: bool = False,
@@ -213,10 +226,11 @@ def create_app(
             controller.check_spec(spec)
         except SpecError as exc:
             raise ApiError(400, f"spec.{exc.field}: {exc}", exc.field) from None
-        if dry_run:
-            return _json(s.dry_run_out(spec, controller.dry_run(spec, owner)))
+        if dry_run:  # runs decide(): CPU work, off the event loop
+            return _json(s.dry_run_out(spec, await run_in_threadpool(controller.dry_run, spec, owner)))
         try:
-            record, created = store.submit(spec, owner, clock.now())
+            # async: the request waits for its group commit without holding a worker thread
+            record, created = await asyncio.wrap_future(batcher.submit(spec, owner, clock.now()))
         except IdempotencyConflict:
             raise ApiError(
                 409,

@@ -212,6 +212,7 @@ class RayBackend:
         self._events: list[BackendEvent] = []
         self._runs: dict[tuple[str, int], _Run] = {}
         self._exited: dict[tuple[str, int], _Handles] = {}  # ended attempts awaiting release()
+        self.on_event: Callable[[], None] | None = None  # called after each event is queued
         self._nodes: dict[str, Node] = {}
         self._refresh_lock = threading.Lock()  # one refresh at a time, so node changes apply in order
         self._closing = threading.Event()
@@ -445,6 +446,7 @@ class RayBackend:
         self._teardown(self._find_named(job_id, attempt), grace_s)
         with self._lock:
             self._events.append(BackendEvent(EventKind.STOPPED, self._clock.now(), job_id, attempt))
+        self._notify()
 
     def _finish(self, run: _Run, code: int) -> None:
         """The job ended by itself (or its first rank failed): stop the other ranks, then report
@@ -607,6 +609,11 @@ class RayBackend:
             self._events.append(
                 BackendEvent(kind, self._clock.now(), run.job.id, run.attempt, exit_code=exit_code, node=node)
             )
+        self._notify()
+
+    def _notify(self) -> None:
+        if self.on_event is not None:
+            self.on_event()  # the controller's wake(): it takes the event now, not at its next poll
 
     def _submit(self, fn: Callable[..., None], *args: Any) -> None:
         if self._closing.is_set():

@@ -114,7 +114,7 @@ def up(
     region_list = [r.strip() for r in regions.split(",") if r.strip()]
     if not region_list:
         fail("--regions: give at least one region name, e.g. --regions cn-north,cn-east", EXIT_USAGE)
-    from scheduler.local.ray_cluster import LocalRayCluster  # imports ray: only when needed
+    from scheduler.local.ray_cluster import LocalRayCluster, LocalRayClusterError  # imports ray
 
     ray_cluster = LocalRayCluster(_ray_root(home))
     reuse = ray_cluster.is_up() and ray_cluster.address is not None and cluster_file.exists()
@@ -155,7 +155,11 @@ def up(
             f"starting a local Ray cluster of {len(live.cluster.nodes)} simulated GPU nodes ...",
             file=sys.stderr,
         )
-        address = ray_cluster.start(list(live.cluster.nodes))
+        try:
+            address = ray_cluster.start(list(live.cluster.nodes))
+        except LocalRayClusterError as exc:
+            ray_cluster.stop()  # nothing half-started is left behind
+            fail(f"the local Ray cluster did not start: {exc}", 1)
     api_port = port or _free_port()
     api_url = f"http://127.0.0.1:{api_port}"
     logs = home / "logs"

@@ -84,7 +84,7 @@ class Controller:
         *,
         poll_s: float = 0.1,
         full_cycle_s: float = 5.0,
-        min_decide_interval_s: float = 0.2,
+        min_decide_interval_s: float = 0.05,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -123,6 +123,8 @@ class Controller:
     # --- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         """Reconcile the store with the backend, then run the loop in a daemon thread."""
+        if hasattr(self.backend, "on_event"):
+            self.backend.on_event = self.wake  # backend events wake the loop at once
         self.store.sync_queues(list(self.queues.values()))
         self.recover()
         self._thread = threading.Thread(target=self._run, name="corral-controller", daemon=True)

@@ -129,6 +129,27 @@ class Store:
                     raise
         raise StoreError("unreachable")  # pragma: no cover
 
+    def submit_many(
+        self, requests: Sequence[tuple[JobSpec, str, float]]
+    ) -> list[tuple[JobRecord, bool] | IdempotencyConflict]:
+        """Several submissions in ONE transaction (group commit): each result is what submit() would
+        have returned for it, or the IdempotencyConflict it would have raised. Any other error fails
+        the whole batch and writes nothing (the caller may then submit one by one)."""
+        results: list[tuple[JobRecord, bool] | IdempotencyConflict] = []
+        with engines.write(self._engine) as connection:
+            engines.lock(connection, engines.CHANGE_LOCK)
+            for spec, team, now in requests:
+                if spec.idempotency_key is not None:
+                    existing = self._by_key(connection, team, spec.idempotency_key)
+                    if existing is not None:
+                        try:
+                            results.append((_same_spec(existing, spec, team), False))
+                        except IdempotencyConflict as conflict:
+                            results.append(conflict)
+                        continue
+                results.append((self._insert(connection, spec, team, now), True))
+        return results
+
     def _insert(self, connection: Connection, spec: JobSpec, team: str, now: float) -> JobRecord:
         reason = PendingCode.WAITING_FOR_SCHEDULING.value
         values: dict[str, Any] = {
