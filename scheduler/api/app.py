@@ -222,6 +222,13 @@ def create_app(
         owner = team_filter(who, team) or who.team
         if idempotency_key is not None:
             spec = spec.model_copy(update={"idempotency_key": idempotency_key})
+        if not who.may_submit_to(spec.queue):
+            allowed = ", ".join(sorted(who.queues or ()))
+            raise ApiError(
+                403,
+                f"spec.queue: team {who.team!r} may not submit to {spec.queue!r}: use one of {allowed}",
+                "queue",
+            )
         try:
             controller.check_spec(spec)
         except SpecError as exc:

@@ -3,8 +3,12 @@
 The tokens file is YAML, read once at start-up:
 
     tokens:
-      - {token: "s3cret-a", team: ml-a}
+      - {token: "s3cret-a", team: ml-a}                       # may submit to any queue
+      - {token: "s3cret-b", team: ml-b, queues: [vision]}     # may submit to these queues only
       - {token: "s3cret-root", team: ops, admin: true}
+
+`queues` (optional) limits which queues a team's token may submit to, as Kueue's LocalQueues limit
+a namespace to some ClusterQueues; without it a team may use every queue. Admins may use all.
 
 A lookup compares the SHA-256 digest of the presented token with each known digest using
 hmac.compare_digest, so the time a wrong token takes tells nothing about the right ones; the
@@ -35,9 +39,13 @@ class Principal:
 
     team: str
     admin: bool = False
+    queues: frozenset[str] | None = None  # queues it may submit to; None = all
 
     def may_see(self, team: str) -> bool:
         return self.admin or team == self.team
+
+    def may_submit_to(self, queue: str) -> bool:
+        return self.admin or self.queues is None or queue in self.queues
 
 
 def _digest(token: str) -> bytes:
@@ -90,5 +98,11 @@ class TokenTable:
                 raise TokenError(f"{source}: tokens[{i}].team: must be a non-empty string")
             if not isinstance(admin, bool):
                 raise TokenError(f"{source}: tokens[{i}].admin: must be true or false")
-            entries.append((token, Principal(team=team, admin=admin)))
+            allowed = item.get("queues")
+            if allowed is not None and (
+                not isinstance(allowed, list) or not all(isinstance(q, str) and q for q in allowed)
+            ):
+                raise TokenError(f"{source}: tokens[{i}].queues: must be a list of queue names")
+            queues = frozenset(allowed) if allowed is not None else None
+            entries.append((token, Principal(team=team, admin=admin, queues=queues)))
         return cls(entries)

@@ -54,10 +54,11 @@ tokens:
   - {token: tok-a, team: ml-a}
   - {token: tok-b, team: ml-b}
   - {token: tok-admin, team: ops, admin: true}
+  - {token: tok-vision, team: vision, queues: [ml-b]}
 """
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKENS = {"a": "tok-a", "b": "tok-b", "admin": "tok-admin"}
+TOKENS = {"a": "tok-a", "b": "tok-b", "admin": "tok-admin", "vision": "tok-vision"}
 HOLDING = (JobState.STARTING, JobState.RUNNING, JobState.PREEMPTING)
 
 

@@ -105,3 +105,19 @@ def test_token_table_loads_and_refuses_bad_files(tmp_path: Path) -> None:
             TokenTable.load(good)
     with pytest.raises(TokenError):
         TokenTable.load(tmp_path / "missing.yaml")
+
+
+def test_a_token_limited_to_some_queues_cannot_submit_elsewhere(api: Api) -> None:
+    before = len(api.store.jobs())
+    r = api.client.post("/v1/jobs", json={**SPEC, "queue": "ml-a"}, headers=auth("vision"))
+    assert r.status_code == 403 and r.json()["field"] == "queue" and "ml-b" in r.json()["error"]
+    assert len(api.store.jobs()) == before  # nothing written
+    assert submit(api, "vision", "ml-b")
+    assert submit(api, "admin", "ml-a")  # admins may use every queue
+
+
+def test_queues_of_a_token_must_be_a_list_of_names(tmp_path: Path) -> None:
+    bad = tmp_path / "t.yaml"
+    bad.write_text("tokens:\n  - {token: x, team: t, queues: vision}\n")
+    with pytest.raises(TokenError, match=r"tokens\[0\]\.queues"):
+        TokenTable.load(bad)
