@@ -209,8 +209,8 @@ class Controller:
         since = now - self._last_decide
         # Coalesce a burst of submissions into one cycle per interval: decide() over a deep queue
         # is the costly part, and it shares the process (and the GIL) with the API. The interval
-        # grows with the cycle's cost, so the controller takes at most about a third of a core.
-        interval = max(self.min_decide_interval_s, 2.0 * self.last_cycle_s)
+        # grows with the cycle's cost, so cycles take at most about a fifth of the process' time.
+        interval = max(self.min_decide_interval_s, 4.0 * self.last_cycle_s)
         if (self._dirty and since >= interval) or since >= self.full_cycle_s:
             self._dirty = False
             check_time_limits(list(self._current(step).values()), now, step)

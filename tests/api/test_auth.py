@@ -121,3 +121,8 @@ def test_queues_of_a_token_must_be_a_list_of_names(tmp_path: Path) -> None:
     bad.write_text("tokens:\n  - {token: x, team: t, queues: vision}\n")
     with pytest.raises(TokenError, match=r"tokens\[0\]\.queues"):
         TokenTable.load(bad)
+
+
+def test_metrics_are_served_without_a_token(api: Api) -> None:
+    r = api.client.get("/metrics", follow_redirects=False)
+    assert r.status_code == 200 and "process_cpu_seconds_total" in r.text
