@@ -101,7 +101,9 @@ class Controller:
         self._seq = 0
         self._usage = {q: DecayedUsage(config.policy.usage_half_life_s) for q in self.queues}
         self._held: dict[str, int] = {}
-        self._known_nodes: dict[str, Node] = {}
+        # Nodes the cluster file declares count as known from the start: one that is absent (or
+        # dies while this controller restarts) shows as DOWN, and jobs for its region wait for it.
+        self._known_nodes: dict[str, Node] = {n.id: n for n in config.cluster.nodes}
         self._node_key: tuple[tuple[str, str], ...] = ()
         self._last_decide = 0.0
         self._retry: list[BackendEvent] = []
