@@ -295,8 +295,11 @@ def _consider(state: CycleState, job: Job) -> PoolKey | None:
                 state.no_reservation.add(memo)
             else:
                 state.reserve(reservation)
+                # Relative: the same words on the simulator's virtual clock and the live wall clock.
                 when = (
-                    "when running jobs end" if reservation.start is None else f"at t={reservation.start:.0f}"
+                    "when running jobs end"
+                    if reservation.start is None
+                    else f"from t={reservation.start:.0f} (in {max(0.0, reservation.start - now):.0f} s)"
                 )
                 detail = f"holds {len(reservation.nodes)} nodes {when}; {state.resources_reason(spec).detail}"
                 state.wait(job, PendingReason(PendingCode.RESERVED, detail))

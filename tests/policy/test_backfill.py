@@ -101,7 +101,7 @@ def test_head_job_reserves_the_nodes_that_free_up_first() -> None:
     assert [(r.job_id, r.nodes, r.start) for r in plan.reserves] == [("h", (N0, N2), 1000)]
     reason = plan.reason_for("h")
     assert reason.code is PendingCode.RESERVED
-    assert "holds 2 nodes at t=1000" in reason.detail
+    assert "holds 2 nodes from t=1000 (in 900 s)" in reason.detail
     assert plan.places == []
 
 
