@@ -203,3 +203,9 @@ def test_controller_kill_9_loses_nothing_and_starts_nothing_twice(corral: Corral
     while (groups := placement_groups(new_state["ray_address"])) and time.monotonic() < deadline:
         time.sleep(1)
     assert groups == [], groups  # every finished job's placement group is gone; no orphans
+
+
+def test_a_job_past_its_time_limit_is_stopped_as_timeout(corral: Corral) -> None:
+    job_id = corral.submit("--gpus", "1", "--time", "3s", "--grace", "1", "--", "sleep", "600")
+    job = corral.wait_for(job_id, ["TIMEOUT"], timeout=60)
+    assert "TIMEOUT_REACHED" in _history_kinds(job) and job["allocation"] is None
