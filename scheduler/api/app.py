@@ -45,7 +45,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from pydantic import BaseModel, TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -142,6 +142,7 @@ def create_app(
     clock: Clock,
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
+    metrics_registry: CollectorRegistry = REGISTRY,
 ) -> FastAPI:
     """The API over a store and the in-process controller. Build it once per process."""
     batcher = SubmitBatcher(store)  # group commit: concurrent submissions share one transaction
@@ -159,11 +160,10 @@ def create_app(
     )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
-    # Prometheus scrapes without a token. For now the process and Python collectors; Corral's own
-    # metric families are defined in one module when the metrics issue lands.
+    # Prometheus scrapes without a token; the families are defined in scheduler/metrics.py.
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     _install_error_handlers(app)
     bearer = HTTPBearer(auto_error=False, description="A token from the tokens file (context.yaml)")

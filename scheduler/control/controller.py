@@ -35,6 +35,7 @@ from scheduler.control.transitions import (
     reject,
 )
 from scheduler.control.view import ClusterView, DryRun, NodeStatus, QueueStatus
+from scheduler.metrics import Metrics
 from scheduler.model.cluster import ANY, Node, NodeState
 from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.plan import Allocation, Place, Reject
@@ -85,6 +86,7 @@ class Controller:
         poll_s: float = 0.1,
         full_cycle_s: float = 5.0,
         min_decide_interval_s: float = 0.05,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -93,6 +95,7 @@ class Controller:
         self.poll_s = poll_s
         self.full_cycle_s = full_cycle_s
         self.min_decide_interval_s = min_decide_interval_s
+        self.metrics = metrics or Metrics()
         self._dirty = True
         self.queues = {q.name: q for q in config.cluster.queues}
         self.priority_classes = {p.name: p for p in config.cluster.priority_classes}
@@ -127,6 +130,7 @@ class Controller:
         """Reconcile the store with the backend, then run the loop in a daemon thread."""
         if hasattr(self.backend, "on_event"):
             self.backend.on_event = self.wake  # backend events wake the loop at once
+        self.metrics.attach(self, leader=lambda: self._thread is not None and self._thread.is_alive())
         self.store.sync_queues(list(self.queues.values()))
         self.recover()
         self._thread = threading.Thread(target=self._run, name="corral-controller", daemon=True)
@@ -173,6 +177,7 @@ class Controller:
                 self.step()
             except Exception as exc:  # the loop must survive a store outage; resync from the store
                 self.store_errors += 1
+                self.metrics.store_errors.inc()
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("controller step failed; reloading state from the store")
                 time.sleep(min(1.0, self.poll_s * 5))
@@ -212,7 +217,11 @@ class Controller:
         # Coalesce a burst of submissions into one cycle per interval: decide() over a deep queue
         # is the costly part, and it shares the process (and the GIL) with the API. The interval
         # grows with the cycle's cost, so cycles take at most about a fifth of the process' time.
-        interval = max(self.min_decide_interval_s, 4.0 * self.last_cycle_s)
+        interval = (
+            max(self.min_decide_interval_s, 4.0 * self.last_cycle_s)
+            if self.min_decide_interval_s > 0
+            else 0.0
+        )  # 0: no coalescing (tests on a virtual clock)
         if (self._dirty and since >= interval) or since >= self.full_cycle_s:
             self._dirty = False
             check_time_limits(list(self._current(step).values()), now, step)
@@ -245,6 +254,7 @@ class Controller:
                     continue
                 known = rec
                 self._records[rec.id] = rec
+                self.metrics.observe_submitted(rec)
             elif rec.cancel_requested_at is not None and known.cancel_requested_at is None:
                 known = replace(
                     known, cancel_requested_at=rec.cancel_requested_at, cancel_grace_s=rec.cancel_grace_s
@@ -284,12 +294,13 @@ class Controller:
         t0 = time.perf_counter()
         plan = decide(snapshot, self.config.policy, now)
         self.last_cycle_s = time.perf_counter() - t0
+        self.metrics.observe_cycle(self.last_cycle_s, plan)
         self.cycles += 1
         self._last_decide = now
         apply_plan(current, plan, nodes, now, step)
         with self._lock:
             self._inputs = inputs
-        self._publish(snapshot, self._current(step), nodes, now)
+        self._publish(snapshot, self._current(step), nodes, now, step.pending_reasons)
 
     def _snapshot_inputs(
         self, current: Mapping[str, JobRecord], nodes: Mapping[str, Node], now: float
@@ -345,6 +356,7 @@ class Controller:
         )
         if batch:
             self.store.apply(batch)
+        self._count(step)
         for job_id, rec in step.records.items():
             if rec.state.terminal or rec.stop_reason is None:
                 self._stop_reissued.pop(job_id, None)
@@ -358,6 +370,18 @@ class Controller:
                 self._records[job_id] = replace(waiting, pending_reason=reason)
         for effect in step.effects:
             self._carry_out(effect)
+
+    def _count(self, step: Step) -> None:
+        """Metrics for what was just committed (never for a step that failed)."""
+        for job_id, rec in step.records.items():
+            old = self._records.get(job_id)
+            if old is not None:
+                self.metrics.observe_change(old, rec)
+        for entry in step.audit:
+            if entry.decision == "place-refused" or (
+                entry.decision == "reject" and entry.detail.startswith("RegionCapacity")
+            ):
+                self.metrics.observe_residency_refusal(entry.data_region)
 
     def _carry_out(self, effect: Effect) -> None:
         try:
@@ -385,16 +409,24 @@ class Controller:
         current: Mapping[str, JobRecord],
         nodes: Mapping[str, Node],
         now: float,
+        reasons: Mapping[str, str | None],
     ) -> None:
         used: dict[str, int] = {}
         jobs_on: dict[str, list[str]] = {}
         q_used: dict[str, dict[str, int]] = {}
         q_running: dict[str, int] = {}
         q_pending: dict[str, int] = {}
+        by_state: dict[tuple[str, str], int] = {}
+        by_reason: dict[tuple[str, str], int] = {}
         for rec in current.values():
             queue = rec.job.spec.queue
+            key = (queue, rec.state.value)
+            by_state[key] = by_state.get(key, 0) + 1
             if rec.state is JobState.PENDING:
                 q_pending[queue] = q_pending.get(queue, 0) + 1
+                message = reasons.get(rec.id, rec.pending_reason)
+                code = (message or "WaitingForScheduling").split(":", 1)[0]
+                by_reason[(queue, code)] = by_reason.get((queue, code), 0) + 1
             if not holds_gpus(rec):
                 continue
             assert rec.allocation is not None
@@ -406,10 +438,11 @@ class Controller:
                 by_type = q_used.setdefault(queue, {})
                 by_type[gpu_type] = by_type.get(gpu_type, 0) + len(na.gpus)
         queue_status = []
+        total_usage = sum(snapshot.usage_history.values())
         for name, q in self.queues.items():
             by_type = q_used.get(name, {})
             borrowed = sum(max(0, g - q.nominal(t)) for t, g in by_type.items())
-            share = snapshot.usage_history.get(name, 0.0) / q.weight
+            share = snapshot.usage_history.get(name, 0.0) / total_usage if total_usage > 0 else 0.0
             queue_status.append(
                 QueueStatus(q, dict(by_type), borrowed, q_pending.get(name, 0), q_running.get(name, 0), share)
             )
@@ -430,6 +463,8 @@ class Controller:
             priority_classes=tuple(self.priority_classes.values()),
             time=now,
             queue_positions=positions,
+            jobs_by_state=by_state,
+            pending_by_reason=by_reason,
         )
         with self._lock:
             self._view = view

@@ -58,7 +58,9 @@ def serve(options: ServeOptions) -> None:
         raise
     controller = Controller(store, backend, config, clock)
     try:
-        app = create_app(store, controller, tokens, options.log_dir, clock)  # imports done before threads
+        app = create_app(  # built (and its imports done) before any thread starts
+            store, controller, tokens, options.log_dir, clock, metrics_registry=controller.metrics.registry
+        )
         controller.start()
         server = uvicorn.Server(
             uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False)

@@ -21,7 +21,7 @@ class QueueStatus:
     borrowed: int  # GPUs it uses above its quota (all types)
     pending: int  # its PENDING jobs
     running: int  # its jobs holding GPUs
-    fair_share: float = 0.0  # its decayed usage relative to its weight (0 = none yet)
+    fair_share: float = 0.0  # its share (0–1) of the cluster's recent, decayed GPU usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,8 @@ class ClusterView:
     priority_classes: Sequence[PriorityClass]
     time: float
     queue_positions: Mapping[str, int] = field(default_factory=dict)  # pending job id → 1-based position
+    jobs_by_state: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (queue, state) → jobs
+    pending_by_reason: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (queue, code) → jobs
 
 
 @dataclass(frozen=True, slots=True)

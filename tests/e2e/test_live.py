@@ -12,6 +12,7 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -39,6 +40,9 @@ def test_status_reports_everything_up(corral: Corral) -> None:
     assert status["api"]["state"] == "up"
     nodes = json.loads(corral.run("nodes", "-o", "json").stdout)
     assert sorted(n["id"] for n in nodes) == ["cn-east-r1-n00", "cn-north-r1-n00", "cn-north-r1-n01"]
+    metrics = httpx.get(status["metrics_url"], timeout=10).text  # Prometheus scrapes it without a token
+    assert 'corral_gpus{gpu_type="H100",region="cn-north",state="total"} 16.0' in metrics
+    assert "corral_leader 1.0" in metrics
 
 
 def test_one_gpu_job_runs_and_its_log_is_followed(corral: Corral) -> None:
@@ -97,10 +101,11 @@ def test_high_priority_preempts_low_which_checkpoints_and_resumes(corral: Corral
     done = corral.wait_for(low, ["SUCCEEDED"], timeout=90)
     assert done["restart_count"] == 1 and done["preemption_count"] == 1
     log = _log(corral, low)
-    saved = [int(s) for s in re.findall(r"checkpoint saved at step (\d+)", log)]
-    resumed = [int(s) for s in re.findall(r"resumed from checkpoint at step (\d+)", log)]
-    assert saved and saved[0] > 0, log
-    assert resumed and resumed[0] == saved[0], log
+    # Each rank keeps its own checkpoint: each resumes exactly where it saved on SIGTERM.
+    saved = {r: int(n) for r, n in re.findall(r"\[rank (\d)\] SIGTERM: checkpoint saved at step (\d+)", log)}
+    resumed = {r: int(n) for r, n in re.findall(r"\[rank (\d)\] resumed from checkpoint at step (\d+)", log)}
+    assert set(saved) == {"0", "1"} and all(step > 0 for step in saved.values()), log
+    assert resumed == saved, log
     kinds = _history_kinds(done)
     assert kinds.count("REQUEUED") == 1  # requeued exactly once per preemption
 
