@@ -14,7 +14,7 @@ Label cardinality stays bounded: queues, regions, GPU types, nodes and reasons, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from prometheus_client import (
@@ -31,13 +31,14 @@ from prometheus_client.registry import Collector
 from scheduler import __version__
 from scheduler.control.view import ClusterView
 from scheduler.model.cluster import NodeState
-from scheduler.model.job import JobState
+from scheduler.model.job import JobState, PendingCode
 from scheduler.model.plan import Place, Plan, Preempt, Reject, Reserve
 from scheduler.store.records import JobRecord
 
 _WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400, float("inf"))
 _CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, float("inf"))
 _HOLDING = (JobState.STARTING, JobState.RUNNING, JobState.PREEMPTING)
+_UNFINISHED = tuple(s.value for s in (JobState.PENDING, *_HOLDING))
 
 
 class ViewSource(Protocol):
@@ -104,6 +105,21 @@ class Metrics:
         """Export the state gauges recounted from `source` at each scrape."""
         self.leader.set_function(lambda: 1.0 if leader() else 0.0)
         self.registry.register(ClusterCollector(source))
+
+    def initialize(self, queues: Iterable[str], regions: Iterable[str]) -> None:
+        """Create every known label set at 0, so a rate() has a series before the first event."""
+        for queue in queues:
+            self.submitted.labels(queue=queue)
+            self.gpu_seconds.labels(queue=queue)
+            self.wait.labels(queue=queue)
+            for result in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT):
+                self.finished.labels(queue=queue, result=result.value)
+            for reason in ("preempt", "node_fail"):
+                self.preempted.labels(queue=queue, reason=reason)
+        for kind in ("place", "preempt", "reject", "reserve"):
+            self.decisions.labels(kind=kind)
+        for region in regions:
+            self.residency.labels(region=region)
 
     # --- events ---------------------------------------------------------------------------------
     def observe_submitted(self, rec: JobRecord) -> None:
@@ -174,8 +190,9 @@ class ClusterCollector(Collector):
         jobs = GaugeMetricFamily(
             "corral_jobs", "Unfinished jobs by queue and state.", labels=["queue", "state"]
         )
-        for (queue, state), count in sorted(view.jobs_by_state.items()):
-            jobs.add_metric([queue, state], count)
+        for queue in (q.queue.name for q in view.queues):  # zeros included: an idle queue still plots
+            for state in _UNFINISHED:
+                jobs.add_metric([queue, state], view.jobs_by_state.get((queue, state), 0))
         yield jobs
 
 
@@ -196,6 +213,8 @@ def _queue_families(view: ClusterView) -> Iterator[Metric]:
             used.add_metric([name, gpu_type], status.used.get(gpu_type, 0))
         borrowed.add_metric([name], status.borrowed)
         share.add_metric([name], status.fair_share)
-    for (queue, reason), count in sorted(view.pending_by_reason.items()):
-        pending.add_metric([queue, reason], count)
+    for status in view.queues:
+        for code in PendingCode:
+            count = view.pending_by_reason.get((status.queue.name, code.value), 0)
+            pending.add_metric([status.queue.name, code.value], count)
     yield from (quota, used, borrowed, pending, share)

@@ -131,6 +131,7 @@ class Controller:
         if hasattr(self.backend, "on_event"):
             self.backend.on_event = self.wake  # backend events wake the loop at once
         self.metrics.attach(self, leader=lambda: self._thread is not None and self._thread.is_alive())
+        self.metrics.initialize(self.queues, {n.region for n in self._known_nodes.values()})
         self.store.sync_queues(list(self.queues.values()))
         self.recover()
         self._thread = threading.Thread(target=self._run, name="corral-controller", daemon=True)
