@@ -14,7 +14,7 @@ Label cardinality stays bounded: queues, regions, GPU types, nodes and reasons, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client import (
@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from scheduler import __version__
 from scheduler.control.view import ClusterView
+from scheduler.gpu import GpuSample
 from scheduler.model.cluster import NodeState
 from scheduler.model.job import JobState, PendingCode
 from scheduler.model.plan import Place, Plan, Preempt, Reject, Reserve
@@ -105,6 +106,10 @@ class Metrics:
         """Export the state gauges recounted from `source` at each scrape."""
         self.leader.set_function(lambda: 1.0 if leader() else 0.0)
         self.registry.register(ClusterCollector(source))
+
+    def attach_gpus(self, samples: Callable[[], Mapping[str, Sequence[GpuSample]]]) -> None:
+        """Export measured GPU utilisation and memory (only what `samples` measured)."""
+        self.registry.register(GpuCollector(samples))
 
     def initialize(self, queues: Iterable[str], regions: Iterable[str]) -> None:
         """Create every known label set at 0, so a rate() has a series before the first event."""
@@ -218,3 +223,23 @@ def _queue_families(view: ClusterView) -> Iterator[Metric]:
             count = view.pending_by_reason.get((status.queue.name, code.value), 0)
             pending.add_metric([status.queue.name, code.value], count)
     yield from (quota, used, borrowed, pending, share)
+
+
+class GpuCollector(Collector):
+    """corral_gpu_utilization_ratio / corral_gpu_memory_used_bytes, only for GPUs NVML measured."""
+
+    def __init__(self, samples: Callable[[], Mapping[str, Sequence[GpuSample]]]) -> None:
+        self._samples = samples
+
+    def collect(self) -> Iterator[Metric]:
+        util = GaugeMetricFamily(
+            "corral_gpu_utilization_ratio", "Measured GPU utilisation (NVML), 0–1.", labels=["node", "gpu"]
+        )
+        memory = GaugeMetricFamily(
+            "corral_gpu_memory_used_bytes", "Measured GPU memory in use (NVML).", labels=["node", "gpu"]
+        )
+        for node, samples in sorted(self._samples().items()):
+            for sample in samples:
+                util.add_metric([node, str(sample.gpu)], min(1.0, max(0.0, sample.utilization_ratio)))
+                memory.add_metric([node, str(sample.gpu)], sample.memory_used_bytes)
+        yield from (util, memory)

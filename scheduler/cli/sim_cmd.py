@@ -17,9 +17,10 @@ from scheduler.cli.errors import fail
 from scheduler.policy.config import POLICY_NAMES, PolicyConfig
 from scheduler.sim.bounds import compute_bounds
 from scheduler.sim.cluster_file import ClusterFileError, ensure_queues, load_cluster
+from scheduler.sim.metrics_out import MetricsWriter
 from scheduler.sim.records import RunResult
 from scheduler.sim.report import comparison_json, comparison_table, summarize
-from scheduler.sim.runner import SimOptions, Simulator
+from scheduler.sim.runner import SimObserver, SimOptions, Simulator
 from scheduler.sim.traces import FORMATS, TraceError, load_trace
 
 
@@ -55,6 +56,17 @@ def sim(
         typer.Option("--node-mtbf", help="Mean seconds between failures per node (off by default)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for node failures.")] = 0,
+    metrics_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-out",
+            help="Write the live exporter's metrics over virtual time (OpenMetrics text, a policy label).",
+        ),
+    ] = None,
+    metrics_interval: Annotated[
+        float,
+        typer.Option("--metrics-interval", help="Virtual seconds between --metrics-out samples.", min=1),
+    ] = 300.0,
 ) -> None:
     """Replay a trace under each policy and print a comparison with the lower bounds."""
     names = [p.strip() for p in policy.split(",") if p.strip()]
@@ -85,7 +97,17 @@ def sim(
         seed=seed,
         record_spans=events_out is not None,
     )
-    results = [_replay(cluster_config, workload.jobs, base, name, options) for name in names]
+    if metrics_out is None:
+        results = [_replay(cluster_config, workload.jobs, base, name, options) for name in names]
+    else:
+        try:
+            with MetricsWriter(metrics_out, metrics_interval) as writer:
+                results = [
+                    _replay(cluster_config, workload.jobs, base, name, options, writer.recorder(name))
+                    for name in names
+                ]
+        except OSError as exc:
+            fail(f"--metrics-out: {exc.filename or metrics_out}: {exc.strerror}")
     summaries = {r.policy: summarize(r) for r in results}
     rejected = set().union(*(set(r.rejected) for r in results))
     bounds = compute_bounds([j for j in workload.jobs if j.job_id not in rejected], cluster_config.total_gpus)
@@ -102,6 +124,8 @@ def sim(
         console.print(comparison_table(summaries, bounds))
     if events_out is not None:
         _write_events(events_out, results)
+    if metrics_out is not None:
+        print(f"wrote {metrics_out}", file=sys.stderr)
     if plot is not None:
         from scheduler.sim.plot import plot_runs
 
@@ -109,9 +133,16 @@ def sim(
         print(f"wrote {plot}", file=sys.stderr)
 
 
-def _replay(cluster: Any, jobs: Any, base: PolicyConfig, name: str, options: SimOptions) -> RunResult:
+def _replay(
+    cluster: Any,
+    jobs: Any,
+    base: PolicyConfig,
+    name: str,
+    options: SimOptions,
+    observer: SimObserver | None = None,
+) -> RunResult:
     config = base.model_copy(update={"name": name})
-    simulator = Simulator(cluster, jobs, config, replace(options))
+    simulator = Simulator(cluster, jobs, config, replace(options), observer)
     if not sys.stderr.isatty():
         return simulator.run()
     columns = (TextColumn(f"[bold]{name:>6}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

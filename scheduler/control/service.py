@@ -12,7 +12,8 @@ import uvicorn
 
 from scheduler.api.app import create_app
 from scheduler.api.auth import TokenTable
-from scheduler.backends.ray_backend import RayBackend
+from scheduler.backends.gpu_monitor import GpuMonitor
+from scheduler.backends.ray_backend import LABEL_NODE, RayBackend
 from scheduler.clock import WallClock
 from scheduler.control.config import load_live_config
 from scheduler.control.controller import Controller
@@ -57,6 +58,8 @@ def serve(options: ServeOptions) -> None:
         store.close()
         raise
     controller = Controller(store, backend, config, clock)
+    gpus = GpuMonitor(LABEL_NODE)  # NVML agents on real-GPU nodes only
+    controller.metrics.attach_gpus(gpus.samples)
     try:
         app = create_app(  # built (and its imports done) before any thread starts
             store, controller, tokens, options.log_dir, clock, metrics_registry=controller.metrics.registry
@@ -75,6 +78,7 @@ def serve(options: ServeOptions) -> None:
         server.run()
     finally:
         controller.stop()
+        gpus.close()
         backend.close()
         lock.release()
         store.close()

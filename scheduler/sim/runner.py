@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sortedcontainers import SortedKeyList
 
@@ -44,6 +45,16 @@ class SimOptions:
     record_spans: bool = False
 
 
+class SimObserver(Protocol):
+    """Hooks for a recorder (e.g. `sim.metrics_out.SimMetrics`); none is called without one."""
+
+    def before(self, sim: Simulator, t: float) -> None: ...  # the clock is about to move to t
+    def submitted(self, job: Job) -> None: ...
+    def changed(self, old: Job, new: Job) -> None: ...
+    def cycled(self, sim: Simulator, seconds: float, plan: Plan) -> None: ...
+    def finish(self, sim: Simulator) -> None: ...
+
+
 _ARRIVAL = 0
 _TICK = 1
 
@@ -57,8 +68,10 @@ class Simulator:
         jobs: Sequence[TraceJob],
         policy: PolicyConfig,
         options: SimOptions = SimOptions(),
+        observer: SimObserver | None = None,
     ) -> None:
         self.cluster = cluster
+        self.observer = observer
         self.policy = policy
         self.options = options
         self.clock = VirtualClock(0.0)
@@ -96,6 +109,8 @@ class Simulator:
             t = min(t_arrival, self.backend.next_time(), self._tick_at)
             if t == math.inf:
                 break
+            if self.observer is not None:
+                self.observer.before(self, t)
             self.clock.advance_to(t)
             changed = False
             while next_arrival < total and self.trace[next_arrival].submit_time <= t:
@@ -117,6 +132,8 @@ class Simulator:
                 break
         self.result.wall_s = time.perf_counter() - wall
         self._leftovers()
+        if self.observer is not None:
+            self.observer.finish(self)
         return self.result
 
     def snapshot(self) -> ClusterSnapshot:
@@ -147,6 +164,8 @@ class Simulator:
             runtime_hint_s=trace_job.duration,
         )
         self.jobs[job.id] = job
+        if self.observer is not None:
+            self.observer.submitted(job)
         if job.spec.queue not in self.pending:
             self._finish(job, JobState.FAILED, reason="unknown queue")
             return
@@ -193,7 +212,11 @@ class Simulator:
     # --- cycles -----------------------------------------------------------------------------------
     def _cycle(self) -> None:
         now = self.clock.now()
+        observer = self.observer
+        t0 = time.perf_counter() if observer is not None else 0.0
         plan = decide(self.snapshot(), self.policy, now)
+        if observer is not None:
+            observer.cycled(self, time.perf_counter() - t0, plan)
         self.result.cycles += 1
         self._apply(plan, now)
         pending = sum(len(p) for p in self.pending.values())
@@ -303,6 +326,8 @@ class Simulator:
 
     # --- bookkeeping ----------------------------------------------------------------------------
     def _set(self, job: Job) -> None:
+        if self.observer is not None:
+            self.observer.changed(self.jobs[job.id], job)
         self.jobs[job.id] = job
 
     def _charge(self, queue: str, gpu_type: str, gpus: int, now: float) -> None:

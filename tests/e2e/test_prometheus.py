@@ -129,6 +129,8 @@ def test_every_dashboard_query_and_alert_expression_returns_sane_series(
         for series in result:
             value = float(series["value"][1])
             assert math.isfinite(value) and value >= 0, (title, expr, series)
+    # Simulated nodes have declared GPUs, not measured ones: no utilisation is ever invented.
+    assert _query(prometheus, "corral_gpu_utilization_ratio") == []
     # Sane values: allocation within capacity, ratios within 0–1, counters never decrease.
     assert _query(prometheus, 'sum(corral_gpus{state="allocated"}) <= sum(corral_gpus{state="total"})')
     assert not _query(prometheus, "corral_queue_fair_share_ratio > 1 or corral_queue_fair_share_ratio < 0")
