@@ -102,10 +102,11 @@ class Metrics:
         build = Gauge("corral_build_info", "Corral's version (always 1).", ["version"], registry=r)
         build.labels(version=__version__).set(1)
 
-    def attach(self, source: ViewSource, leader: Callable[[], bool]) -> None:
-        """Export the state gauges recounted from `source` at each scrape."""
+    def attach(self, source: ViewSource, leader: Callable[[], bool], job_info: bool = False) -> None:
+        """Export the state gauges recounted from `source` at each scrape; `job_info` adds the
+        opt-in per-job series (one per job and node while it holds GPUs)."""
         self.leader.set_function(lambda: 1.0 if leader() else 0.0)
-        self.registry.register(ClusterCollector(source))
+        self.registry.register(ClusterCollector(source, job_info))
 
     def attach_gpus(self, samples: Callable[[], Mapping[str, Sequence[GpuSample]]]) -> None:
         """Export measured GPU utilisation and memory (only what `samples` measured)."""
@@ -157,8 +158,9 @@ class Metrics:
 class ClusterCollector(Collector):
     """State gauges, recounted from the controller's latest view at every scrape."""
 
-    def __init__(self, source: ViewSource) -> None:
+    def __init__(self, source: ViewSource, job_info: bool = False) -> None:
         self._source = source
+        self._job_info = job_info
 
     def collect(self) -> Iterator[Metric]:
         view = self._source.view()
@@ -199,6 +201,17 @@ class ClusterCollector(Collector):
             for state in _UNFINISHED:
                 jobs.add_metric([queue, state], view.jobs_by_state.get((queue, state), 0))
         yield jobs
+        if self._job_info:
+            # Opt-in, as its cardinality grows with running jobs; a job's series go when it ends.
+            info = GaugeMetricFamily(
+                "corral_job_info",
+                "1 per job and node while the job holds GPUs there.",
+                labels=["job_id", "queue", "node"],
+            )
+            for status in view.nodes:
+                for job_id in status.jobs:
+                    info.add_metric([job_id, view.job_queues.get(job_id, ""), status.node.id], 1)
+            yield info
 
 
 def _queue_families(view: ClusterView) -> Iterator[Metric]:

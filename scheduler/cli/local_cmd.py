@@ -269,6 +269,10 @@ def serve(
     log_dir: Annotated[Path, typer.Option(help="Directory of the per-job logs.")],
     host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port.")] = 8470,
+    job_info_metrics: Annotated[
+        bool,
+        typer.Option(help="Also export corral_job_info{job_id,queue,node} (one series per running job)."),
+    ] = False,
 ) -> None:
     """Run the controller and the API in the foreground (what `corral up` starts; Helm runs this too)."""
     from scheduler.control.service import ServeOptions
@@ -277,7 +281,7 @@ def serve(
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
-        run_service(ServeOptions(config, tokens, db, ray_address, log_dir, host, port))
+        run_service(ServeOptions(config, tokens, db, ray_address, log_dir, host, port, job_info_metrics))
     except ClusterFileError as exc:
         fail(f"--config: {exc}", EXIT_USAGE)
     except ControllerLockHeld as exc:

@@ -87,6 +87,7 @@ class Controller:
         full_cycle_s: float = 5.0,
         min_decide_interval_s: float = 0.05,
         metrics: Metrics | None = None,
+        job_info_metrics: bool = False,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -96,6 +97,7 @@ class Controller:
         self.full_cycle_s = full_cycle_s
         self.min_decide_interval_s = min_decide_interval_s
         self.metrics = metrics or Metrics()
+        self.job_info_metrics = job_info_metrics
         self._dirty = True
         self.queues = {q.name: q for q in config.cluster.queues}
         self.priority_classes = {p.name: p for p in config.cluster.priority_classes}
@@ -130,7 +132,11 @@ class Controller:
         """Reconcile the store with the backend, then run the loop in a daemon thread."""
         if hasattr(self.backend, "on_event"):
             self.backend.on_event = self.wake  # backend events wake the loop at once
-        self.metrics.attach(self, leader=lambda: self._thread is not None and self._thread.is_alive())
+        self.metrics.attach(
+            self,
+            leader=lambda: self._thread is not None and self._thread.is_alive(),
+            job_info=self.job_info_metrics,
+        )
         self.metrics.initialize(self.queues, {n.region for n in self._known_nodes.values()})
         self.store.sync_queues(list(self.queues.values()))
         self.recover()
@@ -419,6 +425,7 @@ class Controller:
         q_pending: dict[str, int] = {}
         by_state: dict[tuple[str, str], int] = {}
         by_reason: dict[tuple[str, str], int] = {}
+        job_queues: dict[str, str] = {}
         for rec in current.values():
             queue = rec.job.spec.queue
             key = (queue, rec.state.value)
@@ -432,6 +439,7 @@ class Controller:
                 continue
             assert rec.allocation is not None
             q_running[queue] = q_running.get(queue, 0) + 1
+            job_queues[rec.id] = queue
             for na in rec.allocation.nodes:
                 used[na.node] = used.get(na.node, 0) + len(na.gpus)
                 jobs_on.setdefault(na.node, []).append(rec.id)
@@ -466,6 +474,7 @@ class Controller:
             queue_positions=positions,
             jobs_by_state=by_state,
             pending_by_reason=by_reason,
+            job_queues=job_queues,
         )
         with self._lock:
             self._view = view

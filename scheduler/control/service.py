@@ -32,6 +32,7 @@ class ServeOptions:
     log_dir: Path
     host: str = "127.0.0.1"
     port: int = 8470
+    job_info_metrics: bool = False
 
 
 def serve(options: ServeOptions) -> None:
@@ -57,7 +58,7 @@ def serve(options: ServeOptions) -> None:
         lock.release()
         store.close()
         raise
-    controller = Controller(store, backend, config, clock)
+    controller = Controller(store, backend, config, clock, job_info_metrics=options.job_info_metrics)
     gpus = GpuMonitor(LABEL_NODE)  # NVML agents on real-GPU nodes only
     controller.metrics.attach_gpus(gpus.samples)
     try:

@@ -42,6 +42,7 @@ class ClusterView:
     queue_positions: Mapping[str, int] = field(default_factory=dict)  # pending job id → 1-based position
     jobs_by_state: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (queue, state) → jobs
     pending_by_reason: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (queue, code) → jobs
+    job_queues: Mapping[str, str] = field(default_factory=dict)  # job holding GPUs → its queue
 
 
 @dataclass(frozen=True, slots=True)

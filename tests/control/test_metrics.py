@@ -120,3 +120,23 @@ def test_a_preemption_is_counted_once_with_its_reason(store: Store) -> None:
     assert _value(reg, "corral_jobs_preempted_total", queue="default", reason="preempt") == 1
     assert _value(reg, "corral_scheduling_decisions_total", kind="preempt") == 1
     assert _value(reg, "corral_scheduling_cycle_seconds_count") >= 3
+
+
+def test_job_info_is_opt_in_and_its_series_go_when_the_job_ends(store: Store) -> None:
+    clock, backend = VirtualClock(1000.0), ScriptedBackend(list(CONFIG.cluster.nodes))
+    c = Controller(store, backend, CONFIG, clock, min_decide_interval_s=0.0, job_info_metrics=True)
+    c.start()
+    c.stop()
+    job = store.submit(JobSpec(nodes=2, gpus_per_node=4, command=["x"]), "t", 1000.0)[0].id
+    c.step()
+    reg = c.metrics.registry
+    nodes = sorted(n.id for n in CONFIG.cluster.nodes)
+    assert [_value(reg, "corral_job_info", job_id=job, queue="default", node=n) for n in nodes] == [1.0, 1.0]
+    backend.emit(EventKind.EXITED, job, 0, 1005, code=0)
+    clock.advance_to(1005)
+    c.step()
+    assert (
+        reg.get_sample_value("corral_job_info", {"job_id": job, "queue": "default", "node": nodes[0]}) is None
+    )
+    plain = _started(store, ScriptedBackend(list(CONFIG.cluster.nodes)), clock)  # default: not exported
+    assert not [m for m in plain.metrics.registry.collect() if m.name == "corral_job_info"]
