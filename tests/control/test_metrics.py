@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from prometheus_client import CollectorRegistry
 
 from scheduler.backends.base import EventKind
@@ -17,13 +13,6 @@ from scheduler.store.store import Store
 from tests.control.scripted import ScriptedBackend
 
 CONFIG = parse_live_config(default_cluster_yaml(2, 8, ["cn-north"], 1))
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(f"sqlite:///{tmp_path / 'corral.db'}")
-    yield s
-    s.close()
 
 
 def _started(store: Store, backend: ScriptedBackend, clock: VirtualClock) -> Controller:
