@@ -446,15 +446,16 @@ class Controller:
                 gpu_type = nodes[na.node].gpu_type if na.node in nodes else "?"
                 by_type = q_used.setdefault(queue, {})
                 by_type[gpu_type] = by_type.get(gpu_type, 0) + len(na.gpus)
-        queue_status = []
-        total_usage = sum(snapshot.usage_history.values())
-        for name, q in self.queues.items():
-            by_type = q_used.get(name, {})
-            borrowed = sum(max(0, g - q.nominal(t)) for t, g in by_type.items())
-            share = snapshot.usage_history.get(name, 0.0) / total_usage if total_usage > 0 else 0.0
-            queue_status.append(
-                QueueStatus(q, dict(by_type), borrowed, q_pending.get(name, 0), q_running.get(name, 0), share)
+        queue_status = [
+            QueueStatus.of(
+                q,
+                q_used.get(name, {}),
+                q_pending.get(name, 0),
+                q_running.get(name, 0),
+                snapshot.usage_history,
             )
+            for name, q in self.queues.items()
+        ]
         positions: dict[str, int] = {}
         for jobs in snapshot.pending.values():
             pos = 0

@@ -23,6 +23,17 @@ class QueueStatus:
     running: int  # its jobs holding GPUs
     fair_share: float = 0.0  # its share (0–1) of the cluster's recent, decayed GPU usage
 
+    @classmethod
+    def of(
+        cls, queue: Queue, used: Mapping[str, int], pending: int, running: int, usage: Mapping[str, float]
+    ) -> QueueStatus:
+        """A queue's status from the GPUs its jobs hold and every queue's decayed usage (the
+        controller and the simulator's metrics both build it this way)."""
+        borrowed = sum(max(0, g - queue.nominal(t)) for t, g in used.items())
+        total = sum(usage.values())
+        share = usage.get(queue.name, 0.0) / total if total > 0 else 0.0
+        return cls(queue, dict(used), borrowed, pending, running, share)
+
 
 @dataclass(frozen=True, slots=True)
 class NodeStatus:

@@ -272,16 +272,13 @@ class SimMetrics:
             for na in r.allocation.nodes:
                 used[na.node] = used.get(na.node, 0) + len(na.gpus)
         usage = {q: u.value_at(now) for q, u in sim.usage.items()}
-        total_usage = sum(usage.values())
         queues = []
         for name, q in sim.queues.items():
             by_type = {t: g for t, g in sim.queue_usage.get(name, {}).items() if g > 0}
-            borrowed = sum(max(0, g - q.nominal(t)) for t, g in by_type.items())
-            share = usage.get(name, 0.0) / total_usage if total_usage > 0 else 0.0
             pending = len(sim.pending[name])
             if pending:
                 by_state[(name, JobState.PENDING.value)] = pending
-            queues.append(QueueStatus(q, by_type, borrowed, pending, q_running.get(name, 0), share))
+            queues.append(QueueStatus.of(q, by_type, pending, q_running.get(name, 0), usage))
         return ClusterView(
             nodes=tuple(NodeStatus(sim.nodes[i], used.get(i, 0)) for i in sorted(sim.nodes)),
             queues=tuple(queues),
