@@ -238,7 +238,7 @@ def create_app(
                 "queue",
             )
         try:
-            controller.check_spec(spec)
+            spec = controller.check_spec(spec)
         except SpecError as exc:
             raise ApiError(400, f"spec.{exc.field}: {exc}", exc.field) from None
         if dry_run:  # runs decide(): CPU work, off the event loop

@@ -30,6 +30,7 @@ class BackendEvent:
     attempt: int = 0  # the job's restart count when it was started: stale events are ignored
     exit_code: int | None = None
     node: str = ""
+    message: str = ""  # why, in words: "command not found: /no/such/binary", "placement timed out ..."
 
 
 @runtime_checkable

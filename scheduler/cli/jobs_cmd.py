@@ -53,7 +53,12 @@ def _split_args(args: list[str]) -> tuple[Path | None, list[str]]:
 
 
 def _build_spec(
-    args: list[str], flags: dict[str, Any], gpus: int | None, time_limit: str | None, env: list[str]
+    args: list[str],
+    flags: dict[str, Any],
+    gpus: int | None,
+    time_limit: str | None,
+    env: list[str],
+    dry_run: bool = False,
 ) -> JobSpec:
     job_file, command = _split_args(args)
     spec_in = SpecInput.from_file(job_file) if job_file else SpecInput()
@@ -69,6 +74,9 @@ def _build_spec(
                 fail(f"--env: {item!r} is not NAME=VALUE — write e.g. --env WANDB_MODE=offline")
             merged[name] = value
         spec_in.set_flag("env", merged)
+    if dry_run and not command and not spec_in.data.get("command"):
+        # A dry run asks where the shape would go: it never runs, so no command is needed.
+        spec_in.set_flag("command", ["true"])
     spec_in.resolve_time(time_limit)
     spec_in.resolve_gpus(gpus)
     return spec_in.build()
@@ -168,15 +176,13 @@ def submit(
         "name": name,
         "idempotency_key": idempotency_key,
     }
-    spec = _build_spec(list(args or []), flags, gpus, time_limit, list(env or []))
+    spec = _build_spec(list(args or []), flags, gpus, time_limit, list(env or []), dry_run)
     body = spec.model_dump(mode="json", exclude_defaults=True)
     api = client()
     if dry_run:
         result = api.post("/v1/jobs", body, params={"dry_run": "true"}).json()
         _print_dry_run(spec, result)
         return
-    if not spec.command:
-        fail("command: nothing to run — put it after --: corral submit [JOB.yaml] -- python train.py")
     response = api.post("/v1/jobs", body)
     job = response.json()
     print(job["id"], flush=True)

@@ -231,7 +231,7 @@ class SpecInput:
         # As with Slurm's sbatch, a job runs in the directory it was submitted from unless told otherwise.
         self.data.setdefault("working_dir", os.getcwd())
         try:
-            return JobSpec.model_validate(self.data)
+            return JobSpec.submitted(self.data)
         except ValidationError as exc:
             err = exc.errors()[0]
             key, message = describe_error(err)

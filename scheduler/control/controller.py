@@ -39,6 +39,7 @@ from scheduler.metrics import Metrics
 from scheduler.model.cluster import ANY, Node, NodeState
 from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.plan import Allocation, Place, Reject
+from scheduler.model.queue import with_defaults
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy.decide import decide
 from scheduler.policy.order import pending_key
@@ -484,7 +485,7 @@ class Controller:
         with self._lock:
             return self._view
 
-    def check_spec(self, spec: JobSpec) -> None:
+    def check_spec(self, spec: JobSpec) -> JobSpec:
         view = self.view()
         check_spec(
             spec,
@@ -492,6 +493,7 @@ class Controller:
             list(self.queues.values()),
             list(self.priority_classes.values()),
         )
+        return with_defaults(spec, self.config.cluster)
 
     def dry_run(self, spec: JobSpec, team: str) -> DryRun:
         with self._lock:

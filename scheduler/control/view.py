@@ -78,9 +78,10 @@ class ControllerHandle(Protocol):
         """The latest cluster view (cheap: no store access)."""
         ...
 
-    def check_spec(self, spec: JobSpec) -> None:
-        """Raise SpecError for an unknown queue or priority class, a GPU type or region with no nodes,
-        or a shape no node set can ever hold."""
+    def check_spec(self, spec: JobSpec) -> JobSpec:
+        """The spec as it will be accepted (its queue's default time limit filled in); SpecError for
+        an unknown queue or priority class, a GPU type or region with no nodes, or a shape no node set
+        can ever hold."""
         ...
 
     def dry_run(self, spec: JobSpec, team: str) -> DryRun:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from scheduler.model.cluster import Node
+from scheduler.model.job import MAX_TIME_S, JobSpec
 
 
 class PriorityClass(BaseModel):
@@ -37,6 +38,9 @@ class Queue(BaseModel):
     borrowing_limit: int | None = Field(default=None, ge=0)
     lending_limit: int | None = Field(default=None, ge=0)
     weight: float = Field(default=1.0, gt=0)
+    # Given to a job submitted without a time limit (Slurm's partition DefaultTime); None: the
+    # cluster's default. Limits let EASY backfill bound when a waiting gang can start.
+    default_time_limit_s: float | None = Field(default=None, gt=0, le=MAX_TIME_S, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _check_quota(self) -> Queue:
@@ -57,6 +61,7 @@ class ClusterConfig(BaseModel):
     nodes: tuple[Node, ...]
     queues: tuple[Queue, ...]
     priority_classes: tuple[PriorityClass, ...] = DEFAULT_PRIORITY_CLASSES
+    default_time_limit_s: float | None = Field(default=None, gt=0, le=MAX_TIME_S, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _unique_names(self) -> ClusterConfig:
@@ -83,3 +88,15 @@ class ClusterConfig(BaseModel):
     @property
     def total_gpus(self) -> int:
         return sum(n.gpus for n in self.nodes)
+
+
+def with_defaults(spec: JobSpec, cluster: ClusterConfig) -> JobSpec:
+    """The spec as it is accepted: without a time limit it gets its queue's default, else the
+    cluster's (None stays None when neither is set)."""
+    if spec.time_limit_s is not None:
+        return spec
+    queue = next((q for q in cluster.queues if q.name == spec.queue), None)
+    limit = queue.default_time_limit_s if queue is not None else None
+    if limit is None:
+        limit = cluster.default_time_limit_s
+    return spec if limit is None else spec.model_copy(update={"time_limit_s": limit})

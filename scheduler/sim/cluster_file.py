@@ -10,7 +10,10 @@ queues:                          # optional; see ensure_queues for queues a trac
   - {name: perception, cohort: autopilot, quota: {H100: 64}, borrowing_limit: 64, lending_limit: null}
 priority_classes:                # optional; default low=0, normal=100, high=1000
   - {name: low, value: 0, preempts_lower: false}
+default_time_limit_s: 86400      # optional: the time limit of a job submitted without one
 ```
+
+A queue may set its own `default_time_limit_s` (it wins over the cluster's).
 
 Rack keys: `name`, `nodes`, `gpu_type`, `gpus_per_node` (required); `nvlink_domain_size`, `cpus`,
 `memory_gb`, `labels` (optional). Node ids are `<region>-<rack>-nNN` (NN counts from 00 within the
@@ -32,7 +35,7 @@ import yaml
 from pydantic import ValidationError
 
 from scheduler.model.cluster import Node
-from scheduler.model.job import MAX_GPUS_PER_NODE
+from scheduler.model.job import MAX_GPUS_PER_NODE, MAX_TIME_S
 from scheduler.model.queue import DEFAULT_PRIORITY_CLASSES, ClusterConfig, PriorityClass, Queue
 
 __all__ = ["DEFAULT_COHORT", "ClusterFileError", "ensure_queues", "load_cluster", "parse_cluster"]
@@ -42,11 +45,25 @@ DEFAULT_COHORT = "default"
 
 _PathT = tuple[str | int, ...]
 
-_TOP_KEYS = {"regions", "queues", "priority_classes", "policy"}  # policy: read by PolicyConfig
+_TOP_KEYS = {
+    "regions",
+    "queues",
+    "priority_classes",
+    "policy",
+    "default_time_limit_s",
+}  # policy: read by PolicyConfig
 _REGION_KEYS = {"name", "zone", "racks"}
 _RACK_REQUIRED = ("name", "nodes", "gpu_type", "gpus_per_node")
 _RACK_KEYS = {*_RACK_REQUIRED, "nvlink_domain_size", "cpus", "memory_gb", "labels"}
-_QUEUE_KEYS = {"name", "cohort", "quota", "borrowing_limit", "lending_limit", "weight"}
+_QUEUE_KEYS = {
+    "name",
+    "cohort",
+    "quota",
+    "borrowing_limit",
+    "lending_limit",
+    "weight",
+    "default_time_limit_s",
+}
 _PC_KEYS = {"name", "value", "preempts_lower"}
 
 
@@ -324,6 +341,7 @@ def _queues(doc: _Doc, raw: Any) -> list[Queue]:
             doc.fail((*qpath, "weight"), f"must be a number (got {weight_raw!r})", "write e.g. weight: 1")
         if weight_raw <= 0:
             doc.fail((*qpath, "weight"), f"must be > 0 (got {weight_raw})", "use a positive weight, e.g. 1")
+        default_limit = _seconds(doc, q, qpath, "default_time_limit_s")
         try:
             queues.append(
                 Queue(
@@ -333,11 +351,26 @@ def _queues(doc: _Doc, raw: Any) -> list[Queue]:
                     borrowing_limit=borrowing,
                     lending_limit=lending,
                     weight=float(weight_raw),
+                    default_time_limit_s=default_limit,
                 )
             )
         except ValidationError as exc:  # pragma: no cover - every field was checked above
             _from_validation(doc, exc, qpath)
     return queues
+
+
+def _seconds(doc: _Doc, obj: Mapping[str, Any], path: _PathT, key: str) -> float | None:
+    """An optional positive, finite number of seconds (at most MAX_TIME_S)."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        doc.fail((*path, key), f"must be a number of seconds (got {value!r})", f"write e.g. {key}: 86400")
+    if not 0 < value <= MAX_TIME_S:
+        doc.fail(
+            (*path, key), f"must be > 0 and ≤ {MAX_TIME_S:.0f} (got {value})", "give seconds, e.g. 86400"
+        )
+    return float(value)
 
 
 def _priority_classes(doc: _Doc, raw: Any, present: bool) -> tuple[PriorityClass, ...]:
@@ -389,7 +422,12 @@ def parse_cluster(text: str, source: str = "<string>") -> ClusterConfig:
     queues = _queues(doc, top.get("queues"))
     classes = _priority_classes(doc, top.get("priority_classes"), "priority_classes" in top)
     try:
-        return ClusterConfig(nodes=tuple(nodes), queues=tuple(queues), priority_classes=classes)
+        return ClusterConfig(
+            nodes=tuple(nodes),
+            queues=tuple(queues),
+            priority_classes=classes,
+            default_time_limit_s=_seconds(doc, top, (), "default_time_limit_s"),
+        )
     except ValidationError as exc:  # pragma: no cover - names were checked above
         _from_validation(doc, exc, ())
         raise

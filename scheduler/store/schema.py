@@ -42,6 +42,10 @@ jobs = sa.Table(
     sa.Column("idempotency_key", sa.String(128), nullable=True),
     sa.Column("change_seq", sa.BigInteger(), nullable=False),
     sa.Column("updated_at", sa.Float(), nullable=False),
+    # Failed starts of the current run of failures (transient backend errors) and when the job may be
+    # placed again (exponential backoff); reset when a start succeeds.
+    sa.Column("start_failures", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("retry_at", sa.Float(), nullable=True),
     sa.UniqueConstraint("team", "idempotency_key", name="uq_jobs_team_idempotency_key"),
     sa.Index("ix_jobs_state", "state"),
     sa.Index("ix_jobs_team", "team"),
@@ -73,6 +77,9 @@ events = sa.Table(
     sa.Column("message", sa.Text(), nullable=False),
     sa.Column("attempt", sa.Integer(), nullable=False),
     sa.Column("node", sa.String(256), nullable=False),
+    # What only an admin (or the team of `related_job`) may read: the other job's id and queue.
+    sa.Column("private_detail", sa.Text(), nullable=False, server_default=""),
+    sa.Column("related_job", sa.String(32), nullable=False, server_default=""),
     sa.Index("ix_events_job_id", "job_id", "seq"),
     sqlite_autoincrement=True,
 )
@@ -90,6 +97,8 @@ audit = sa.Table(
     sa.Column("data_region", sa.String(64), nullable=False),
     sa.Column("residency_ok", sa.Boolean(), nullable=False),
     sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column("private_detail", sa.Text(), nullable=False, server_default=""),
+    sa.Column("related_job", sa.String(32), nullable=False, server_default=""),
     sa.Index("ix_audit_job_id", "job_id", "seq"),
     sqlite_autoincrement=True,
 )
@@ -100,4 +109,25 @@ queues = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("position", sa.Integer(), nullable=False),
     sa.Column("spec", JSON, nullable=False),
+)
+
+# Fair share survives restarts: each queue's decayed GPU-seconds as of `at` (the controller writes it
+# with its steps and reads it back at start).
+queue_usage = sa.Table(
+    "queue_usage",
+    metadata,
+    sa.Column("queue", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Float(), nullable=False),
+    sa.Column("at", sa.Float(), nullable=False),
+)
+
+# Nodes taken out of scheduling (Node.state = draining): by the controller after repeated failed
+# starts, or by an admin. Running jobs stay; nothing new is placed there until uncordoned.
+node_cordons = sa.Table(
+    "node_cordons",
+    metadata,
+    sa.Column("node", sa.String(256), primary_key=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("at", sa.Float(), nullable=False),
+    sa.Column("by", sa.String(128), nullable=False),
 )

@@ -124,8 +124,9 @@ class FakeController:
             queue_positions={r.id: i + 1 for i, r in enumerate(pending)},
         )
 
-    def check_spec(self, spec: JobSpec) -> None:
+    def check_spec(self, spec: JobSpec) -> JobSpec:
         check_spec(spec, self.cluster.nodes, self.cluster.queues, self.cluster.priority_classes)
+        return spec
 
     def dry_run(self, spec: JobSpec, team: str) -> DryRun:
         probe = Job(id="dry-run", spec=spec, team=team, submitted_at=time.time())

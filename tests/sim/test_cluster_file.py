@@ -95,13 +95,13 @@ def test_error_unknown_key_block_style() -> None:
     text = SMALL.replace("    weight: 2\n", "    wieght: 2\n")
     assert _err(text) == (
         "c.yaml:14: queues[1].wieght: unknown key "
-        "(allowed keys: borrowing_limit, cohort, lending_limit, name, quota, weight)"
+        "(allowed keys: borrowing_limit, cohort, default_time_limit_s, lending_limit, name, quota, weight)"
     )
 
 
 def test_error_unknown_top_level_key() -> None:
     assert _err(SMALL + "nodes: 3\n").startswith(
-        "c.yaml:15: nodes: unknown key (allowed keys: policy, priority_classes"
+        "c.yaml:15: nodes: unknown key (allowed keys: default_time_limit_s, policy, priority_classes"
     )
 
 
