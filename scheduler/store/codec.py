@@ -37,6 +37,8 @@ def controller_columns(record: JobRecord) -> dict[str, Any]:
         "stop_reason": None if record.stop_reason is None else record.stop_reason.value,
         "stop_requested_at": record.stop_requested_at,
         "updated_at": record.updated_at,
+        "start_failures": record.start_failures,
+        "retry_at": record.retry_at,
     }
 
 
@@ -66,6 +68,8 @@ def job_record(row: RowMapping) -> JobRecord:
         cancel_requested_at=row["cancel_requested_at"],
         cancel_grace_s=row["cancel_grace_s"],
         updated_at=row["updated_at"],
+        start_failures=row["start_failures"],
+        retry_at=row["retry_at"],
     )
 
 
@@ -77,6 +81,8 @@ def event_columns(event: EventRecord) -> dict[str, Any]:
         "message": event.message,
         "attempt": event.attempt,
         "node": event.node,
+        "private_detail": event.private_detail,
+        "related_job": event.related_job,
     }
 
 
@@ -89,6 +95,8 @@ def event_record(row: RowMapping) -> EventRecord:
         attempt=row["attempt"],
         node=row["node"],
         seq=row["seq"],
+        private_detail=row["private_detail"],
+        related_job=row["related_job"],
     )
 
 
@@ -103,6 +111,8 @@ def audit_columns(record: AuditRecord) -> dict[str, Any]:
         "data_region": record.data_region,
         "residency_ok": record.residency_ok,
         "detail": record.detail,
+        "private_detail": record.private_detail,
+        "related_job": record.related_job,
     }
 
 
@@ -118,4 +128,6 @@ def audit_record(row: RowMapping) -> AuditRecord:
         residency_ok=bool(row["residency_ok"]),
         detail=row["detail"],
         seq=row["seq"],
+        private_detail=row["private_detail"],
+        related_job=row["related_job"],
     )

@@ -31,6 +31,9 @@ class JobRecord:
     cancel_requested_at: float | None = None
     cancel_grace_s: float | None = None
     updated_at: float = 0.0
+    # Failed starts in a row (transient backend errors) and when the job may be placed again.
+    start_failures: int = 0
+    retry_at: float | None = None
 
     @property
     def id(self) -> str:
@@ -52,10 +55,12 @@ class EventRecord:
     job_id: str
     time: float
     kind: str  # SUBMITTED PLACED STARTED PREEMPTING REQUEUED NODE_FAIL TIMEOUT SUCCEEDED FAILED ...
-    message: str = ""
+    message: str = ""  # what the job's team may read
     attempt: int = 0
     node: str = ""
     seq: int = 0
+    private_detail: str = ""  # what only an admin, or the team of related_job, may read
+    related_job: str = ""  # another job this one concerns (its preemptor, ...), if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +75,10 @@ class AuditRecord:
     node_regions: tuple[str, ...] = ()
     data_region: str = "any"
     residency_ok: bool = True
-    detail: str = ""
+    detail: str = ""  # what the job's team may read
     seq: int = 0
+    private_detail: str = ""  # what only an admin, or the team of related_job, may read
+    related_job: str = ""
 
 
 @dataclass(slots=True)
