@@ -95,6 +95,12 @@ class Metrics:
             ["region"],
             registry=r,
         )
+        self.start_failures = Counter(
+            "corral_start_failures",
+            "Starts that failed for a transient reason (retried with backoff), by queue.",
+            ["queue"],
+            registry=r,
+        )
         self.store_errors = Counter(
             "corral_store_errors", "Controller steps that failed in the store.", registry=r
         )
@@ -122,6 +128,7 @@ class Metrics:
                 self.finished.labels(queue=queue, result=result.value)
             for reason in ("preempt", "node_fail"):
                 self.preempted.labels(queue=queue, reason=reason)
+            self.start_failures.labels(queue=queue)
         for kind in ("place", "preempt", "reject", "reserve"):
             self.decisions.labels(kind=kind)
         for region in regions:
@@ -144,6 +151,9 @@ class Metrics:
             self.preempted.labels(queue=queue, reason=reason).inc()
         if new.state.terminal and not old.state.terminal:
             self.finished.labels(queue=queue, result=new.state.value).inc()
+
+    def observe_start_failure(self, queue: str) -> None:
+        self.start_failures.labels(queue=queue).inc()
 
     def observe_cycle(self, seconds: float, plan: Plan) -> None:
         self.cycle.observe(seconds)
@@ -173,6 +183,12 @@ class ClusterCollector(Collector):
             "GPUs held by jobs on each node.",
             labels=["node", "region", "rack", "gpu_type"],
         )
+        drift = GaugeMetricFamily(
+            "corral_gpu_accounting_drift",
+            "GPUs Corral counts free on a node that Ray has not had free for 30 s or more "
+            "(held outside Corral); placement treats them as taken.",
+            labels=["node"],
+        )
         gpu_counts: dict[tuple[str, str, str], int] = {}
         node_counts: dict[tuple[str, str], int] = {}
         for status in view.nodes:
@@ -188,11 +204,12 @@ class ClusterCollector(Collector):
                 gpu_counts[key] = gpu_counts.get(key, 0) + value
             node_counts[(n.region, n.state.value)] = node_counts.get((n.region, n.state.value), 0) + 1
             per_node.add_metric([n.id, n.region, n.rack, n.gpu_type], status.used_gpus)
+            drift.add_metric([n.id], status.drift_gpus)
         for (region, gpu_type, state), value in sorted(gpu_counts.items()):
             gpus.add_metric([region, gpu_type, state], value)
         for (region, state), value in sorted(node_counts.items()):
             nodes.add_metric([region, state], value)
-        yield from (gpus, nodes, per_node)
+        yield from (gpus, nodes, per_node, drift)
         yield from _queue_families(view)
         jobs = GaugeMetricFamily(
             "corral_jobs", "Unfinished jobs by queue and state.", labels=["queue", "state"]

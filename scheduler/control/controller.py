@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -30,6 +30,7 @@ from scheduler.control.transitions import (
     apply_plan,
     check_time_limits,
     holds_gpus,
+    in_backoff,
     on_backend_event,
     on_cancel_request,
     reject,
@@ -38,18 +39,31 @@ from scheduler.control.view import ClusterView, DryRun, NodeStatus, QueueStatus
 from scheduler.metrics import Metrics
 from scheduler.model.cluster import ANY, Node, NodeState
 from scheduler.model.job import Job, JobSpec, JobState
-from scheduler.model.plan import Allocation, Place, Reject
+from scheduler.model.plan import Allocation, NodeAllocation, Place, Reject
 from scheduler.model.queue import with_defaults
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy.decide import decide
 from scheduler.policy.order import pending_key
 from scheduler.policy.usage import DecayedUsage
-from scheduler.store.records import Batch, JobRecord
+from scheduler.store import controller_state
+from scheduler.store.errors import LockLost
+from scheduler.store.records import AuditRecord, Batch, Cordon, JobRecord, UsageRecord
 from scheduler.store.store import Store
 
 log = logging.getLogger("corral.controller")
 
 STOP_WATCHDOG_S = 60.0  # slack after a grace period before a stop is issued again
+CORDON_AFTER_START_FAILURES = 3  # failed starts in a row blamed on one node before it is cordoned
+# Ray's free GPUs are sampled every ~0.5 s: GPUs Ray still holds just after Corral freed them are
+# withheld for a moment, so look again soon; a difference that outlives this is drift, and logged.
+DRIFT_RECHECK_S = 0.5
+DRIFT_GRACE_S = 30.0
+
+
+class Fence(Protocol):
+    def check(self) -> None:
+        """Raise LockLost unless this process still holds the controller lock (re-taking it if it can)."""
+        ...
 
 
 class LiveBackend(Backend, Protocol):
@@ -74,6 +88,7 @@ class _Inputs:
     pending: tuple[Job, ...]
     running: tuple[RunningJob, ...]
     usage: Mapping[str, float]
+    withheld: Allocation | None = None  # free GPUs Ray does not have free (see _withhold_drift)
 
 
 class Controller:
@@ -89,6 +104,8 @@ class Controller:
         min_decide_interval_s: float = 0.05,
         metrics: Metrics | None = None,
         job_info_metrics: bool = False,
+        fence: Fence | None = None,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -99,6 +116,9 @@ class Controller:
         self.min_decide_interval_s = min_decide_interval_s
         self.metrics = metrics or Metrics()
         self.job_info_metrics = job_info_metrics
+        self.fence = fence
+        self.on_fatal = on_fatal  # called once if the controller must stop for good (lost its lock)
+        self.fatal = ""
         self._dirty = True
         self.queues = {q.name: q for q in config.cluster.queues}
         self.priority_classes = {p.name: p for p in config.cluster.priority_classes}
@@ -107,6 +127,13 @@ class Controller:
         self._seq = 0
         self._usage = {q: DecayedUsage(config.policy.usage_half_life_s) for q in self.queues}
         self._held: dict[str, int] = {}
+        self._usage_dirty: set[str] = set()  # queues whose usage changed since the last commit
+        self._cordons: dict[str, Cordon] = {}
+        self._start_failures: dict[str, int] = {}  # node → failed starts in a row blamed on it
+        self._next_retry = float("inf")  # earliest retry_at of a job in start backoff
+        self._drift: dict[str, int] = {}  # node → GPUs Corral counts free that Ray does not
+        self._drift_since: dict[str, float] = {}
+        self._recheck_at = float("inf")
         # Nodes the cluster file declares count as known from the start: one that is absent (or
         # dies while this controller restarts) shows as DOWN, and jobs for its region wait for it.
         self._known_nodes: dict[str, Node] = {n.id: n for n in config.cluster.nodes}
@@ -153,6 +180,8 @@ class Controller:
     def recover(self) -> None:
         now = self.clock.now()
         self._seq = self.store.change_counter()  # first: a job submitted meanwhile is read again, not lost
+        self._restore_usage()
+        self._cordons = controller_state.cordons(self.store)
         active = self.store.active()
         alive = list(self.backend.attempt_pairs())
         result = reconcile(active, alive, now)
@@ -175,6 +204,15 @@ class Controller:
             len(result.orphans),
         )
 
+    def _restore_usage(self) -> None:
+        """Fair share as the store last had it: usage decays on from there, and the GPUs queues held
+        kept counting while no controller ran (their jobs kept running)."""
+        half_life = self.config.policy.usage_half_life_s
+        for queue, saved in controller_state.usage(self.store).items():
+            if queue in self._usage:
+                self._usage[queue] = DecayedUsage(half_life, value=saved.value, at=saved.at, gpus=saved.gpus)
+                self._held[queue] = saved.gpus
+
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._wake.wait(self.poll_s)
@@ -183,6 +221,14 @@ class Controller:
                 break
             try:
                 self.step()
+            except LockLost as exc:
+                # Another controller may be writing now: stop deciding at once, for good.
+                self.fatal = f"lost the controller lock: {exc}"
+                log.critical("%s; stopping the controller", self.fatal)
+                self._stopping.set()
+                if self.on_fatal is not None:
+                    self.on_fatal(self.fatal)
+                return
             except Exception as exc:  # the loop must survive a store outage; resync from the store
                 self.store_errors += 1
                 self.metrics.store_errors.inc()
@@ -216,8 +262,13 @@ class Controller:
         changed = self._take_submissions(now, step)
         for event in events:
             if event.job_id:
+                self._count_start(event, now, step)
                 on_backend_event(self._current(step), event, now, step)
             changed = True
+        if now >= self._next_retry or now >= self._recheck_at:
+            changed = True  # a start backoff ended, or Ray's view of freed GPUs may have caught up
+        if now - self._last_decide >= self.full_cycle_s:
+            self._cordons = controller_state.cordons(self.store)  # an admin may have uncordoned one
         nodes = self._nodes()
         self._watch_stops(now, step)
         self._dirty = self._dirty or changed or bool(step)
@@ -247,6 +298,34 @@ class Controller:
                 log.warning("stop of job %s not done after its grace period: issuing it again", rec.id)
                 self._stop_reissued[rec.id] = now
                 step.effects.append(Stop(rec.job, 0.0))
+
+    def _count_start(self, event: BackendEvent, now: float, step: Step) -> None:
+        """Count failed starts per node; cordon a node after CORDON_AFTER_START_FAILURES in a row,
+        instead of placing and requeuing jobs there without end."""
+        rec = step.records.get(event.job_id) or self._records.get(event.job_id)
+        if rec is None or rec.job.restart_count != event.attempt:
+            return
+        if event.kind is EventKind.STARTED and rec.allocation is not None:
+            for node in rec.allocation.node_ids:
+                self._start_failures.pop(node, None)
+            return
+        if event.kind is not EventKind.START_FAILED or not event.node or rec.stop_reason is not None:
+            return
+        self.metrics.observe_start_failure(rec.job.spec.queue)
+        failures = self._start_failures.get(event.node, 0) + 1
+        self._start_failures[event.node] = failures
+        if failures < CORDON_AFTER_START_FAILURES or event.node in self._cordons:
+            return
+        why = f"{failures} starts in a row failed on it; last: {event.message or 'no cause given'}"
+        cordon = Cordon(event.node, why, now)
+        step.cordons.append(cordon)
+        self._cordons[event.node] = cordon
+        del self._start_failures[event.node]
+        log.warning(
+            "cordoned node %s: %s (`corral nodes uncordon %s` when fixed)", event.node, why, event.node
+        )
+        step.note(rec, "NODE_CORDONED", now, f"node {event.node} cordoned: {why}", node=event.node)
+        step.audit.append(AuditRecord(now, "", "cordon", 0, nodes=(event.node,), detail=why))
 
     def _current(self, step: Step) -> dict[str, JobRecord]:
         if not step.records:
@@ -278,7 +357,12 @@ class Controller:
         A failed node stays in the snapshot: its jobs' GPUs are accounted until they are stopped,
         and jobs for its region wait for it to come back instead of being rejected as impossible.
         """
-        nodes = {n.id: n for n in self.backend.nodes()}
+        nodes = {
+            n.id: n.model_copy(update={"state": NodeState.DRAINING})
+            if n.id in self._cordons and n.state is NodeState.READY
+            else n
+            for n in self.backend.nodes()
+        }
         self._known_nodes.update(nodes)
         for node_id, node in self._known_nodes.items():
             if node_id not in nodes:
@@ -299,6 +383,10 @@ class Controller:
         current = self._current(step)
         inputs = self._snapshot_inputs(current, nodes, now)
         snapshot = self._snapshot(inputs)
+        withheld = self._withhold_drift(snapshot, now)
+        if withheld is not None:
+            inputs = replace(inputs, withheld=withheld)
+            snapshot = replace(snapshot, capacity=snapshot.capacity.allocate(withheld))
         t0 = time.perf_counter()
         plan = decide(snapshot, self.config.policy, now)
         self.last_cycle_s = time.perf_counter() - t0
@@ -306,6 +394,7 @@ class Controller:
         self.cycles += 1
         self._last_decide = now
         apply_plan(current, plan, nodes, now, step)
+        self._charge(self._current(step).values(), now)  # placements count from now
         with self._lock:
             self._inputs = inputs
         self._publish(snapshot, self._current(step), nodes, now, step.pending_reasons)
@@ -315,8 +404,13 @@ class Controller:
     ) -> _Inputs:
         pending: list[Job] = []
         running: list[RunningJob] = []
+        self._next_retry = float("inf")
         for rec in current.values():
             if rec.state is JobState.PENDING and rec.cancel_requested_at is None:
+                if in_backoff(rec, now):
+                    assert rec.retry_at is not None
+                    self._next_retry = min(self._next_retry, rec.retry_at)
+                    continue
                 pending.append(rec.job)
             elif holds_gpus(rec):
                 assert rec.allocation is not None
@@ -327,12 +421,12 @@ class Controller:
                 if first is None:  # never: _nodes() includes every node an allocation names
                     raise RuntimeError(f"job {rec.id} holds GPUs on unknown nodes")
                 running.append(RunningJob(job, rec.allocation, first.pool, job.started_at or now))
-        self._charge(running, now)
+        self._charge(current.values(), now)
         usage = {q: u.value_at(now) for q, u in self._usage.items()}
         return _Inputs(tuple(nodes.values()), tuple(pending), tuple(running), usage)
 
     def _snapshot(self, inputs: _Inputs, extra: Sequence[Job] = ()) -> ClusterSnapshot:
-        return ClusterSnapshot.build(
+        snapshot = ClusterSnapshot.build(
             inputs.nodes,
             self.queues.values(),
             self.priority_classes.values(),
@@ -341,29 +435,81 @@ class Controller:
             usage_history=inputs.usage,
             pending_key=self._key,
         )
+        if inputs.withheld is not None:
+            snapshot = replace(snapshot, capacity=snapshot.capacity.allocate(inputs.withheld))
+        return snapshot
 
-    def _charge(self, running: Sequence[RunningJob], now: float) -> None:
+    def _withhold_drift(self, snapshot: ClusterSnapshot, now: float) -> Allocation | None:
+        """The free GPUs (by Corral's accounting) that Ray does not have free, to take out of the
+        cycle's capacity: a node's free GPUs are the minimum of the two views. A difference that
+        lasts is drift (something outside Corral holds GPUs): logged and exported."""
+        available = getattr(self.backend, "available_gpus", None)
+        ray_free: Mapping[str, float] = available() if callable(available) else {}
+        withheld: list[NodeAllocation] = []
+        drift: dict[str, int] = {}
+        for node_id, free_in_ray in ray_free.items():
+            free = snapshot.capacity.free_on(node_id)
+            short = len(free) - max(0, int(free_in_ray))
+            if short > 0:
+                drift[node_id] = short
+                withheld.append(NodeAllocation(node=node_id, gpus=tuple(sorted(free)[-short:])))
+        for node_id, short in drift.items():
+            since = self._drift_since.setdefault(node_id, now)
+            if now - since >= DRIFT_GRACE_S and self._drift.get(node_id, 0) != short:
+                log.warning(
+                    "GPU accounting drift on node %s: Corral counts %d more GPUs free than Ray does "
+                    "for %.0f s (held outside Corral?); placing as if they were taken",
+                    node_id,
+                    short,
+                    now - since,
+                )
+        for node_id in list(self._drift_since):
+            if node_id not in drift:
+                del self._drift_since[node_id]
+        # Export only what has lasted past the grace (a freed placement group takes a moment to go).
+        self._drift = {n: d for n, d in drift.items() if now - self._drift_since[n] >= DRIFT_GRACE_S}
+        young = any(now - self._drift_since[n] < DRIFT_GRACE_S for n in drift)
+        self._recheck_at = now + DRIFT_RECHECK_S if young else float("inf")
+        return Allocation(nodes=tuple(withheld)) if withheld else None
+
+    def _charge(self, records: Collection[JobRecord], now: float) -> None:
+        """Fair-share usage: each queue is charged for the GPUs its jobs hold, from the moment they
+        are placed (called before and after each cycle) to the moment their end is taken in."""
         held: dict[str, int] = {}
-        for r in running:
-            held[r.queue] = held.get(r.queue, 0) + r.gpus
+        for rec in records:
+            if holds_gpus(rec):
+                assert rec.allocation is not None
+                held[rec.job.spec.queue] = held.get(rec.job.spec.queue, 0) + rec.allocation.gpus
         for queue, usage in self._usage.items():
             delta = held.get(queue, 0) - self._held.get(queue, 0)
             if delta:
                 usage.change(now, delta)
+                self._usage_dirty.add(queue)
         self._held = held
 
     def _commit(self, step: Step) -> None:
         """One transaction for the whole step, then the effects (never before the commit)."""
-        if not step:
+        dirty = sorted(self._usage_dirty)
+        if not step and not dirty:
             return
+        usage = [
+            UsageRecord(q, self._usage[q].value, self._usage[q].at, self._usage[q].gpus)
+            for q in dirty
+            if q in self._usage
+        ]
         batch = Batch(
             updates=list(step.records.values()),
             events=step.events,
             audit=step.audit,
             pending_reasons=step.pending_reasons,
+            usage=usage,
+            cordons=step.cordons,
         )
         if batch:
+            if self.fence is not None:
+                self.fence.check()  # never write (or start anything) without holding the lock
             self.store.apply(batch)
+        self._usage_dirty.difference_update(dirty)
         self._count(step)
         for job_id, rec in step.records.items():
             if rec.state.terminal or rec.stop_reason is None:
@@ -405,7 +551,11 @@ class Controller:
             if isinstance(effect, Start):  # treat as a failed start: the next step requeues it
                 self._retry.append(
                     BackendEvent(
-                        EventKind.START_FAILED, self.clock.now(), effect.job.id, effect.job.restart_count
+                        EventKind.START_FAILED,
+                        self.clock.now(),
+                        effect.job.id,
+                        effect.job.restart_count,
+                        message=f"the backend refused the start: {_one_line(exc)}",
                     )
                 )
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -467,7 +617,7 @@ class Controller:
                     positions[job.id] = pos
         view = ClusterView(
             nodes=tuple(
-                NodeStatus(n, used.get(n.id, 0), tuple(jobs_on.get(n.id, ())))
+                NodeStatus(n, used.get(n.id, 0), tuple(jobs_on.get(n.id, ())), self._drift.get(n.id, 0))
                 for n in sorted(nodes.values(), key=lambda n: n.id)
             ),
             queues=tuple(queue_status),
@@ -512,15 +662,25 @@ class Controller:
         self._wake.set()
 
     def health(self) -> Mapping[str, str]:
+        """Each check done now: the loop is alive and stepping, the store answers a query, the
+        backend answers a call (Ray: its GCS). Anything but "ok" means not ready."""
         now = self.clock.now()
         alive = self._thread is not None and self._thread.is_alive()
         lag = now - self.last_step_at
-        controller = "ok" if alive and lag < 10 else ("stopped" if not alive else f"stalled for {lag:.0f} s")
-        return {
-            "controller": controller,
-            "store": "ok" if not self.last_error else f"last error: {self.last_error}",
-            "ray": "ok" if self.view().nodes else "no GPU nodes",
-        }
+        if self.fatal:
+            controller = self.fatal
+        elif not alive:
+            controller = "stopped"
+        else:
+            controller = "ok" if lag < 10 else f"stalled for {lag:.0f} s"
+        try:
+            controller_state.ping(self.store)
+            store = "ok"
+        except Exception as exc:
+            store = f"unreachable: {_one_line(exc)}"
+        backend_health = getattr(self.backend, "health", None)
+        ray = str(backend_health()) if callable(backend_health) else "ok"
+        return {"controller": controller, "store": store, "ray": ray}
 
     def records(self) -> Collection[JobRecord]:
         return tuple(self._records.values())
@@ -538,3 +698,8 @@ def _unseen_node(node_id: str, rec: JobRecord, min_gpus: int) -> Node:
         gpus=max(min_gpus, spec.gpus_per_node),
         state=NodeState.DOWN,
     )
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

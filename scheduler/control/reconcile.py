@@ -9,10 +9,10 @@ requeued; anything Ray runs that the store does not expect is an orphan and is r
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from scheduler.backends.base import EventKind
-from scheduler.control.transitions import Start, Step, Stop, end_of_attempt, holds_gpus, stop_grace
+from scheduler.control.transitions import Start, Step, Stop, end_of_attempt, holds_gpus, requeue, stop_grace
 from scheduler.model.job import JobState
 from scheduler.store.records import JobRecord
 
@@ -47,13 +47,10 @@ def reconcile(records: Sequence[JobRecord], alive: Collection[tuple[str, int]], 
             out.step.note(rec, "RESTARTED_START", now, "start re-issued after a controller restart")
         else:
             out.step.note(rec, "LOST", now, "its processes vanished while the controller was down")
-            end_of_attempt(
-                replace(rec),
-                EventKind.START_FAILED if rec.stop_reason is None else EventKind.STOPPED,
-                None,
-                now,
-                out.step,
-            )
+            if rec.stop_reason is None:  # lost work, not a failed start: requeue without penalty
+                requeue(rec, now, out.step, "its processes vanished while the controller was down: requeued")
+            else:  # the stop under way is done: it ends as that stop would have
+                end_of_attempt(rec, EventKind.STOPPED, None, now, out.step)
     for job_id, attempt in sorted(alive_set):
         if expected.get(job_id) != attempt:
             out.orphans.append((job_id, attempt))

@@ -14,9 +14,17 @@ from scheduler.backends.base import BackendEvent, EventKind
 from scheduler.model.cluster import ANY, Node
 from scheduler.model.job import Job, JobState
 from scheduler.model.plan import Allocation, Place, Plan, Preempt, Reject
-from scheduler.store.records import AuditRecord, EventRecord, JobRecord, StopReason
+from scheduler.store.records import AuditRecord, Cordon, EventRecord, JobRecord, StopReason, UsageRecord
 
 _HOLDING = frozenset({JobState.STARTING, JobState.RUNNING, JobState.PREEMPTING})
+
+# A start that fails for a transient reason (Ray could not place the group in time, an actor died
+# while starting) is retried after 5, 10 and 20 s; the fourth failure in a row fails the job. A
+# command that cannot run at all (not found: 127, not executable: 126) is not transient: the rank
+# exits with that code and the job fails at once.
+MAX_START_RETRIES = 3
+START_BACKOFF_S = 5.0
+START_FAILED_CODE = "StartFailed"  # the pending reason of a job waiting to retry its start
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,8 @@ class Step:
     audit: list[AuditRecord] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
     pending_reasons: dict[str, str | None] = field(default_factory=dict)
+    usage: list[UsageRecord] = field(default_factory=list)
+    cordons: list[Cordon] = field(default_factory=list)
 
     def put(self, rec: JobRecord) -> None:
         self.records[rec.id] = rec
@@ -59,7 +69,15 @@ class Step:
         self.events.append(EventRecord(rec.id, now, kind, message, rec.job.restart_count, node))
 
     def __bool__(self) -> bool:
-        return bool(self.records or self.events or self.audit or self.effects or self.pending_reasons)
+        return bool(
+            self.records
+            or self.events
+            or self.audit
+            or self.effects
+            or self.pending_reasons
+            or self.usage
+            or self.cordons
+        )
 
 
 def holds_gpus(rec: JobRecord) -> bool:
@@ -74,6 +92,11 @@ def _released(rec: JobRecord, now: float) -> Job:
         return job
     used = alloc.gpus * max(0.0, now - job.started_at)
     return job.model_copy(update={"attained_gpu_s": job.attained_gpu_s + used})
+
+
+def in_backoff(rec: JobRecord, now: float) -> bool:
+    """A pending job waiting to retry a failed start: decide() does not see it until then."""
+    return rec.state is JobState.PENDING and rec.retry_at is not None and rec.retry_at > now
 
 
 def _requeued(rec: JobRecord, now: float, preempted: bool) -> JobRecord:
@@ -101,29 +124,58 @@ def _finished(rec: JobRecord, now: float, state: JobState, exit_code: int | None
     return replace(rec, job=job, allocation=None, pending_reason=None, updated_at=now)
 
 
-def end_of_attempt(rec: JobRecord, kind: EventKind, exit_code: int | None, now: float, step: Step) -> None:
+def requeue(rec: JobRecord, now: float, step: Step, why: str, preempted: bool = False) -> None:
+    """The attempt is gone and the job waits again, with its identity, history and restart count."""
+    step.put(_requeued(rec, now, preempted))
+    step.note(rec, "REQUEUED", now, why)
+    step.audit.append(AuditRecord(now, rec.id, "requeue", rec.job.restart_count, detail=why))
+
+
+def _start_failed(rec: JobRecord, cause: str, now: float, step: Step) -> None:
+    """A transient start failure: retry after an exponential backoff, or fail past the retries."""
+    failures = rec.start_failures + 1
+    cause = cause or "the start did not complete"
+    if failures > MAX_START_RETRIES:
+        new = _finished(rec, now, JobState.FAILED)
+        step.put(replace(new, start_failures=failures, retry_at=None, pending_reason=None))
+        step.note(rec, "FAILED", now, f"the start failed {failures} times in a row; last: {cause}")
+        return
+    delay = START_BACKOFF_S * 2 ** (failures - 1)
+    retry = f"retry {failures} of {MAX_START_RETRIES} in {delay:.0f} s"
+    new = _requeued(rec, now, preempted=False)
+    step.put(
+        replace(
+            new,
+            start_failures=failures,
+            retry_at=now + delay,
+            pending_reason=f"{START_FAILED_CODE}: {cause}; {retry}",
+        )
+    )
+    step.note(rec, "REQUEUED", now, f"the start failed ({cause}): {retry}")
+    step.audit.append(
+        AuditRecord(now, rec.id, "requeue", rec.job.restart_count, detail=f"start failed: {cause}")
+    )
+
+
+def end_of_attempt(
+    rec: JobRecord, kind: EventKind, exit_code: int | None, now: float, step: Step, message: str = ""
+) -> None:
     """The attempt's processes are gone (exited, stopped or never started): free its GPUs and decide
     what becomes of the job. A requested stop wins over the exit code: a preempted job that saved its
-    checkpoint and exited 0 is requeued, not finished."""
+    checkpoint and exited 0 is requeued, not finished. `message` is the backend's why, if any."""
     reason = rec.stop_reason
     if kind is EventKind.EXITED:
         step.effects.append(Release(rec.id, rec.job.restart_count))
-    if reason in (StopReason.PREEMPT, StopReason.NODE_FAIL) or (
-        reason is None and kind is EventKind.START_FAILED
-    ):
-        preempted = reason is StopReason.PREEMPT
-        new = _requeued(rec, now, preempted)
-        why = (
-            {
-                StopReason.PREEMPT: "preempted: requeued, resumes from its checkpoint",
-                StopReason.NODE_FAIL: "a node of the job failed: requeued",
-            }.get(reason)
-            if reason
-            else "the start did not complete: requeued"
-        )
-        step.note(rec, "REQUEUED", now, why or "")
-        step.audit.append(AuditRecord(now, rec.id, "requeue", rec.job.restart_count, detail=why or ""))
-    elif reason is StopReason.CANCEL:
+    if reason is StopReason.PREEMPT:
+        requeue(rec, now, step, "preempted: requeued, resumes from its checkpoint", preempted=True)
+        return
+    if reason is StopReason.NODE_FAIL:
+        requeue(rec, now, step, "a node of the job failed: requeued")
+        return
+    if reason is None and kind is EventKind.START_FAILED:
+        _start_failed(rec, message, now, step)
+        return
+    if reason is StopReason.CANCEL:
         new = _finished(rec, now, JobState.CANCELLED, exit_code)
         step.note(rec, "CANCELLED", now, "cancelled by request")
     elif reason is StopReason.TIMEOUT:
@@ -134,7 +186,7 @@ def end_of_attempt(rec: JobRecord, kind: EventKind, exit_code: int | None, now: 
         step.note(rec, "SUCCEEDED", now, "exit code 0")
     else:
         new = _finished(rec, now, JobState.FAILED, exit_code)
-        step.note(rec, "FAILED", now, f"exit code {exit_code}")
+        step.note(rec, "FAILED", now, f"exit code {exit_code}" + (f": {message}" if message else ""))
     step.put(new)
 
 
@@ -145,12 +197,13 @@ def on_backend_event(records: Mapping[str, JobRecord], event: BackendEvent, now:
         return
     if event.kind is EventKind.STARTED:
         if rec.state is JobState.STARTING:
-            step.put(replace(rec, job=rec.job.transition(JobState.RUNNING), updated_at=now))
+            running = rec.job.transition(JobState.RUNNING)
+            step.put(replace(rec, job=running, start_failures=0, retry_at=None, updated_at=now))
             step.note(
                 rec, "STARTED", now, "on " + ", ".join(rec.allocation.node_ids if rec.allocation else ())
             )
     elif event.kind in (EventKind.EXITED, EventKind.STOPPED, EventKind.START_FAILED, EventKind.TIMED_OUT):
-        end_of_attempt(rec, event.kind, event.exit_code, now, step)
+        end_of_attempt(rec, event.kind, event.exit_code, now, step, event.message)
     elif event.kind is EventKind.NODE_LOST and rec.stop_reason is None:
         # One rank's node died: stop the other ranks at once, then requeue (a gang is all or nothing).
         step.put(replace(rec, stop_reason=StopReason.NODE_FAIL, stop_requested_at=now, updated_at=now))
@@ -256,7 +309,7 @@ def apply_plan(
         elif isinstance(decision, Reject) and rec.state is JobState.PENDING:
             reject(rec, decision.reason, now, step)
     for job_id, rec in records.items():
-        if rec.state is not JobState.PENDING or job_id in step.records:
+        if rec.state is not JobState.PENDING or job_id in step.records or in_backoff(rec, now):
             continue
         reason = plan.reason_for(job_id).message
         if reason != rec.pending_reason:

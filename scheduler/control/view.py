@@ -40,6 +40,7 @@ class NodeStatus:
     node: Node
     used_gpus: int
     jobs: tuple[str, ...] = ()
+    drift_gpus: int = 0  # GPUs Corral counts free that Ray has not had free for a while
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from scheduler.model.job import JobState
 from scheduler.store import codec
 from scheduler.store.errors import AllocationConflict, JobNotFound
 from scheduler.store.records import Batch, JobRecord
-from scheduler.store.schema import allocations, audit, events, jobs
+from scheduler.store.schema import allocations, audit, events, jobs, node_cordons, queue_usage
 
 _CHUNK = 500  # ids per IN (...): far below SQLite's and PostgreSQL's bind-parameter limits
 _T = TypeVar("_T")
@@ -43,6 +43,17 @@ def apply_batch(connection: Connection, batch: Batch) -> None:
     if reasons:
         still_pending = jobs.c.state == JobState.PENDING.value
         connection.execute(sa.update(jobs).where(jobs.c.id == sa.bindparam("b_id"), still_pending), reasons)
+    if batch.usage:
+        # Delete then insert: an upsert both databases run the same way, inside the one transaction.
+        connection.execute(
+            sa.delete(queue_usage).where(queue_usage.c.queue.in_([u.queue for u in batch.usage]))
+        )
+        connection.execute(sa.insert(queue_usage), [codec.usage_columns(u) for u in batch.usage])
+    if batch.cordons:
+        connection.execute(
+            sa.delete(node_cordons).where(node_cordons.c.node.in_([c.node for c in batch.cordons]))
+        )
+        connection.execute(sa.insert(node_cordons), [codec.cordon_columns(c) for c in batch.cordons])
 
 
 def _update_jobs(connection: Connection, updates: list[JobRecord]) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy.engine import RowMapping
 
 from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.plan import Allocation
-from scheduler.store.records import AuditRecord, EventRecord, JobRecord, StopReason
+from scheduler.store.records import AuditRecord, Cordon, EventRecord, JobRecord, StopReason, UsageRecord
 
 
 def job_pk(job_id: str) -> int | None:
@@ -131,3 +131,19 @@ def audit_record(row: RowMapping) -> AuditRecord:
         private_detail=row["private_detail"],
         related_job=row["related_job"],
     )
+
+
+def usage_columns(record: UsageRecord) -> dict[str, Any]:
+    return {"queue": record.queue, "value": record.value, "at": record.at, "gpus": record.gpus}
+
+
+def usage_record(row: RowMapping) -> UsageRecord:
+    return UsageRecord(queue=row["queue"], value=row["value"], at=row["at"], gpus=row["gpus"])
+
+
+def cordon_columns(record: Cordon) -> dict[str, Any]:
+    return {"node": record.node, "reason": record.reason, "at": record.at, "by": record.by}
+
+
+def cordon_record(row: RowMapping) -> Cordon:
+    return Cordon(node=row["node"], reason=row["reason"], at=row["at"], by=row["by"])

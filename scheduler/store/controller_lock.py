@@ -9,6 +9,7 @@ A fencing lease for replicated controllers is the Helm chart's business; this lo
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import IO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from scheduler.store.errors import LockLost
 from scheduler.store.store import Store
 
 _PG_KEY = 0x636F7272616C03
@@ -27,9 +29,14 @@ class ControllerLockHeld(RuntimeError):
 
 
 class ControllerLock:
-    def __init__(self, file: IO[bytes] | None, connection: Connection | None) -> None:
+    """Held for the controller's lifetime; `check()` before every write (the controller's Fence)."""
+
+    def __init__(
+        self, file: IO[bytes] | None, connection: Connection | None, store: Store | None = None
+    ) -> None:
         self._file = file
         self._connection = connection
+        self._store = store
 
     @classmethod
     def acquire(cls, store: Store) -> ControllerLock:
@@ -50,21 +57,62 @@ class ControllerLock:
             file.write(f"{os.getpid()}\n".encode())
             file.flush()
             return cls(file, None)
-        connection = store.engine.connect()
-        got = connection.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _PG_KEY}).scalar()
-        connection.commit()
-        if not got:
-            connection.close()
+        connection = _try_pg_lock(store)
+        if connection is None:
             raise held
-        return cls(None, connection)
+        return cls(None, connection, store)
+
+    def check(self) -> None:
+        """Raise LockLost unless the lock is still ours. A PostgreSQL session lock lives as long as
+        its connection: if that connection died (a restarted server, a cut network), take the lock
+        again on a new one if nobody else holds it; otherwise another controller may be deciding
+        now, and this one must not write."""
+        if self._connection is None or self._store is None:
+            return  # SQLite: the flock holds while this process keeps the file open
+        try:
+            self._connection.execute(sa.text("SELECT 1")).scalar_one()
+            self._connection.commit()
+            return
+        except sa.exc.SQLAlchemyError as exc:
+            cause = " ".join(str(exc).split())[:200]
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            self._connection.invalidate()
+            self._connection.close()
+        self._connection = None
+        try:
+            again = _try_pg_lock(self._store)
+        except sa.exc.SQLAlchemyError as exc:
+            raise LockLost(
+                f"its connection failed ({cause}) and the database cannot be reached: {exc}"
+            ) from None
+        if again is None:
+            raise LockLost(f"its connection failed ({cause}) and another controller holds it now")
+        self._connection = again
 
     def release(self) -> None:
+        """Give the lock up (on shutdown); safe to call twice."""
         if self._file is not None:
             self._file.close()
             self._file = None
         if self._connection is not None:
             # A pooled connection outlives close(): unlock explicitly, and drop the session too.
-            self._connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_KEY})
-            self._connection.invalidate()
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                self._connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_KEY})
+                self._connection.invalidate()
             self._connection.close()
             self._connection = None
+
+
+def _try_pg_lock(store: Store) -> Connection | None:
+    """A new connection holding the session advisory lock, or None if another session holds it."""
+    connection = store.engine.connect()
+    try:
+        got = connection.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _PG_KEY}).scalar()
+        connection.commit()
+    except BaseException:
+        connection.close()
+        raise
+    if not got:
+        connection.close()
+        return None
+    return connection

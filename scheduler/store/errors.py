@@ -32,3 +32,8 @@ class AllocationConflict(StoreError):
         self.node = node
         self.gpu = gpu
         self.job_ids = job_ids
+
+
+class LockLost(StoreError):
+    """The controller lock (or lease) is no longer this process's: another controller may be
+    writing, so this one must stop writing at once."""

@@ -81,6 +81,26 @@ class AuditRecord:
     related_job: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """A queue's decayed GPU-seconds `value` at time `at`, and the GPUs it holds from then on."""
+
+    queue: str
+    value: float
+    at: float
+    gpus: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cordon:
+    """A node taken out of scheduling (it runs what it has, takes nothing new) and why."""
+
+    node: str
+    reason: str
+    at: float
+    by: str = "controller"
+
+
 @dataclass(slots=True)
 class Batch:
     """Everything one controller step changes, committed by Store.apply() in one transaction."""
@@ -89,6 +109,10 @@ class Batch:
     events: list[EventRecord] = field(default_factory=list)
     audit: list[AuditRecord] = field(default_factory=list)
     pending_reasons: dict[str, str | None] = field(default_factory=dict)  # job id → reason (PENDING only)
+    usage: list[UsageRecord] = field(default_factory=list)  # upserted by queue
+    cordons: list[Cordon] = field(default_factory=list)  # upserted by node
 
     def __bool__(self) -> bool:
-        return bool(self.updates or self.events or self.audit or self.pending_reasons)
+        return bool(
+            self.updates or self.events or self.audit or self.pending_reasons or self.usage or self.cordons
+        )

@@ -111,14 +111,16 @@ queues = sa.Table(
     sa.Column("spec", JSON, nullable=False),
 )
 
-# Fair share survives restarts: each queue's decayed GPU-seconds as of `at` (the controller writes it
-# with its steps and reads it back at start).
+# Fair share survives restarts: each queue's decayed GPU-seconds `value` as of `at`, and the GPUs it
+# held from then on (jobs keep running while a controller restarts, so they keep counting). The
+# controller writes a queue's row in the step that changes what it holds and reads them back at start.
 queue_usage = sa.Table(
     "queue_usage",
     metadata,
     sa.Column("queue", sa.String(64), primary_key=True),
     sa.Column("value", sa.Float(), nullable=False),
     sa.Column("at", sa.Float(), nullable=False),
+    sa.Column("gpus", sa.Integer(), nullable=False),
 )
 
 # Nodes taken out of scheduling (Node.state = draining): by the controller after repeated failed

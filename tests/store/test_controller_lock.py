@@ -49,3 +49,49 @@ def test_a_killed_controller_leaves_the_lock_free(store: Store, db_url: str) -> 
         except ControllerLockHeld:
             time.sleep(0.1)
     raise AssertionError("the lock of a killed controller was never released")
+
+
+def _terminate_lock_session(store: Store) -> None:
+    """What a restarted server or a cut network does to the lock's session: it ends."""
+    with store.engine.connect() as connection:
+        connection.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        )
+        connection.commit()
+
+
+def test_a_lost_postgresql_lock_is_taken_again_when_nobody_else_has_it(postgres_server: object) -> None:
+    from scheduler.store.local_postgres import LocalPostgres
+
+    assert isinstance(postgres_server, LocalPostgres)
+    store = Store.open(postgres_server.create_database("t_lock_again"))
+    try:
+        lock = ControllerLock.acquire(store)
+        lock.check()  # held: nothing to do
+        _terminate_lock_session(store)
+        lock.check()  # the session died, nobody else took it: taken again on a new connection
+        with pytest.raises(ControllerLockHeld):
+            ControllerLock.acquire(store)
+        lock.release()
+    finally:
+        store.close()
+
+
+def test_a_lost_postgresql_lock_taken_by_another_controller_stops_the_writer(postgres_server: object) -> None:
+    from scheduler.store.errors import LockLost
+    from scheduler.store.local_postgres import LocalPostgres
+
+    assert isinstance(postgres_server, LocalPostgres)
+    url = postgres_server.create_database("t_lock_lost")
+    store, other = Store.open(url), Store.open(url)
+    try:
+        lock = ControllerLock.acquire(store)
+        _terminate_lock_session(store)
+        successor = ControllerLock.acquire(other)  # a second controller saw the lock free and took it
+        with pytest.raises(LockLost, match="another controller holds it"):
+            lock.check()
+        successor.release()
+        lock.release()
+    finally:
+        store.close()
+        other.close()

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("queue", sa.String(64), primary_key=True),
         sa.Column("value", sa.Float(), nullable=False),
         sa.Column("at", sa.Float(), nullable=False),
+        sa.Column("gpus", sa.Integer(), nullable=False),
     )
     op.create_table(
         "node_cordons",
