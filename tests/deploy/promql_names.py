@@ -19,6 +19,7 @@ GAUGES = frozenset(
         "corral_queue_pending_jobs",
         "corral_queue_fair_share_ratio",
         "corral_jobs",
+        "corral_gpu_accounting_drift",
         "corral_leader",
         "corral_build_info",
     }
@@ -32,6 +33,7 @@ COUNTERS = frozenset(
         "corral_scheduling_decisions_total",
         "corral_residency_rejections_total",
         "corral_store_errors_total",
+        "corral_start_failures_total",
     }
 )
 HISTOGRAMS = frozenset({"corral_job_wait_seconds", "corral_scheduling_cycle_seconds"})
