@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import yaml
 from pydantic import ValidationError
 
+from scheduler import bounded_yaml
 from scheduler.api.errors import describe_error
 from scheduler.cli.errors import fail
 from scheduler.model.job import MAX_NODES_PER_JOB, JobSpec
@@ -30,6 +31,7 @@ from scheduler.model.job import MAX_NODES_PER_JOB, JobSpec
 __all__ = ["DEFAULT_NODE_GPUS", "FLAG_OF", "SpecInput", "gang_shape", "parse_duration"]
 
 DEFAULT_NODE_GPUS = 8  # the node width assumed for --gpus when none is given
+MAX_SPEC_BYTES = 64 * 1024  # the API's body limit: a bigger spec could never be submitted
 
 FLAG_OF: Mapping[str, str] = {
     "name": "--name",
@@ -60,7 +62,7 @@ def parse_duration(text: str) -> float:
     if ":" in raw:
         parts = raw.split(":")
         if len(parts) > 3 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"{text!r} is not HH:MM:SS or MM:SS")
+            raise ValueError(f"{_quoted(text)} is not HH:MM:SS or MM:SS")
         seconds = 0
         for p in parts:
             seconds = seconds * 60 + int(p)
@@ -71,11 +73,16 @@ def parse_duration(text: str) -> float:
         pass
     else:
         if not math.isfinite(value):
-            raise ValueError(f"{text!r} is not a duration")
+            raise ValueError(f"{_quoted(text)} is not a duration")
         return value
     if _UNITS.sub("", raw) != "" or not _UNITS.search(raw):
-        raise ValueError(f"{text!r} is not a duration")
+        raise ValueError(f"{_quoted(text)} is not a duration")
     return float(sum(float(n) * _UNIT_S[u] for n, u in _UNITS.findall(raw)))
+
+
+def _quoted(text: str, limit: int = 40) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 
 def gang_shape(gpus: int, nodes: int | None, width: int | None, where: str) -> tuple[int, int]:
@@ -125,28 +132,30 @@ class SpecInput:
     @classmethod
     def from_file(cls, path: Path) -> SpecInput:
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as f:
+                raw = f.read(MAX_SPEC_BYTES + 1)  # bounded: `corral submit /dev/zero` must not eat memory
         except FileNotFoundError:
             fail(
                 f"{path}: no such job file — give a YAML job file, or put a command after --: "
                 "corral submit -- python train.py"
             )
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc}) — check the path")
+        except OSError as exc:
+            fail(f"{path}: cannot read ({exc.strerror or exc}) — check the path")
+        if len(raw) > MAX_SPEC_BYTES:
+            fail(f"{path}: larger than {MAX_SPEC_BYTES // 1024} KiB — a job file is a short YAML spec")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            fail(f"{path}: not UTF-8 text — a job file is a short YAML spec")
         return cls.parse(text, str(path))
 
     @classmethod
     def parse(cls, text: str, source: str) -> SpecInput:
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(text)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else 1
-            problem = exc.problem or exc.context or "invalid YAML"
-            fail(_one_line(f"{source}:{line}: YAML syntax: {problem} — fix the YAML on this line"))
-        except yaml.YAMLError as exc:
-            fail(_one_line(f"{source}:1: YAML: {exc} — fix the YAML syntax"))
+            loaded = bounded_yaml.load(text)
+        except bounded_yaml.YamlInputError as exc:
+            fail(_one_line(f"{source}:{exc.line}: {exc.message} — fix the YAML on this line"))
+        data, root = loaded.data, loaded.root
         out = cls(source=source)
         if data is None:
             return out

@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 import yaml
 from pydantic import ValidationError
 
+from scheduler import bounded_yaml
 from scheduler.model.cluster import Node
 from scheduler.model.job import MAX_GPUS_PER_NODE, MAX_TIME_S
 from scheduler.model.queue import DEFAULT_PRIORITY_CLASSES, ClusterConfig, PriorityClass, Queue
@@ -92,17 +93,13 @@ class _Doc:
         self.source = source
         self.lines: dict[_PathT, int] = {}
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-            self.data: Any = yaml.safe_load(text)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else 1
-            problem = exc.problem or exc.context or "invalid YAML"
+            loaded = bounded_yaml.load(text, duplicates_ok=True)  # _index names duplicates by field
+        except bounded_yaml.YamlInputError as exc:
             raise ClusterFileError(
-                _one_line(f"{source}:{line}: YAML syntax: {problem} (fix the YAML syntax on this line)")
+                _one_line(f"{source}:{exc.line}: {exc.message} (fix the YAML on this line)")
             ) from None
-        except yaml.YAMLError as exc:
-            raise ClusterFileError(_one_line(f"{source}:1: YAML: {exc} (fix the YAML syntax)")) from None
+        self.data: Any = loaded.data
+        root = loaded.root
         if root is not None:
             self._index(root, ())
 
