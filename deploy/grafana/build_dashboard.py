@@ -505,6 +505,33 @@ def layout() -> list[tuple[Panel, int, int]]:
             12,
             14,
         ),
+        (
+            timeseries(
+                "Nodes cordoned or down, and failed starts",
+                "Nodes draining (cordoned after 3 failed starts in a row, or by an admin) or down, and "
+                "starts that failed for a transient reason (retried with backoff).",
+                targets(
+                    (f'sum(corral_nodes{{state="draining",{R}}}) or vector(0)', "nodes draining"),
+                    (f'sum(corral_nodes{{state="down",{R}}}) or vector(0)', "nodes down"),
+                    (
+                        f"60 * sum by (queue) (rate(corral_start_failures_total[{RATE}]))",
+                        "failed starts/min {{queue}}",
+                    ),
+                ),
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "GPU accounting drift",
+                "GPUs Corral counts free that Ray has not had free for 30 s or more (held outside "
+                "Corral); they are treated as taken. The CorralGpuAccountingDrift alert fires after 10 min.",
+                targets(("max by (node) (corral_gpu_accounting_drift)", "{{node}}")),
+            ),
+            12,
+            8,
+        ),
     ]
 
 
