@@ -6,6 +6,13 @@ one worker actor `corral-<job>-<attempt>-r<rank>` per bundle that runs the comma
 Both are detached and named, so they outlive the controller and a restarted one finds them again
 (`attempts()`, `adopt()`, `remove()`).
 
+Isolation: a job runs in its own directory (`<work_root>/<job id>` unless its spec names one), as
+an unprivileged `job_user` when the workers run as root, and its log stops growing at
+`log_cap_bytes`. A command that cannot start (not found, not executable, a missing directory, an
+unopenable log) ends the job with a shell's exit code (127/126) and the reason: EXITED, never a
+retry. What cannot be placed or launched in time is START_FAILED, with the cause and the node it
+blames.
+
 Threads: the public methods only record intent and return; a small pool runs the blocking steps
 (placement, actor creation, launch, teardown), one watcher thread `ray.wait`s on every rank's
 `wait()` and one refresher thread polls the node table. Bookkeeping is under one lock; events are
@@ -17,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import os
-import re
 import signal
 import threading
 import time
@@ -31,112 +36,79 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from pydantic import ValidationError
 from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from scheduler.backends import ray_worker
+from scheduler import faults
+from scheduler.backends import job_log, proc_tree, rank_setup, ray_worker
 from scheduler.backends.base import BackendEvent, EventKind
-from scheduler.backends.ray_worker import RankWorker
+from scheduler.backends.job_log import JobLog
+from scheduler.backends.rank_setup import Launch
+from scheduler.backends.ray_attempt import (
+    ACTOR_NAME,
+    PG_NAME,
+    actor_name,
+    pg_name,
+    rank_env,
+    rank_message,
+    unplaced,
+)
+from scheduler.backends.ray_nodes import (
+    FAST_HEALTH_CHECK,
+    LABEL_GPU_TYPE,
+    LABEL_NODE,
+    LABEL_NVLINK,
+    LABEL_RACK,
+    LABEL_REGION,
+    LABEL_ZONE,
+    RAY_NODE_ID_LABEL,
+    node_from_ray,
+)
+from scheduler.backends.ray_state import free_gpus, gcs_health, one_line
+from scheduler.backends.ray_worker import RankEnd, RankWorker
 from scheduler.clock import Clock
 from scheduler.model.cluster import Node
 from scheduler.model.job import Job
 from scheduler.model.plan import Allocation
 
+__all__ = [  # the node labels and names are part of this backend's API
+    "FAST_HEALTH_CHECK",
+    "LABEL_GPU_TYPE",
+    "LABEL_NODE",
+    "LABEL_NVLINK",
+    "LABEL_RACK",
+    "LABEL_REGION",
+    "LABEL_ZONE",
+    "RAY_NODE_ID_LABEL",
+    "RayBackend",
+    "actor_name",
+    "node_from_ray",
+    "pg_name",
+    "rank_env",
+]
+
 log = logging.getLogger(__name__)
 
-# Ray node labels (Kubernetes label syntax, as Ray 2.60 validates them; "ray.io/" is Ray's own).
-LABEL_NODE = "corral.dev/node"
-LABEL_REGION = "corral.dev/region"
-LABEL_ZONE = "corral.dev/zone"
-LABEL_RACK = "corral.dev/rack"
-LABEL_GPU_TYPE = "corral.dev/gpu-type"
-LABEL_NVLINK = "corral.dev/nvlink-domain"
-RAY_NODE_ID_LABEL = "ray.io/node-id"
-
-# Head system config that makes Ray declare a hard-killed node dead in ~1.2 s instead of ~14 s.
-FAST_HEALTH_CHECK: dict[str, int] = {
-    "health_check_period_ms": 500,
-    "health_check_failure_threshold": 3,
-    "health_check_timeout_ms": 500,
-}
-
-_PG_NAME = re.compile(r"^corral-(?P<job>.+)-(?P<attempt>\d+)$")
-_ACTOR_NAME = re.compile(r"^corral-(?P<job>.+)-(?P<attempt>\d+)-r(?P<rank>\d+)$")
 _FAIL_GRACE_S = 3.0  # when one rank fails, the others get this long to exit before SIGKILL
 _RPC_SLACK_S = 5.0  # on top of a grace period, for the actor calls themselves
 _NODE_DEATH_WAIT_S = 5.0  # a rank's actor died: how long to wait for Ray to say its node died
 _WAIT_SLICE_S = 0.1
+_GCS_TIMEOUT_S = 2.0  # one read of the node resources by the refresher
+_HEALTH_TIMEOUT_S = 1.0
 
-# Ship the worker class by value: nodes need Ray, not Corral, installed.
-ray.cloudpickle.register_pickle_by_value(ray_worker)  # type: ignore[no-untyped-call]
+# Ship the worker class (and what it uses) by value: nodes need Ray, not Corral, installed.
+for _module in (ray_worker, rank_setup, job_log, proc_tree):
+    ray.cloudpickle.register_pickle_by_value(_module)  # type: ignore[no-untyped-call]
 _RemoteRankWorker = ray.remote(RankWorker)
 
 
-def pg_name(job_id: str, attempt: int) -> str:
-    return f"corral-{job_id}-{attempt}"
+class _StartError(Exception):
+    """A start that could not complete in time (START_FAILED): why, and the node it blames."""
 
-
-def actor_name(job_id: str, attempt: int, rank: int) -> str:
-    return f"corral-{job_id}-{attempt}-r{rank}"
-
-
-def node_from_ray(info: dict[str, Any]) -> Node | None:
-    """A Corral Node from one entry of ray.nodes(), or None for dead and GPU-less nodes."""
-    gpus = int(info.get("Resources", {}).get("GPU", 0))
-    if not info.get("Alive") or gpus <= 0:
-        return None
-    labels: dict[str, str] = dict(info.get("Labels") or {})
-    node_id = labels.get(LABEL_NODE) or str(info["NodeID"])
-    resources = info.get("Resources", {})
-    region = labels.get(LABEL_REGION) or "default"
-    # Label values cannot hold "/": labels name a rack within its region and an NVLink domain within
-    # its rack, and Corral's ids are paths (region/rack/domain) as in the cluster file.
-    rack_label = labels.get(LABEL_RACK)
-    rack = f"{region}/{rack_label}" if rack_label else node_id
-    nvlink = labels.get(LABEL_NVLINK, "")
-    try:
-        return Node(
-            id=node_id,
-            region=region,
-            zone=labels.get(LABEL_ZONE, ""),
-            rack=rack,
-            nvlink_domain=f"{rack}/{nvlink}" if nvlink else "",
-            gpu_type=labels.get(LABEL_GPU_TYPE) or "gpu",
-            gpus=gpus,
-            cpus=max(1, int(resources.get("CPU", 1))),
-            memory_gb=max(1, int(resources.get("memory", 0) // 2**30)),
-            labels={k: v for k, v in labels.items() if not k.startswith("ray.io/")},
-        )
-    except ValidationError:
-        log.warning("ignoring Ray node %s: not a valid Corral node", node_id, exc_info=True)
-        return None
-
-
-def rank_env(
-    job: Job, rank: int, node: str, gpus: int, master: tuple[str, int], checkpoint_dir: str
-) -> dict[str, str]:
-    """The environment of one rank: the job's env plus the torchrun-style and Corral variables.
-
-    One process is launched per node, so LOCAL_WORLD_SIZE is 1 and LOCAL_RANK 0 (torchrun's
-    convention: processes per node); the node's GPU count is in CORRAL_GPUS_PER_NODE.
-    """
-    return {
-        **job.spec.env,
-        "RANK": str(rank),
-        "NODE_RANK": str(rank),
-        "WORLD_SIZE": str(job.spec.nodes),
-        "LOCAL_RANK": "0",
-        "LOCAL_WORLD_SIZE": "1",
-        "MASTER_ADDR": master[0],
-        "MASTER_PORT": str(master[1]),
-        "CORRAL_JOB_ID": job.id,
-        "CORRAL_ATTEMPT": str(job.restart_count),
-        "CORRAL_RESTART_COUNT": str(job.restart_count),
-        "CORRAL_CHECKPOINT_DIR": checkpoint_dir,
-        "CORRAL_NODE": node,
-        "CORRAL_GPUS_PER_NODE": str(gpus),
-    }
+    def __init__(self, message: str, node: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.node = node
 
 
 class _Phase(str, Enum):
@@ -192,10 +164,25 @@ class RayBackend:
         start_timeout_s: float = 30.0,
         refresh_s: float = 0.5,
         max_workers: int = 16,
+        work_root: Path | None = None,
+        job_user: str | None = None,
+        log_cap_bytes: int = 1 << 30,
     ) -> None:
+        """`work_root` holds each job's own working directory (default: `log_dir.parent / "work"`);
+        `job_user` is who jobs run as when the workers are root (see job_user.ensure_job_user());
+        `log_cap_bytes` caps each job's log."""
+        if log_cap_bytes < 1:
+            raise ValueError(f"log_cap_bytes must be at least 1, got {log_cap_bytes}")
+        log_dir = Path(log_dir).absolute()
+        work_root = Path(work_root).absolute() if work_root is not None else log_dir.parent / "work"
+        if work_root == log_dir or log_dir in work_root.parents:
+            raise ValueError(
+                f"work_root {work_root} must not be inside the log dir {log_dir}: jobs would see logs"
+            )
         if ray.is_initialized():
             raise RuntimeError("ray is already initialized in this process: one RayBackend per process")
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 defaults to token auth
+        # Ray's token authentication is left as the deployment configured it (RAY_AUTH_MODE and its
+        # token); only `corral up`'s private loopback cluster turns it off, in its own environment.
         ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
         # Ray sets up its serializers (importing pydantic.v1 lazily) on the first get; done first from
         # a pool thread while the API imports pydantic elsewhere, that import races and fails with
@@ -203,8 +190,13 @@ class RayBackend:
         importlib.import_module("pydantic.v1.fields")
         ray.get(ray.put(None))
         self.namespace = namespace
-        self.log_dir = Path(log_dir)
+        self.address = address
+        self._faults = faults.active()
+        self.log_dir = log_dir
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.work_root = work_root
+        self.job_user = job_user
+        self.log_cap_bytes = log_cap_bytes
         self._clock = clock
         self._start_timeout_s = start_timeout_s
         self._refresh_s = refresh_s
@@ -214,10 +206,13 @@ class RayBackend:
         self._exited: dict[tuple[str, int], _Handles] = {}  # ended attempts awaiting release()
         self.on_event: Callable[[], None] | None = None  # called after each event is queued
         self._nodes: dict[str, Node] = {}
+        self._ray_ids: dict[str, str] = {}  # Ray's hex node id → Corral's node id, alive GPU nodes
+        self._free_gpus: dict[str, float] = {}
         self._refresh_lock = threading.Lock()  # one refresh at a time, so node changes apply in order
         self._closing = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="corral-ray")
         self._refresh_nodes(emit=False)
+        self._refresh_free_gpus()
         self._threads = [
             threading.Thread(
                 target=self._loop, args=(self._watch_once,), name="corral-ray-watch", daemon=True
@@ -268,20 +263,40 @@ class RayBackend:
         return self.log_dir / f"{job_id}.log"
 
     def checkpoint_dir(self, job: Job) -> Path:
-        """spec.checkpoint_dir, or by default <log_dir>/../checkpoints/<job id> (created at launch)."""
+        """spec.checkpoint_dir, or by default <work_root>/checkpoints/<job id> (created at launch,
+        mode 0700, owned by the job user): beside the jobs' work, away from the controller's state."""
         if job.spec.checkpoint_dir:
             return Path(job.spec.checkpoint_dir)
-        return self.log_dir.parent / "checkpoints" / job.id
+        return self.work_root / "checkpoints" / job.id
+
+    def work_dir(self, job: Job) -> Path:
+        """Where the job runs: spec.working_dir, or its own <work_root>/<job id> (created at launch,
+        mode 0700, owned by the job user)."""
+        if job.spec.working_dir:
+            return Path(job.spec.working_dir)
+        return self.work_root / job.id
+
+    def available_gpus(self) -> dict[str, float]:
+        """GPUs Ray has free per alive node (after every placement group, Corral's or not); a
+        cached view, refreshed with the node table."""
+        with self._lock:
+            return dict(self._free_gpus)
+
+    def health(self) -> str:
+        """ "ok", or what is wrong in one line: one small request to Ray's GCS, with a short timeout."""
+        if self._closing.is_set():
+            return "the Ray backend is closed"
+        return gcs_health(self.address, _HEALTH_TIMEOUT_S)
 
     # --- reconciliation ----------------------------------------------------------------------
     def attempt_pairs(self) -> set[tuple[str, int]]:
         """(job id, attempt) of every Corral placement group or worker actor alive in the namespace."""
         found: set[tuple[str, int]] = set()
         for name in ray.util.list_named_actors(all_namespaces=False):
-            if m := _ACTOR_NAME.match(name):
+            if m := ACTOR_NAME.match(name):
                 found.add((m["job"], int(m["attempt"])))
         for info in ray.util.placement_group_table().values():
-            if info.get("state") != "REMOVED" and (m := _PG_NAME.match(info.get("name") or "")):
+            if info.get("state") != "REMOVED" and (m := PG_NAME.match(info.get("name") or "")):
                 found.add((m["job"], int(m["attempt"])))
         return found
 
@@ -320,18 +335,26 @@ class RayBackend:
     def _start_run(self, run: _Run) -> None:
         deadline = time.monotonic() + self._start_timeout_s
         ok = False
+        why = _StartError("the start did not complete", "")
         try:
             ok = self._place(run, deadline) and self._launch(run, deadline)
-        except Exception:
+        except _StartError as exc:
+            why = exc
+        except Exception as exc:
             log.warning("start of %s attempt %d failed", run.job.id, run.attempt, exc_info=True)
+            why = _StartError(one_line(exc), "")
         if ok or self._closing.is_set():  # closing: leave it for the next controller to adopt
             return
         self._teardown(run.held, run.stop_grace or 0.0)
-        stopped = run.stop_grace is not None
-        self._end(run, EventKind.STOPPED if stopped else EventKind.START_FAILED)
+        if run.stop_grace is not None:
+            self._end(run, EventKind.STOPPED)
+            return
+        log.warning("start of %s attempt %d failed: %s", run.job.id, run.attempt, why.message)
+        self._end(run, EventKind.START_FAILED, message=why.message, node=why.node)
 
     def _place(self, run: _Run, deadline: float) -> bool:
-        """Reserve one bundle per node, each pinned to its node; False if not ready in time."""
+        """Reserve one bundle per node, each pinned to its node; False if the start was aborted,
+        _StartError if not ready in time."""
         leftover = self._find_named(run.job.id, run.attempt)
         if leftover.pg is not None or leftover.actors:  # a crashed controller's try at this attempt
             self._teardown(leftover, 0.0)
@@ -343,9 +366,24 @@ class RayBackend:
             bundle_label_selector=[self._selector(n) for n in run.node_ids],
         )
         while not run.held.pg.wait(timeout_seconds=min(0.5, max(0.0, deadline - time.monotonic()))):
-            if self._aborted(run) or time.monotonic() >= deadline:
+            if self._aborted(run):
                 return False
+            if time.monotonic() >= deadline:
+                raise self._unplaced(run)
         return not self._aborted(run)
+
+    def _unplaced(self, run: _Run) -> _StartError:
+        """Why the attempt's placement group is not ready, by Ray's current count of free GPUs."""
+        try:
+            free = self._read_free_gpus()
+        except Exception:
+            free = self.available_gpus()
+        with self._lock:
+            nodes = dict(self._nodes)
+        bundles = list(zip(run.node_ids, run.gpus, strict=True))
+        name = pg_name(run.job.id, run.attempt)
+        message, node = unplaced(name, self._start_timeout_s, bundles, nodes, free)
+        return _StartError(message, node)
 
     def _launch(self, run: _Run, deadline: float) -> bool:
         job = run.job
@@ -362,41 +400,82 @@ class RayBackend:
                     scheduling_strategy=strategy,
                 ).remote(job.id, run.attempt, rank)
             )
-        master = ray.get(run.held.actors[0].address.remote(), timeout=_left(deadline))
+        (master,) = self._gather(run, [run.held.actors[0].address.remote()], deadline)
         if self._aborted(run):
             return False
         self._write_header(run)
-        checkpoint = str(self.checkpoint_dir(job))
-        cwd = job.spec.working_dir or str(self.log_dir.parent)
-        prefix = "[rank {}] " if job.spec.nodes > 1 else ""
         launches = [
-            actor.launch.remote(
-                job.spec.command,
-                rank_env(job, rank, run.node_ids[rank], run.gpus[rank], master, checkpoint),
-                cwd,
-                str(self.log_path(job.id)),
-                prefix.format(rank),
-            )
+            actor.launch.remote(self._launch_spec(run, rank, master))
             for rank, actor in enumerate(run.held.actors)
         ]
-        ray.get(launches, timeout=_left(deadline))
+        results: list[RankEnd | None] = self._gather(run, launches, deadline)
+        failed = next(((rank, end) for rank, end in enumerate(results) if end is not None), None)
         with self._lock:
             if run.stop_grace is not None:
                 return False
-            self._watch(run)
-            self._emit(EventKind.STARTED, run)
+            if failed is None:
+                self._watch(run)
+                self._emit(EventKind.STARTED, run)
+                return True
+            run.phase = _Phase.FINISHING  # a rank could not start: the job fails, with the reason
+        rank, (code, message) = failed
+        self._finish(run, code, self._rank_message(run, rank, message), run.node_ids[rank])
         return True
+
+    def _launch_spec(self, run: _Run, rank: int, master: tuple[str, int]) -> Launch:
+        job = run.job
+        checkpoint = str(self.checkpoint_dir(job))
+        return Launch(
+            argv=tuple(job.spec.command),
+            env=rank_env(job, rank, run.node_ids[rank], run.gpus[rank], master, checkpoint),
+            cwd=str(self.work_dir(job)),
+            log_path=str(self.log_path(job.id)),
+            node=run.node_ids[rank],
+            prefix=f"[rank {rank}] " if job.spec.nodes > 1 else "",
+            log_cap=self.log_cap_bytes,
+            own_cwd=not job.spec.working_dir,
+            checkpoint_dir=checkpoint,
+            own_checkpoint=not job.spec.checkpoint_dir,
+            user=self.job_user,
+        )
+
+    def _gather(self, run: _Run, refs: list[Any], deadline: float) -> list[Any]:
+        """The results of one call per rank (rank i = refs[i]); a _StartError blaming the node of
+        the first rank whose actor failed or did not answer in time."""
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=_left(deadline))
+        results = []
+        for rank, ref in enumerate(refs):
+            node = run.node_ids[rank]
+            if ref in pending:
+                raise _StartError(
+                    f"worker actor of rank {rank} on node {node} did not answer within "
+                    f"{self._start_timeout_s:g} s",
+                    node,
+                )
+            try:
+                results.append(ray.get(ref, timeout=_RPC_SLACK_S))
+            except Exception as exc:
+                raise _StartError(
+                    f"worker actor of rank {rank} on node {node}: {one_line(exc)}", node
+                ) from exc
+        return results
 
     def _write_header(self, run: _Run) -> None:
         when = datetime.fromtimestamp(self._clock.now(), tz=timezone.utc).isoformat(timespec="seconds")
-        line = f"=== corral: attempt {run.attempt} on {','.join(run.node_ids)} at {when} ===\n"
-        fd = os.open(self.log_path(run.job.id), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        line = f"=== corral: attempt {run.attempt} on {','.join(run.node_ids)} at {when} ==="
         try:
-            os.write(fd, line.encode())
+            header = JobLog.open(str(self.log_path(run.job.id)), self.log_cap_bytes)
+        except OSError as exc:  # the workers find it too and end the job with the reason
+            log.warning("cannot write the header of job %s's log: %s", run.job.id, exc)
+            return
+        try:
+            header.write_line(line.encode())
         finally:
-            os.close(fd)
+            header.close()
 
     def _selector(self, node_id: str) -> dict[str, str]:
+        if self._faults.get("unplaceable_node") == node_id:  # fault injection (tests only)
+            return {LABEL_NODE: "corral-fault-unplaceable"}
         with self._lock:
             node = self._nodes.get(node_id)
         if node is not None and node.labels.get(LABEL_NODE) != node_id:
@@ -418,7 +497,7 @@ class RayBackend:
                 codes = ray.get([a.exit_code.remote() for a in run.held.actors], timeout=10)
                 ended = any(code is not None for code in codes)
             except Exception as exc:  # an actor on a dead node: not adoptable
-                why = f"{type(exc).__name__}: {exc}"
+                why = one_line(exc)
         if launched and all(launched):
             with self._lock:
                 if run.stop_grace is None:
@@ -431,7 +510,12 @@ class RayBackend:
             return
         log.warning("attempt %s of job %s cannot be adopted (%s): requeued", run.attempt, run.job.id, why)
         self._teardown(run.held, 0.0)  # half-started or half-gone: requeue it
-        self._end(run, EventKind.STOPPED if run.stop_grace is not None else EventKind.START_FAILED)
+        if run.stop_grace is not None:
+            self._end(run, EventKind.STOPPED)
+        else:
+            self._end(
+                run, EventKind.START_FAILED, message=f"attempt {run.attempt} could not be adopted: {why}"
+            )
 
     def _watch(self, run: _Run) -> None:
         run.phase = _Phase.RUNNING
@@ -448,7 +532,7 @@ class RayBackend:
             self._events.append(BackendEvent(EventKind.STOPPED, self._clock.now(), job_id, attempt))
         self._notify()
 
-    def _finish(self, run: _Run, code: int) -> None:
+    def _finish(self, run: _Run, code: int, message: str = "", node: str = "") -> None:
         """The job ended by itself (or its first rank failed): stop the other ranks, then report
         EXITED. The actors (which hold the exit codes) and the placement group stay until the
         controller has recorded the end and calls release(): if it dies before, the next one adopts
@@ -456,7 +540,11 @@ class RayBackend:
         self._stop_ranks(run.held, _FAIL_GRACE_S)
         with self._lock:
             self._exited[run.key] = run.held
-        self._end(run, EventKind.EXITED, exit_code=code)
+        self._end(run, EventKind.EXITED, exit_code=code, message=message, node=node)
+
+    @staticmethod
+    def _rank_message(run: _Run, rank: int, message: str) -> str:
+        return rank_message(run.node_ids, rank, message)
 
     def release(self, job_id: str, attempt: int) -> None:
         """Free what an EXITED attempt still holds (its actors and placement group); non-blocking."""
@@ -470,12 +558,14 @@ class RayBackend:
     def _release_untracked(self, job_id: str, attempt: int) -> None:
         self._teardown(self._find_named(job_id, attempt), 0.0)
 
-    def _end(self, run: _Run, kind: EventKind, exit_code: int | None = None) -> None:
+    def _end(
+        self, run: _Run, kind: EventKind, exit_code: int | None = None, message: str = "", node: str = ""
+    ) -> None:
         with self._lock:
             run.phase = _Phase.DONE
             if self._runs.get(run.key) is run:
                 del self._runs[run.key]
-            self._emit(kind, run, exit_code=exit_code)
+            self._emit(kind, run, exit_code=exit_code, message=message, node=node)
 
     def _teardown(self, handles: _Handles, grace_s: float) -> None:
         """Stop every rank (SIGTERM, grace, SIGKILL), then kill the actors and remove the PG."""
@@ -503,7 +593,7 @@ class RayBackend:
         ranks = sorted(
             int(m["rank"])
             for name in ray.util.list_named_actors(all_namespaces=False)
-            if (m := _ACTOR_NAME.match(name)) and m["job"] == job_id and int(m["attempt"]) == attempt
+            if (m := ACTOR_NAME.match(name)) and m["job"] == job_id and int(m["attempt"]) == attempt
         )
         for rank in ranks:
             with contextlib.suppress(ValueError):
@@ -534,15 +624,17 @@ class RayBackend:
         if run is None:
             return
         try:
-            code: int = ray.get(ref, timeout=_RPC_SLACK_S)
+            end = ray.get(ref, timeout=_RPC_SLACK_S)
         except Exception:  # its actor died: node loss, or killed from outside
             self._submit(self._rank_lost, run, rank)
             return
+        code, message = (end, "") if isinstance(end, int) else end  # an int: a worker of before 0.2
         with self._lock:
             if run.phase is not _Phase.RUNNING or (code == 0 and run.waits):
                 return
             run.phase = _Phase.FINISHING  # all ranks done, or the first failure: end the gang
-        self._submit(self._finish, run, code)
+        node = run.node_ids[rank] if code != 0 else ""
+        self._submit(self._finish, run, code, self._rank_message(run, rank, message), node)
 
     def _take_wait(self, ref: Any) -> tuple[_Run | None, int]:
         with self._lock:
@@ -565,19 +657,38 @@ class RayBackend:
             if run.phase is not _Phase.RUNNING:
                 return
             run.phase = _Phase.FINISHING
-        self._finish(run, 128 + signal.SIGKILL)  # the rank vanished while its node lives on
+        # The rank vanished while its node lives on.
+        self._finish(run, 128 + signal.SIGKILL, f"the worker actor of rank {rank} on node {node} died", node)
 
     def _nodes_once(self) -> None:
         self._refresh_nodes(emit=True)
+        self._refresh_free_gpus()
         self._closing.wait(self._refresh_s)
+
+    def _refresh_free_gpus(self) -> None:
+        try:
+            free = self._read_free_gpus()
+        except Exception:  # keep the last view; the node table is what decides
+            log.warning("cannot read Ray's available resources", exc_info=True)
+            return
+        with self._lock:
+            self._free_gpus = free
+
+    def _read_free_gpus(self) -> dict[str, float]:
+        with self._lock:
+            ray_ids = dict(self._ray_ids)
+        return free_gpus(ray_ids, _GCS_TIMEOUT_S)
 
     def _refresh_nodes(self, emit: bool) -> None:
         with self._refresh_lock:
-            fresh = {
-                n.id: n
-                for info in ray.nodes()  # type: ignore[no-untyped-call]
-                if (n := node_from_ray(info)) is not None
-            }
+            fresh: dict[str, Node] = {}
+            ray_ids: dict[str, str] = {}
+            for info in ray.nodes():  # type: ignore[no-untyped-call]
+                if (node := node_from_ray(info)) is not None:
+                    fresh[node.id] = node
+                    ray_ids[str(info["NodeID"])] = node.id
+            with self._lock:
+                self._ray_ids = ray_ids
             self._apply_nodes(fresh, emit)
 
     def _apply_nodes(self, fresh: dict[str, Node], emit: bool) -> None:
@@ -604,10 +715,20 @@ class RayBackend:
         self._emit(EventKind.NODE_LOST, run, node=node)
 
     # --- plumbing ----------------------------------------------------------------------------
-    def _emit(self, kind: EventKind, run: _Run, *, exit_code: int | None = None, node: str = "") -> None:
+    def _emit(
+        self, kind: EventKind, run: _Run, *, exit_code: int | None = None, node: str = "", message: str = ""
+    ) -> None:
         with self._lock:
             self._events.append(
-                BackendEvent(kind, self._clock.now(), run.job.id, run.attempt, exit_code=exit_code, node=node)
+                BackendEvent(
+                    kind,
+                    self._clock.now(),
+                    run.job.id,
+                    run.attempt,
+                    exit_code=exit_code,
+                    node=node,
+                    message=message,
+                )
             )
         self._notify()
 

@@ -3,7 +3,11 @@
 It is a plain class here (typed, testable without Ray); the backend makes it a detached, threaded
 Ray actor placed in the job's placement-group bundle with num_gpus = the bundle's GPUs, so Ray sets
 CUDA_VISIBLE_DEVICES in the actor's environment and the child inherits it. The actor outlives the
-child and keeps its exit code, so a controller that restarts can still read how the job ended.
+child and keeps its exit code and why it ended, so a restarted controller can still read them.
+
+The rank's processes end with the rank: the actor process is a child subreaper (orphans stay its
+descendants), a stop signals the rank's process group and every descendant, and what is left when
+the rank's leader exits is SIGKILLed, as torchrun does.
 """
 
 from __future__ import annotations
@@ -14,10 +18,26 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
-from typing import IO
+import time
 
-_PUMP_JOIN_S = 2.0  # a grandchild that keeps stdout open must not hold the exit report forever
+from scheduler.backends.job_log import JobLog, pump
+from scheduler.backends.proc_tree import ProcTree, become_subreaper
+from scheduler.backends.rank_setup import (
+    Launch,
+    StartFailure,
+    exec_failure,
+    job_user,
+    open_failure,
+    popen_identity,
+    prepare_dirs,
+)
+
+_PUMP_JOIN_S = 2.0  # a process outside the job that holds stdout must not hold the exit report forever
+_ORPHAN_REAP_S = 0.5
+_SHELL_CODES = {126: "cannot execute", 127: "command not found"}
+
+RankEnd = tuple[int, str]
+"""How a rank ended: its exit code (128+N for signal N) and why, in words ("" for a clean exit)."""
 
 
 def exit_code_of(returncode: int) -> int:
@@ -25,15 +45,34 @@ def exit_code_of(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def exit_message(returncode: int) -> str:
+    """A Popen returncode in words: "" for 0, "exited with code 3", "killed by signal 9 (SIGKILL)"."""
+    if returncode == 0:
+        return ""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            return f"killed by signal {-returncode}"
+        return f"killed by signal {-returncode} ({name})"
+    hint = _SHELL_CODES.get(returncode)
+    return f"exited with code {returncode}" + (f" ({hint})" if hint else "")
+
+
 class RankWorker:
     def __init__(self, job_id: str, attempt: int, rank: int) -> None:
         self.job_id = job_id
         self.attempt = attempt
         self.rank = rank
+        self.subreaper = become_subreaper()
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._tree: ProcTree | None = None
         self._pump: threading.Thread | None = None
-        self._code: int | None = None
+        self._leader_reaped = False
+        self._stop_by: float | None = None  # monotonic deadline of a stop under way
+        self._end: RankEnd | None = None
+        self._start_failure: RankEnd | None = None
         self._launched = threading.Event()
         self._done = threading.Event()
 
@@ -50,36 +89,58 @@ class RankWorker:
         """The GPU environment Ray gave this actor (tests read it)."""
         return {k: v for k, v in os.environ.items() if k == "CUDA_VISIBLE_DEVICES"}
 
-    def launch(
-        self, argv: Sequence[str], env: Mapping[str, str], cwd: str, log_path: str, prefix: str
-    ) -> int:
-        """Start the command in its own process group, its output appended to the job's log."""
+    def launch(self, spec: Launch) -> RankEnd | None:
+        """Start the command in its own session, its output appended to the job's log. None when it
+        runs; (exit code, why) when it could not start: the rank has then already ended."""
         with self._lock:
-            if self._proc is not None:
-                return self._proc.pid
+            if self._proc is not None or self._start_failure is not None:
+                return self._start_failure
             if self._done.is_set():  # terminated before it was launched
                 raise RuntimeError(f"rank {self.rank} of {self.job_id} was terminated before launch")
-            for key in ("CORRAL_CHECKPOINT_DIR",):
-                if env.get(key):
-                    os.makedirs(env[key], exist_ok=True)
+            try:
+                job_log = JobLog.open(spec.log_path, spec.log_cap, spec.prefix.encode())
+            except OSError as exc:
+                return self._failed(open_failure(exc, spec), None)
+            try:
+                self._start(spec, job_log)
+            except StartFailure as failure:
+                return self._failed(failure, job_log)
+            self._launched.set()
+            return None
+
+    def _start(self, spec: Launch, job_log: JobLog) -> None:
+        user = job_user(spec)
+        prepare_dirs(spec, user)
+        identity, user_env = popen_identity(user, spec.cwd)
+        self._tree = ProcTree()  # after the directory helpers: their processes are not the job's
+        try:
             proc = subprocess.Popen(
-                list(argv),
-                env={**os.environ, **env},
-                cwd=cwd,
+                list(spec.argv),
+                env={**os.environ, **spec.env, **user_env},
+                cwd=spec.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own group: a stop reaches every process it spawned
+                **identity,
             )
-            self._proc = proc
-            assert proc.stdout is not None
-            self._pump = threading.Thread(
-                target=_pump_lines, args=(proc.stdout, log_path, prefix.encode()), daemon=True
-            )
-            self._pump.start()
-            threading.Thread(target=self._reap, daemon=True).start()
-            self._launched.set()
-            return proc.pid
+        except OSError as exc:
+            raise exec_failure(exc, spec, user) from None
+        self._proc = proc
+        assert proc.stdout is not None
+        self._pump = threading.Thread(target=pump, args=(proc.stdout, job_log), daemon=True)
+        self._pump.start()
+        threading.Thread(target=self._reap, daemon=True).start()
+        threading.Thread(target=self._reap_orphans, daemon=True).start()
+
+    def _failed(self, failure: StartFailure, job_log: JobLog | None) -> RankEnd:
+        if job_log is not None:
+            job_log.write_line(f"corral: {failure.message}".encode())
+            job_log.close()
+        self._start_failure = self._end = (failure.code, failure.message)
+        self._launched.set()  # it ended: a controller adopting it reads how
+        self._done.set()
+        return self._start_failure
 
     def launched(self) -> bool:
         return self._launched.is_set()
@@ -87,51 +148,56 @@ class RankWorker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def wait(self) -> int:
-        """Block until the command ended; return its exit code (128+N for signal N)."""
+    def wait(self) -> RankEnd:
+        """Block until the rank ended; return its exit code (128+N for signal N) and why."""
         self._done.wait()
-        return self._code if self._code is not None else 128 + signal.SIGKILL
+        return self._end if self._end is not None else (128 + signal.SIGKILL, "stopped before it started")
 
     def exit_code(self) -> int | None:
-        return self._code if self._done.is_set() else None
+        return self.wait()[0] if self._done.is_set() else None
 
     def terminate(self, grace_s: float) -> int:
-        """SIGTERM the process group, SIGKILL it after `grace_s`; return the exit code."""
+        """SIGTERM the rank's process group and every descendant; SIGKILL what is left after
+        `grace_s`. Return the exit code."""
         with self._lock:
             proc = self._proc
             if proc is None:
                 self._done.set()  # never launched: nothing to stop, and launch() now refuses
-                return 128 + signal.SIGTERM
-        if self._done.is_set():  # already reaped: its pid may belong to another process by now
-            return self.wait()
-        _signal_group(proc.pid, signal.SIGTERM)
+                return self.wait()[0]
+            deadline = time.monotonic() + max(grace_s, 0.0)
+            self._stop_by = deadline if self._stop_by is None else min(self._stop_by, deadline)
+        if self._done.is_set():
+            return self.wait()[0]
+        self._signal(proc, signal.SIGTERM)
         if not self._done.wait(timeout=max(grace_s, 0.0)):
-            _signal_group(proc.pid, signal.SIGKILL)
-        return self.wait()
+            self._signal(proc, signal.SIGKILL)
+        return self.wait()[0]
+
+    def _signal(self, proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        if not self._leader_reaped:  # once reaped, its pid (and group id) may be another's
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+        if self._tree is not None:
+            self._tree.signal(sig)  # also those that left the group (setsid) or were orphaned
 
     def _reap(self) -> None:
-        proc = self._proc
-        assert proc is not None
-        code = exit_code_of(proc.wait())
-        # Like torchrun: what the rank's leader left behind in its group goes with it.
-        _signal_group(proc.pid, signal.SIGKILL)
+        proc, tree = self._proc, self._tree
+        assert proc is not None and tree is not None
+        returncode = proc.wait()
+        with self._lock:
+            self._leader_reaped = True
+            stop_by = self._stop_by
+        # Like torchrun: what the leader left behind goes with it — at once, or, during a stop, once
+        # the stop's grace is over (its children may still be writing a checkpoint).
+        tree.end(kill_at=stop_by if stop_by is not None else time.monotonic())
         if self._pump is not None:
             self._pump.join(timeout=_PUMP_JOIN_S)
-        self._code = code
+        self._end = (exit_code_of(returncode), exit_message(returncode))
         self._done.set()
 
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _pump_lines(stream: IO[bytes], log_path: str, prefix: bytes) -> None:
-    """Append whole lines with O_APPEND, so ranks writing one file interleave line by line."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        for line in iter(stream.readline, b""):
-            os.write(fd, prefix + (line if line.endswith(b"\n") else line + b"\n"))
-    finally:
-        os.close(fd)
-        stream.close()
+    def _reap_orphans(self) -> None:
+        proc, tree = self._proc, self._tree
+        assert proc is not None and tree is not None
+        while not self._done.wait(_ORPHAN_REAP_S):
+            if not self._leader_reaped:
+                tree.reap(skip=proc.pid)

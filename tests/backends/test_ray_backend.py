@@ -16,7 +16,8 @@ import psutil
 import pytest
 import ray
 
-from scheduler.backends.base import EventKind
+from scheduler.backends.base import BackendEvent, EventKind
+from scheduler.backends.job_user import ensure_job_user
 from scheduler.backends.ray_backend import LABEL_NODE, RayBackend, pg_name
 from scheduler.clock import WallClock
 from scheduler.model.cluster import Node
@@ -41,7 +42,16 @@ def env() -> Iterator[Env]:
     cluster = start_cluster(three_nodes(), "be")
     backend = None
     try:
-        backend = RayBackend(cluster.address, cluster.root / "logs", WallClock(), start_timeout_s=5.0)
+        # As in production: jobs run as the job user when we are root (CI is), so the job's own
+        # directories under the cluster's root must be reachable by it (mkdtemp made the root 0700).
+        cluster.root.chmod(0o711)
+        backend = RayBackend(
+            cluster.address,
+            cluster.root / "logs",
+            WallClock(),
+            start_timeout_s=5.0,
+            job_user=ensure_job_user(),
+        )
         yield Env(cluster, backend, Events(backend))
     finally:
         if backend is not None:
@@ -120,30 +130,104 @@ def test_one_gpu_job_runs_logs_and_frees_its_placement_group(env: Env) -> None:
 
 def test_a_failing_command_reports_its_exit_code(env: Env) -> None:
     env.backend.start(job("fail1", "echo oops >&2; exit 3"), alloc("n1"))
-    assert env.events.wait_job("fail1", EventKind.EXITED).exit_code == 3
+    exited = env.events.wait_job("fail1", EventKind.EXITED)
+    assert (exited.exit_code, exited.message, exited.node) == (3, "exited with code 3", "n1")
     assert "oops" in env.backend.log_path("fail1").read_text()
     assert env.events.of("fail1") == [EventKind.STARTED, EventKind.EXITED]
     env.backend.release("fail1", 0)
     wait_until(lambda: pg_state("fail1") is None, timeout=10)
 
 
+def test_a_job_killed_by_a_signal_says_which(env: Env) -> None:
+    env.backend.start(job("killed1", "kill -9 $$"), alloc("n2"))
+    exited = env.events.wait_job("killed1", EventKind.EXITED)
+    assert (exited.exit_code, exited.message) == (137, "killed by signal 9 (SIGKILL)")
+    env.backend.release("killed1", 0)
+
+
+def _start_fails(env: Env, spec_job: Job, *nodes: str) -> BackendEvent:
+    """Start a job whose command cannot start: EXITED with the reason, never STARTED nor retried."""
+    env.backend.start(spec_job, alloc(*(nodes or ("n1",))))
+    exited = env.events.wait_job(spec_job.id, EventKind.EXITED)
+    assert env.events.of(spec_job.id) == [EventKind.EXITED]
+    env.backend.release(spec_job.id, 0)
+    wait_until(lambda: pg_state(spec_job.id) is None, timeout=10)
+    return exited
+
+
+def test_a_command_that_does_not_exist_fails_the_job_with_127(env: Env) -> None:
+    exited = _start_fails(env, Job(id="nobin", spec=JobSpec(command=["/no/such/binary", "--flag"])))
+    assert (exited.exit_code, exited.message, exited.node) == (
+        127,
+        "command not found: /no/such/binary",
+        "n1",
+    )
+    assert "corral: command not found: /no/such/binary\n" in env.backend.log_path("nobin").read_text()
+
+
+def test_a_command_that_cannot_be_executed_fails_the_job_with_126(env: Env) -> None:
+    script = env.cluster.root / "not-executable.sh"
+    script.write_text("#!/bin/sh\necho never\n")
+    script.chmod(0o644)  # no execute bit: not even root may exec it
+    exited = _start_fails(env, Job(id="noexec", spec=JobSpec(command=[str(script)])))
+    assert exited.exit_code == 126
+    assert exited.message.startswith(f"permission denied: {script} ("), exited.message
+    assert f"corral: {exited.message}" in env.backend.log_path("noexec").read_text()
+
+
+def test_a_missing_working_directory_fails_the_job_with_126(env: Env) -> None:
+    spec = JobSpec(command=["true"], working_dir="/no/such/dir")
+    exited = _start_fails(env, Job(id="nodir", spec=spec), "n3")
+    assert (exited.exit_code, exited.node) == (126, "n3")
+    assert exited.message == "working directory /no/such/dir does not exist on node n3"
+    assert "corral: working directory /no/such/dir does not exist on node n3" in (
+        env.backend.log_path("nodir").read_text()
+    )
+
+
+def test_a_log_that_cannot_be_opened_fails_the_job_with_126(env: Env) -> None:
+    env.backend.log_path("nolog").mkdir()  # a directory where the log file should be
+    exited = _start_fails(env, job("nolog", "echo never"))
+    assert exited.exit_code == 126
+    assert exited.message == (
+        f"cannot open the job's log file {env.backend.log_path('nolog')} on node n1: Is a directory"
+    )
+
+
+def test_a_gang_that_cannot_start_names_the_rank_and_stops_the_others(env: Env) -> None:
+    exited = _start_fails(
+        env, Job(id="nobin2", spec=JobSpec(command=["/no/such/binary"], nodes=2)), "n1", "n2"
+    )
+    assert (exited.exit_code, exited.node) == (127, "n1")
+    assert exited.message == "rank 0 on node n1: command not found: /no/such/binary"
+    log = env.backend.log_path("nobin2").read_text()
+    assert "[rank 0] corral: command not found: /no/such/binary" in log
+    assert "[rank 1] corral: command not found: /no/such/binary" in log
+    assert job_processes("nobin2") == []
+
+
 def test_one_failing_rank_ends_the_whole_gang(env: Env) -> None:
     cmd = 'if [ "$RANK" = 1 ]; then exit 7; fi; exec sleep 60'
     t0 = time.monotonic()
     env.backend.start(job("gangfail", cmd, nodes=2), alloc("n1", "n2"))
-    assert env.events.wait_job("gangfail", EventKind.EXITED).exit_code == 7
+    exited = env.events.wait_job("gangfail", EventKind.EXITED)
+    assert (exited.exit_code, exited.message, exited.node) == (
+        7,
+        "rank 1 on node n2: exited with code 7",
+        "n2",
+    )
     assert time.monotonic() - t0 < 15
     assert job_processes("gangfail") == []  # the other rank was stopped before EXITED
     env.backend.release("gangfail", 0)
     wait_until(lambda: pg_state("gangfail") is None, timeout=10)
 
 
-def test_a_two_node_gang_gets_ranks_master_and_gpus(env: Env, tmp_path: Path) -> None:
-    cmd = f"env > {tmp_path}/rank-$RANK.env; echo done"
+def test_a_two_node_gang_gets_ranks_master_and_gpus(env: Env) -> None:
+    cmd = "env > rank-$RANK.env; echo done"  # into the job's own working directory
     gang = job("gang1", cmd, nodes=2, gpus=8).model_copy(update={"restart_count": 2})
     env.backend.start(gang, alloc("n1", "n2", gpus=8))
     assert env.events.wait_job("gang1", EventKind.EXITED).exit_code == 0
-    ranks = [_read_env(tmp_path / f"rank-{r}.env") for r in (0, 1)]
+    ranks = [_read_env(env.backend.work_dir(gang) / f"rank-{r}.env") for r in (0, 1)]
     for rank, (e, node) in enumerate(zip(ranks, ("n1", "n2"), strict=True)):
         assert e["RANK"] == e["NODE_RANK"] == str(rank)
         assert (e["WORLD_SIZE"], e["LOCAL_RANK"], e["LOCAL_WORLD_SIZE"]) == ("2", "0", "1")
@@ -164,17 +248,9 @@ def _read_env(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
 
-CHECKPOINTER = textwrap.dedent(
-    """
-    import os, signal, sys, time
-    def on_term(*_):
-        with open(os.path.join(os.environ["CORRAL_CHECKPOINT_DIR"], "ckpt"), "w") as f:
-            f.write("step 42")
-        sys.exit(0)
-    signal.signal(signal.SIGTERM, on_term)
-    print("ready", flush=True)
-    time.sleep(120)
-    """
+# A shell script, not sys.executable: the job user may not reach this venv's interpreter.
+CHECKPOINTER = (
+    'trap \'printf "step 42" > "$CORRAL_CHECKPOINT_DIR/ckpt"; exit 0\' TERM; echo ready; sleep 120 & wait'
 )
 
 
@@ -184,7 +260,7 @@ def _wait_ready(env: Env, job_id: str) -> None:
 
 
 def test_stop_gives_the_job_its_grace_to_checkpoint(env: Env) -> None:
-    spec_job = Job(id="ckpt1", spec=JobSpec(command=[sys.executable, "-c", CHECKPOINTER]))
+    spec_job = job("ckpt1", CHECKPOINTER)
     env.backend.start(spec_job, alloc("n2"))
     _wait_ready(env, "ckpt1")
     t0 = time.monotonic()
@@ -221,9 +297,14 @@ def test_stop_during_start_ends_with_stopped_only(env: Env) -> None:
     assert pg_state("quickstop") is None
 
 
-def test_an_unplaceable_start_fails_after_the_timeout(env: Env) -> None:
-    env.backend.start(job("noroom", "true", gpus=8), alloc("no-such-node", gpus=8))
-    env.events.wait_job("noroom", EventKind.START_FAILED, timeout=15)
+def test_an_unplaceable_start_fails_after_the_timeout_blaming_the_node(env: Env) -> None:
+    env.backend.start(job("noroom", "true", gpus=8), alloc("n1", "no-such-node", gpus=8))
+    failed = env.events.wait_job("noroom", EventKind.START_FAILED, timeout=15)
+    assert failed.node == "no-such-node"
+    assert failed.message == (
+        "placement group corral-noroom-0 not ready within 5 s "
+        "(bundles for node no-such-node unplaced: not in the Ray cluster)"
+    )
     assert pg_state("noroom") is None
 
 
@@ -298,7 +379,8 @@ def test_a_new_controller_adopts_running_jobs_and_removes_orphans(env: Env) -> N
     env.backend.adopt(job("ghost", "true"), alloc("n3"))
     env.events.wait_job("adopt-run", EventKind.STARTED, timeout=10)
     assert env.events.wait_job("adopt-done", EventKind.EXITED, timeout=10).exit_code == 4
-    env.events.wait_job("ghost", EventKind.START_FAILED, timeout=10)
+    ghost = env.events.wait_job("ghost", EventKind.START_FAILED, timeout=10)
+    assert ghost.message == "attempt 0 could not be adopted: placement group missing, 0 actors"
     assert job_processes("orphan")
     env.backend.remove("orphan", 0)
     wait_until(lambda: job_processes("orphan") == [], timeout=10)
