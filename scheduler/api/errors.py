@@ -10,12 +10,27 @@ No FastAPI import here: the CLI uses this module and should start fast.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from scheduler.model.job import MAX_GPUS_PER_NODE, MAX_NODES_PER_JOB, JobSpec
 
-__all__ = ["FIXES", "describe_error", "first_error"]
+__all__ = ["FIXES", "ApiError", "describe_error", "first_error"]
+
+
+class ApiError(Exception):
+    """An error the client should see: status, one-line message, the field it concerns, headers."""
+
+    def __init__(
+        self, status: int, message: str, field: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.headers = dict(headers or {})
+
 
 FIXES: Mapping[str, str] = {
     "nodes": f"a job spans 1 to {MAX_NODES_PER_JOB} nodes",
@@ -28,13 +43,31 @@ FIXES: Mapping[str, str] = {
     "min_runtime_s": "give a number of seconds ≥ 0",
     "command": "give the command as a list of strings or one shell string",
     "env": "give env as a mapping of names to strings",
-    "idempotency_key": "use a key of at most 128 characters",
+    "idempotency_key": "use 1 to 128 printable ASCII characters without spaces",
+    "grace_s": "give 0 to 3600 seconds",
+    # a new token (POST /v1/tokens)
+    "team": "give the team's name",
+    "queues": "give queue names (see `corral queues`)",
+    "max_priority": "name a priority class such as normal",
+    "max_gpus_per_job": "give a GPU count ≥ 1",
+    "description": "give at most 256 characters",
 }
 
 _SPEC_FIELDS = frozenset(JobSpec.model_fields)
+_PLAIN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_GOT_LIMIT = 40  # characters of a bad value quoted back (a 60 KB gpu_type is not echoed)
 
 
-def _problem(err: Mapping[str, Any]) -> str:
+def _part(part: Any) -> str:
+    """One element of a field's location, safe to print: odd keys are quoted and cut short."""
+    text = str(part)
+    if _PLAIN.match(text):
+        return text
+    shown = repr(text)
+    return shown if len(shown) <= _GOT_LIMIT else shown[: _GOT_LIMIT - 4] + "...'"
+
+
+def _problem(err: Mapping[str, Any], allowed: Collection[str]) -> str:
     kind = str(err.get("type", ""))
     ctx: Mapping[str, Any] = err.get("ctx") or {}
     if kind == "less_than_equal":
@@ -52,7 +85,7 @@ def _problem(err: Mapping[str, Any]) -> str:
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
-        return f"unknown field (allowed: {', '.join(sorted(_SPEC_FIELDS))})"
+        return f"unknown field (allowed: {', '.join(sorted(allowed))})"
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return "must be a whole number"
     if kind in ("float_parsing", "float_type"):
@@ -61,6 +94,10 @@ def _problem(err: Mapping[str, Any]) -> str:
         return "must be true or false"
     if kind in ("string_type",):
         return "must be a string"
+    if kind == "string_pattern_mismatch":
+        return "must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    if kind in ("list_type", "too_short", "too_long"):
+        return "must be a list" if kind == "list_type" else str(err.get("msg", "wrong length")).rstrip(".")
     if kind in ("model_attributes_type", "model_type", "dict_type"):
         return "must be a mapping (a JSON object)"
     if kind == "json_invalid":
@@ -76,39 +113,45 @@ _SOURCES = {"body": "spec", "query": "query", "path": "path", "header": "header"
 def _field(loc: Sequence[Any]) -> tuple[str, str | None]:
     """('gpus_per_node', 'spec') from FastAPI's ('body', 'gpus_per_node'); 'env.HOME' for nested."""
     source = _SOURCES.get(str(loc[0])) if loc else None
-    parts = [str(p) for p in (loc[1:] if source else loc)]
+    parts = [_part(p) for p in (loc[1:] if source else loc)]
     return ".".join(parts), source
 
 
-def describe_error(err: Mapping[str, Any], prefix: str = "spec") -> tuple[str, str]:
-    """(field, one-line message) for one pydantic error."""
+def describe_error(
+    err: Mapping[str, Any], prefix: str = "spec", allowed: Collection[str] = _SPEC_FIELDS
+) -> tuple[str, str]:
+    """(field, one-line message) for one pydantic error; `prefix` and `allowed` name the model."""
     field, source = _field(err.get("loc", ()))
     if source is not None and source != "spec":
         prefix = source
-    problem = _problem(err)
+    problem = _problem(err, allowed)
     kind = str(err.get("type", ""))
     got = ""
     if kind not in ("missing", "json_invalid", "extra_forbidden") and "input" in err:
         value = err["input"]
-        if not isinstance(value, dict | list) or len(repr(value)) <= 40:
+        if not isinstance(value, dict | list) or len(repr(value)) <= _GOT_LIMIT:
             text = repr(value) if isinstance(value, str) else str(value)
-            got = f" (got {text[:40]})"
+            got = f" (got {text[:_GOT_LIMIT]})"
     top = field.split(".", 1)[0]
     if kind == "json_invalid":
         # the location of a JSON error is a character offset, not a field
         field, fix = "body", "send the spec as a JSON object"
     elif kind == "extra_forbidden":
-        fix = "remove it or fix its spelling (see `corral schema`)"
-    elif not field and prefix == "spec":
-        fix = "send the spec as a JSON object"
+        fix = "remove it or fix its spelling" + (" (see `corral schema`)" if prefix == "spec" else "")
+    elif not field:
+        fix = "send the spec as a JSON object" if prefix == "spec" else "send a JSON object"
     else:
-        fix = FIXES.get(top, "fix the value") if prefix == "spec" else "fix the value"
+        fix = (
+            FIXES.get(top, "fix the value") if prefix not in ("query", "path", "header") else "fix the value"
+        )
     where = f"{prefix}.{field}" if field and field != "body" else (field or prefix)
     return field or prefix, " ".join(f"{where}: {problem}{got} — {fix}".split())
 
 
-def first_error(errors: Sequence[Mapping[str, Any]], prefix: str = "spec") -> tuple[str, str]:
+def first_error(
+    errors: Sequence[Mapping[str, Any]], prefix: str = "spec", allowed: Collection[str] = _SPEC_FIELDS
+) -> tuple[str, str]:
     """The first error of a list (pydantic orders them by field), as describe_error."""
     if not errors:
         return prefix, f"{prefix}: invalid"
-    return describe_error(errors[0], prefix)
+    return describe_error(errors[0], prefix, allowed)

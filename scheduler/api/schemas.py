@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from scheduler.api.auth import Principal
 from scheduler.control.view import DryRun, NodeStatus, QueueStatus
-from scheduler.model.job import JobSpec, JobState
+from scheduler.model.job import MAX_GPUS_PER_NODE, MAX_NODES_PER_JOB, NAME_PATTERN, JobSpec, JobState
 from scheduler.model.plan import Allocation
 from scheduler.store.records import AuditRecord, EventRecord, JobRecord
+from scheduler.store.token_store import TokenLimits, TokenRecord
 
 
 class ErrorOut(BaseModel):
@@ -60,6 +62,10 @@ class EventOut(BaseModel):
     message: str
     attempt: int
     node: str
+    private_detail: str = Field(
+        default="", description="e.g. which job preempted this one: for an admin or that job's team only"
+    )
+    related_job: str = Field(default="", description="the other job concerned (same visibility)")
 
 
 class AuditOut(BaseModel):
@@ -73,6 +79,8 @@ class AuditOut(BaseModel):
     data_region: str
     residency_ok: bool
     detail: str
+    private_detail: str = ""
+    related_job: str = ""
 
 
 class JobDetailOut(JobOut):
@@ -125,12 +133,65 @@ class NodeOut(BaseModel):
 class WhoAmIOut(BaseModel):
     team: str
     admin: bool
+    token_id: str
+    queues: list[str] | None = Field(description="queues this token may submit to (null: all)")
+    max_priority: str | None
+    allow_protection: bool
+    max_gpus_per_job: int | None
 
 
 class CancelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    grace_s: float | None = Field(default=None, ge=0, le=3600)
+    grace_s: float | None = Field(default=None, ge=0, le=3600, strict=True, allow_inf_nan=False)
+
+
+Name = Annotated[StrictStr, Field(pattern=NAME_PATTERN)]
+
+
+class TokenIn(BaseModel):
+    """A new token: its team, and what it may submit (an admin token has no limits)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    team: Name
+    description: StrictStr = Field(default="", max_length=256)
+    admin: StrictBool = False
+    queues: list[Name] | None = Field(default=None, min_length=1, max_length=256)
+    max_priority: Name | None = None
+    allow_protection: StrictBool = False
+    max_gpus_per_job: StrictInt | None = Field(default=None, ge=1, le=MAX_NODES_PER_JOB * MAX_GPUS_PER_NODE)
+
+    @property
+    def limits(self) -> TokenLimits:
+        return TokenLimits(
+            queues=tuple(dict.fromkeys(self.queues)) if self.queues is not None else None,
+            max_priority=self.max_priority,
+            allow_protection=self.allow_protection,
+            max_gpus_per_job=self.max_gpus_per_job,
+        )
+
+
+class TokenOut(BaseModel):
+    """A token as listed: never the token itself nor its digest."""
+
+    id: str
+    prefix: str = Field(description="the token's first characters, to recognise it (not a secret)")
+    description: str
+    team: str
+    admin: bool
+    queues: list[str] | None
+    max_priority: str | None
+    allow_protection: bool
+    max_gpus_per_job: int | None
+    created_at: float
+    created_by: str
+    revoked_at: float | None
+    active: bool
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="the token: shown this once, store it now")
 
 
 # --- builders ------------------------------------------------------------------------------------
@@ -191,7 +252,8 @@ def job_out(record: JobRecord, now: float, positions: Mapping[str, int]) -> JobO
     return JobOut(**job_fields(record, now, positions))
 
 
-def event_out(e: EventRecord) -> EventOut:
+def event_out(e: EventRecord, private: bool) -> EventOut:
+    """The event as the caller may see it: `private` is whether it may read the related job."""
     return EventOut(
         seq=e.seq,
         job_id=e.job_id,
@@ -200,10 +262,12 @@ def event_out(e: EventRecord) -> EventOut:
         message=e.message,
         attempt=e.attempt,
         node=e.node,
+        private_detail=e.private_detail if private else "",
+        related_job=e.related_job if private else "",
     )
 
 
-def audit_out(a: AuditRecord) -> AuditOut:
+def audit_out(a: AuditRecord, private: bool) -> AuditOut:
     return AuditOut(
         seq=a.seq,
         time=a.time,
@@ -215,7 +279,48 @@ def audit_out(a: AuditRecord) -> AuditOut:
         data_region=a.data_region,
         residency_ok=a.residency_ok,
         detail=a.detail,
+        private_detail=a.private_detail if private else "",
+        related_job=a.related_job if private else "",
     )
+
+
+def whoami_out(who: Principal) -> WhoAmIOut:
+    return WhoAmIOut(
+        team=who.team,
+        admin=who.admin,
+        token_id=who.token_id,
+        queues=sorted(who.queues) if who.queues is not None else None,
+        max_priority=who.max_priority,
+        allow_protection=who.allow_protection or who.admin,
+        max_gpus_per_job=who.max_gpus_per_job,
+    )
+
+
+def token_out(t: TokenRecord) -> TokenOut:
+    return TokenOut(**_token_fields(t))
+
+
+def token_created_out(t: TokenRecord, token: str) -> TokenCreatedOut:
+    return TokenCreatedOut(**_token_fields(t), token=token)
+
+
+def _token_fields(t: TokenRecord) -> dict[str, Any]:
+    limits = t.limits
+    return {
+        "id": t.id,
+        "prefix": t.prefix,
+        "description": t.description,
+        "team": t.team,
+        "admin": t.admin,
+        "queues": list(limits.queues) if limits.queues is not None else None,
+        "max_priority": limits.max_priority,
+        "allow_protection": limits.allow_protection,
+        "max_gpus_per_job": limits.max_gpus_per_job,
+        "created_at": t.created_at,
+        "created_by": t.created_by,
+        "revoked_at": t.revoked_at,
+        "active": t.active,
+    }
 
 
 def dry_run_out(spec: JobSpec, result: DryRun) -> DryRunOut:

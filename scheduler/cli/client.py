@@ -1,16 +1,30 @@
 """The CLI's HTTP client: every failure becomes one line on stderr and a documented exit code.
 
-    cannot connect / time out          → 5 (start it with `corral up`, or set CORRAL_API_URL)
-    401, 403                           → 4 (permission denied)
-    404                                → 3 (not found)
-    400, 409, 413, 422                 → 2 (usage or validation error)
-    5xx and anything else unexpected   → 5 (the server failed; see the controller log)
+    cannot connect, DNS failure, time-out   → 5 (start it with `corral up`, or set CORRAL_API_URL)
+    429 after RETRIES retries               → 5 (the server is overloaded for this token: later)
+    401, 403                                → 4 (bad/revoked token, or not allowed)
+    a token that cannot be sent             → 4 (a newline or other character not allowed in a
+                                                 header: the server is never contacted)
+    404                                     → 3 (not found)
+    400, 409, 413, 415, 422                 → 2 (usage or validation error)
+    a malformed CORRAL_API_URL              → 2
+    5xx, and any other unexpected status    → 1 (the server failed; see the controller log)
 
-The server's errors are `{"error": "...", "field": ...}`; the CLI prints the `error` line as is.
+429 (too many requests, or too many log followers) is retried RETRIES times (CORRAL_RETRIES, default
+4), each after the server's Retry-After (at least the exponential backoff 0.5, 1, 2, 4 s; at most
+30 s): the request had not been processed, so retrying a submission cannot duplicate it. A request
+times out after CORRAL_TIMEOUT_S (default 30) seconds without an answer (→ 5); a followed log has
+no read time-out.
+
+The server's errors are `{"error": "...", "field": ...}`; the CLI prints the `error` line with
+control characters escaped.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
@@ -18,19 +32,27 @@ import httpx
 
 from scheduler.cli.context import Context, ContextError, load_context
 from scheduler.cli.errors import EXIT_DENIED, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, fail
+from scheduler.cli.output import note, safe
 
-__all__ = ["ApiClient", "client"]
+__all__ = ["EXIT_BY_STATUS", "EXIT_SERVER", "ApiClient", "Page", "client", "token_problem"]
 
-TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+TIMEOUT_S = 30.0  # per request (CORRAL_TIMEOUT_S); connecting gets at most 5 s of it
+EXIT_SERVER = 1  # the server answered 5xx (or something unexpected): not the user's mistake
+RETRIES = 4
+MAX_RETRY_WAIT_S = 30.0
+NEXT_CURSOR = "X-Next-Cursor"
+PAGE_SIZE = 1000  # the API's largest page
 
-_EXIT_BY_STATUS = {
+EXIT_BY_STATUS = {
     400: EXIT_USAGE,
     401: EXIT_DENIED,
     403: EXIT_DENIED,
     404: EXIT_NOT_FOUND,
     409: EXIT_USAGE,
     413: EXIT_USAGE,
+    415: EXIT_USAGE,
     422: EXIT_USAGE,
+    429: EXIT_UNREACHABLE,
 }
 
 
@@ -40,23 +62,98 @@ def _message(response: httpx.Response) -> str:
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return str(body["error"])
-    text = " ".join(response.text.split())[:200]
+        return safe(str(body["error"]))[:1000]
+    text = safe(" ".join(response.text.split()))[:200]
     return f"HTTP {response.status_code} from the Corral API{': ' + text if text else ''}"
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot go in an Authorization header, or None if it can."""
+    for ch in token:
+        if ch in "\r\n":
+            return "a line break"
+        if ch in " \t":
+            return "a space"
+        if not ch.isascii():
+            return "a non-ASCII character"
+        if not ch.isprintable():
+            return "a control character"
+    return None
+
+
+def _env_number(name: str, default: float, kind: type[int] | type[float]) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 1e6:
+        fail(f"{name}: must be a number ≥ 0 (got '{safe(raw)[:40]}')")
+    return value
+
+
+def _timeout() -> httpx.Timeout:
+    seconds = _env_number("CORRAL_TIMEOUT_S", TIMEOUT_S, float) or TIMEOUT_S
+    return httpx.Timeout(seconds, connect=min(5.0, seconds))
+
+
+def _wait_s(response: httpx.Response, attempt: int) -> float:
+    backoff = 0.5 * 2.0**attempt
+    try:
+        asked = float(response.headers.get("Retry-After", "0"))
+    except ValueError:
+        asked = 0.0
+    wait = min(MAX_RETRY_WAIT_S, max(backoff, asked))
+    jitter: float = random.uniform(0, wait / 10)  # spread clients that were refused together
+    return wait + jitter
+
+
+class Page:
+    """Items of one page and the cursor of the next (None: the last page)."""
+
+    def __init__(self, items: list[Any], cursor: str | None) -> None:
+        self.items = items
+        self.cursor = cursor
 
 
 class ApiClient:
     def __init__(self, ctx: Context, transport: httpx.BaseTransport | None = None) -> None:
         self.ctx = ctx
-        headers = {"Authorization": f"Bearer {ctx.token}"} if ctx.token else {}
-        self._http = httpx.Client(base_url=ctx.api_url, headers=headers, timeout=TIMEOUT, transport=transport)
+        headers: dict[str, str] = {}
+        if ctx.token:
+            problem = token_problem(ctx.token)
+            if problem is not None:
+                fail(
+                    f"{ctx.token_source}: the token holds {problem}, which an HTTP header cannot carry: "
+                    "copy the token again (`corral token create` prints it on one line)",
+                    EXIT_DENIED,
+                )
+            headers["Authorization"] = f"Bearer {ctx.token}"
+        timeout = _timeout()
+        self.retries = int(_env_number("CORRAL_RETRIES", RETRIES, int))
+        try:
+            self._http = httpx.Client(
+                base_url=ctx.api_url, headers=headers, timeout=timeout, transport=transport
+            )
+        except (httpx.InvalidURL, ValueError, TypeError):
+            self._bad_url()
+
+    def _bad_url(self) -> NoReturn:
+        fail(
+            f"CORRAL_API_URL: '{safe(self.ctx.api_url)[:80]}' is not a URL: use e.g. http://127.0.0.1:8470",
+            EXIT_USAGE,
+        )
 
     def close(self) -> None:
         self._http.close()
 
     def unreachable(self, exc: Exception) -> NoReturn:
+        if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+            self._bad_url()
         fail(
-            f"cannot reach the Corral API at {self.ctx.api_url}: start it with `corral up` "
+            f"cannot reach the Corral API at {safe(self.ctx.api_url)}: start it with `corral up` "
             f"(or set CORRAL_API_URL) [{type(exc).__name__}]",
             EXIT_UNREACHABLE,
         )
@@ -64,11 +161,29 @@ class ApiClient:
     def check(self, response: httpx.Response) -> httpx.Response:
         if response.is_success:
             return response
-        code = _EXIT_BY_STATUS.get(response.status_code, EXIT_UNREACHABLE)
+        code = EXIT_BY_STATUS.get(response.status_code, EXIT_SERVER)
         message = _message(response)
-        if response.status_code >= 500:
+        if response.status_code == 429:
+            message = f"{message} (gave up after {self.retries} retries)"
+        elif code == EXIT_SERVER:
             message = f"the Corral API failed: {message}"
         fail(message, code)
+
+    def _send(self, request: httpx.Request, stream: bool = False) -> httpx.Response:
+        """Send, retrying 429 answers; the last response (not yet checked)."""
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                self.unreachable(exc)
+            if response.status_code != 429 or attempt == self.retries:
+                return response
+            response.read()
+            wait = _wait_s(response, attempt)
+            note(f"{_message(response)}: retrying in {wait:.0f} s")
+            response.close()
+            time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def request(
         self,
@@ -80,30 +195,62 @@ class ApiClient:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         try:
-            response = self._http.request(method, path, params=params, json=json, headers=headers)
-        except httpx.TransportError as exc:
-            self.unreachable(exc)
+            request = self._http.build_request(method, path, params=params, json=json, headers=headers)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+            self._bad_url()
+        response = self._send(request)
+        response.read()
         return self.check(response)
 
     def get(self, path: str, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v is not None}
         return self.request("GET", path, params=clean).json()
 
+    def page(self, path: str, **params: Any) -> Page:
+        clean = {k: v for k, v in params.items() if v is not None}
+        response = self.request("GET", path, params=clean)
+        return Page(list(response.json()), response.headers.get(NEXT_CURSOR))
+
+    def pages(
+        self, path: str, limit: int, cursor_param: str = "after", page_size: int = PAGE_SIZE, **params: Any
+    ) -> tuple[list[Any], bool]:
+        """Up to `limit` items, following X-Next-Cursor; (items, whether more exist)."""
+        items: list[Any] = []
+        cursor: str | None = None
+        while True:
+            size = min(page_size, limit - len(items))
+            page = self.page(path, limit=size, **params, **({cursor_param: cursor} if cursor else {}))
+            items += page.items
+            if page.cursor is None:
+                return items, False
+            if len(items) >= limit:
+                return items, True
+            cursor = page.cursor
+
     def post(self, path: str, body: Any = None, *, params: Mapping[str, Any] | None = None,
              headers: Mapping[str, str] | None = None) -> httpx.Response:  # fmt: skip
         return self.request("POST", path, json=body, params=params, headers=headers)
+
+    def delete(self, path: str) -> httpx.Response:
+        return self.request("DELETE", path)
 
     def stream(self, path: str, **params: Any) -> Iterator[bytes]:
         """The response body as it arrives (no read timeout: a followed log may be quiet a long time)."""
         timeout = httpx.Timeout(None, connect=5.0)
         try:
-            with self._http.stream("GET", path, params=params, timeout=timeout) as response:
-                if not response.is_success:
-                    response.read()
-                    self.check(response)
-                yield from response.iter_bytes()
+            request = self._http.build_request("GET", path, params=params, timeout=timeout)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+            self._bad_url()
+        response = self._send(request, stream=True)
+        try:
+            if not response.is_success:
+                response.read()
+                self.check(response)
+            yield from response.iter_bytes()
         except httpx.TransportError as exc:
             self.unreachable(exc)
+        finally:
+            response.close()
 
 
 def client() -> ApiClient:

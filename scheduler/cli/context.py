@@ -4,16 +4,19 @@
     CORRAL_API_URL   the API's base URL (default: the file's api_url, else DEFAULT_API_URL)
     CORRAL_TOKEN     the bearer token (default: the file's token)
 
-context.yaml (written by `corral up`, mode 0600 because it holds a token):
+context.yaml (written by `corral up`, created with mode 0600 because it holds a token):
 
     api_url: http://127.0.0.1:8470
     token: "..."
+
+`corral up` keeps the local installation's admin token here and nowhere else in plain text (the
+store has only its digest).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ __all__ = [
     "ContextError",
     "context_path",
     "corral_home",
+    "file_token",
     "load_context",
     "save_context",
 ]
@@ -40,7 +44,8 @@ class ContextError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Context:
     api_url: str = DEFAULT_API_URL
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
+    token_source: str = field(default="CORRAL_TOKEN", compare=False)  # named in token errors
 
 
 def corral_home() -> Path:
@@ -70,24 +75,36 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def file_token() -> str | None:
+    """The token of the context file alone (not the environment's), if it has one."""
+    token = _read_file(context_path()).get("token")
+    return token if isinstance(token, str) and token else None
+
+
 def load_context() -> Context:
     data = _read_file(context_path())
     api_url = os.environ.get("CORRAL_API_URL") or data.get("api_url") or DEFAULT_API_URL
+    source = "CORRAL_TOKEN" if os.environ.get("CORRAL_TOKEN") else f"{context_path()}: token"
     token = os.environ.get("CORRAL_TOKEN") or data.get("token")
     if not isinstance(api_url, str) or not isinstance(token, str | None):
         raise ContextError(f"{context_path()}: api_url and token must be strings: fix or delete it")
-    return Context(api_url=api_url.rstrip("/"), token=token or None)
+    return Context(api_url=api_url.rstrip("/"), token=token or None, token_source=source)
 
 
 def save_context(ctx: Context) -> Path:
-    """Write the context file, readable by its owner only (it holds a token)."""
+    """Write the context file, readable by its owner only (it holds a token): the file is created
+    with mode 0600 (never written first and restricted after) and then renamed into place."""
     path = context_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     data = {"api_url": ctx.api_url, "token": ctx.token}
-    tmp = path.with_suffix(".yaml.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
-    os.chmod(tmp, 0o600)  # an existing tmp file keeps its old mode through O_CREAT
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # O_EXCL below: a file left over (with any mode) is never reused
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.safe_dump(data, f, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

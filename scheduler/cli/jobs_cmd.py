@@ -7,6 +7,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Group
@@ -22,8 +23,9 @@ from scheduler.cli.output import (
     check_format,
     duration,
     emit,
+    note,
     render_table,
-    stderr,
+    safe,
     stdout,
 )
 from scheduler.cli.spec_input import SpecInput
@@ -33,6 +35,7 @@ __all__ = ["cancel", "describe", "history", "jobs", "logs", "submit"]
 
 WAIT_POLL_S = 0.5
 WATCH_S = 2.0
+MAX_LIMIT = 1_000_000
 _TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
 
 
@@ -82,6 +85,11 @@ def _build_spec(
     return spec_in.build()
 
 
+def job_path(job_id: str, suffix: str = "") -> str:
+    """The URL path of a job: the id percent-encoded, so no argument can reach another route."""
+    return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
+
+
 def _describe_allocation(allocation: list[dict[str, Any]] | None) -> str:
     if not allocation:
         return "-"
@@ -91,26 +99,26 @@ def _describe_allocation(allocation: list[dict[str, Any]] | None) -> str:
 def _wait(api: ApiClient, job_id: str) -> dict[str, Any]:
     try:
         while True:
-            job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}")
+            job: dict[str, Any] = api.get(job_path(job_id))
             if job["state"] in _TERMINAL:
                 return job
             time.sleep(WAIT_POLL_S)
     except KeyboardInterrupt:
-        stderr.print(f"stopped waiting; job {job_id} goes on (`corral cancel {job_id}` stops it)")
+        note(f"stopped waiting; job {job_id} goes on (`corral cancel {job_id}` stops it)")
         raise SystemExit(130) from None
 
 
 def _finish(job: dict[str, Any]) -> None:
     code = job.get("exit_code")
     detail = f" (exit {code})" if code is not None else ""
-    stderr.print(f"job {job['id']} {job['state']}{detail}", highlight=False)
+    note(f"job {job['id']} {job['state']}{detail}")
     raise SystemExit(EXIT_OK if job["state"] == "SUCCEEDED" else EXIT_JOB_FAILED)
 
 
 def _stream_logs(api: ApiClient, job_id: str, follow: bool) -> None:
     out = sys.stdout.buffer
     try:
-        for chunk in api.stream(f"/v1/jobs/{job_id}/logs", follow=str(follow).lower()):
+        for chunk in api.stream(job_path(job_id, "/logs"), follow=str(follow).lower()):
             out.write(chunk)
             out.flush()
     except KeyboardInterrupt:
@@ -189,7 +197,7 @@ def submit(
     if not quiet:
         again = response.status_code == 200
         what = "already submitted as job" if again else "submitted job"
-        stderr.print(f"{what} {job['id']} to queue {job['queue']}", highlight=False)
+        note(f"{what} {job['id']} to queue {job['queue']}")
     if follow:
         _stream_logs(api, job["id"], follow=True)
         _finish(_wait(api, job["id"]))
@@ -201,11 +209,11 @@ def _print_dry_run(spec: JobSpec, result: dict[str, Any]) -> None:
     shape = f"{spec.nodes}×{spec.gpus_per_node}" if spec.nodes > 1 else f"{spec.gpus_per_node}"
     head = f"dry run: {shape} GPUs in queue {result['queue']}"
     if result.get("rejected"):
-        fail(f"{head}: would be rejected: {result['rejected']}")
+        fail(f"{head}: would be rejected: {safe(result['rejected'])}")
     if result.get("allocation"):
-        print(f"{head}: would start now on {_describe_allocation(result['allocation'])}")
+        print(safe(f"{head}: would start now on {_describe_allocation(result['allocation'])}"))
     else:
-        print(f"{head}: would wait: {result.get('pending_reason') or 'Priority'}")
+        print(safe(f"{head}: would wait: {result.get('pending_reason') or 'Priority'}"))
 
 
 # --- jobs -----------------------------------------------------------------------------------------
@@ -242,24 +250,33 @@ def jobs(
         list[str] | None, typer.Option("--state", "-s", help="Only this state (repeatable).")
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C.")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most this many jobs.")] = 1000,
     output: OutputOpt = "table",
 ) -> None:
     """List your jobs (not finished ones unless --all), as Slurm's squeue."""
     fmt = check_format(output)
     if watch and fmt != "table":
         fail("--watch: works with -o table only")
+    _check_limit(limit)
     api = client()
     states = [s.strip().upper() for item in state or [] for s in item.split(",") if s.strip()]
+    more = False
 
     def fetch() -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = api.get(
-            "/v1/jobs", all="true" if all_jobs else None, queue=queue, state=states or None
+        nonlocal more
+        rows, more = api.pages(
+            "/v1/jobs", limit, all="true" if all_jobs else None, queue=queue, state=states or None
         )
         return rows
 
     if not watch:
         rows = fetch()
         emit(rows, fmt, lambda: render_table(rows, JOB_COLUMNS))
+        if more:
+            note(
+                f"showing the first {len(rows)} jobs; more exist: raise --limit, or filter with "
+                "--state or --queue"
+            )
         return
     try:
         with Live(render_table(fetch(), JOB_COLUMNS), console=stdout, auto_refresh=False) as live:
@@ -268,6 +285,11 @@ def jobs(
                 live.update(render_table(fetch(), JOB_COLUMNS), refresh=True)
     except KeyboardInterrupt:
         return
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        fail(f"--limit: must be 1 to {MAX_LIMIT} (got {limit})")
 
 
 # --- describe -------------------------------------------------------------------------------------
@@ -309,13 +331,13 @@ def _describe_table(job: dict[str, Any]) -> Group:
         ("Preemptible", f"{spec.get('preemptible')} (grace {spec.get('grace_period_s')} s)"),
     ]
     for key, value in rows:
-        facts.add_row(key, Text(str(value)))
+        facts.add_row(key, Text(safe(value)))
     events: list[Column] = [
         ("TIME", lambda e: _when(e["time"])),
         ("EVENT", lambda e: str(e["kind"])),
         ("ATTEMPT", lambda e: str(e["attempt"])),
         ("NODE", lambda e: e["node"] or "-"),
-        ("MESSAGE", lambda e: str(e["message"])),
+        ("MESSAGE", lambda e: " — ".join(filter(None, [str(e["message"]), e.get("private_detail")]))),
     ]
     audit: list[Column] = [
         ("TIME", lambda a: _when(a["time"])),
@@ -324,7 +346,7 @@ def _describe_table(job: dict[str, Any]) -> Group:
         ("NODES", lambda a: ",".join(a["nodes"]) or "-"),
         ("REGIONS", lambda a: ",".join(sorted(set(a["node_regions"]))) or "-"),
         ("RESIDENCY", lambda a: ("ok" if a["residency_ok"] else "VIOLATED") + f" ({a['data_region']})"),
-        ("DETAIL", lambda a: str(a["detail"])),
+        ("DETAIL", lambda a: " — ".join(filter(None, [str(a["detail"]), a.get("private_detail")]))),
     ]
     return Group(
         facts,
@@ -341,7 +363,7 @@ def describe(
 ) -> None:
     """Show a job: spec, state, allocation, why it waits, history and audit."""
     fmt = check_format(output)
-    job = client().get(f"/v1/jobs/{job_id}")
+    job = client().get(job_path(job_id))
     emit(job, fmt, lambda: _describe_table(job))
 
 
@@ -358,8 +380,8 @@ def cancel(
     """Cancel a job: SIGTERM, the grace period, then SIGKILL."""
     if grace is not None and not 0 <= grace <= 3600:
         fail(f"--grace: must be 0 to 3600 seconds (got {grace:g})")
-    job = client().post(f"/v1/jobs/{job_id}/cancel", {"grace_s": grace}).json()
-    stderr.print(f"cancel requested for job {job['id']} ({job['state']})", highlight=False)
+    job = client().post(job_path(job_id, "/cancel"), {"grace_s": grace}).json()
+    note(f"cancel requested for job {job['id']} ({job['state']})")
 
 
 def logs(
@@ -391,7 +413,8 @@ def history(
 ) -> None:
     """Finished jobs, newest first, as Slurm's sacct (-o json/yaml include each job's events)."""
     fmt = check_format(output)
-    if not 1 <= limit <= 10_000:
-        fail(f"--limit: must be 1 to 10000 (got {limit})")
-    rows: list[dict[str, Any]] = client().get("/v1/history", limit=limit)
+    _check_limit(limit)
+    rows, more = client().pages("/v1/history", limit)
     emit(rows, fmt, lambda: render_table(rows, HISTORY_COLUMNS))
+    if more:
+        note(f"showing the newest {len(rows)} finished jobs; older ones exist: raise --limit to see more")

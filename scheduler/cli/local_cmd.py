@@ -4,6 +4,15 @@
 labels), then `corral serve` as a background process (controller + API, SQLite store), and writes
 the context (API URL and token) that every other command reads. Everything lives under
 CORRAL_HOME, and Ray's files under a short directory derived from it, so two homes never collide.
+
+Secrets stay out of argv (which every user of the machine can read), logs and local.json: `up`
+generates one admin token, keeps it only in context.yaml (mode 0600) and hands it — and the
+database URL, which may hold a password — to its `serve` child through the environment
+(CORRAL_ADMIN_TOKEN, CORRAL_DB_URL). `serve` reads them from there, or from --admin-token-file /
+--db-url-file (e.g. a mounted Kubernetes Secret), and removes them from its own environment. Team
+tokens are made with `corral token create`. Only `up`, whose Ray cluster is private on 127.0.0.1,
+turns Ray's token authentication off (RAY_AUTH_MODE=disabled in its children's environment);
+`serve` leaves Ray's authentication as its environment sets it.
 """
 
 from __future__ import annotations
@@ -11,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -25,14 +33,16 @@ from typing import Annotated, Any
 import httpx
 import psutil
 import typer
-import yaml
 
-from scheduler.cli.context import Context, corral_home, save_context
+from scheduler.api.limits import DEFAULT_BURST, DEFAULT_FOLLOWERS, DEFAULT_RATE
+from scheduler.cli.client import token_problem
+from scheduler.cli.context import Context, ContextError, corral_home, file_token, save_context
 from scheduler.cli.errors import EXIT_UNREACHABLE, EXIT_USAGE, fail
 from scheduler.control.config import default_cluster_yaml, load_live_config
 from scheduler.sim.cluster_file import ClusterFileError
 
 STATE_FILE = "local.json"
+MIN_ADMIN_TOKEN = 16
 
 
 def _ray_root(home: Path) -> Path:
@@ -74,10 +84,34 @@ def _health(api_url: str) -> dict[str, Any] | None:
         return None
 
 
-def _default_tokens(queues: list[str]) -> dict[str, Any]:
-    entries = [{"token": secrets.token_urlsafe(24), "team": "admin", "admin": True}]
-    entries += [{"token": secrets.token_urlsafe(24), "team": q, "admin": False} for q in queues]
-    return {"tokens": entries}
+def _hide_password(url: str) -> str | None:
+    """The database URL without its password; None if it is not a URL at all."""
+    from sqlalchemy.engine import make_url  # SQLAlchemy takes a while to import: only here
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return None
+
+
+def url_for_humans(url: str, option: str = "--db") -> str:
+    """The database URL without its password (for local.json, messages and `corral status`)."""
+    shown = _hide_password(url)
+    if shown is None:
+        fail(f"{option}: not a database URL: use sqlite:///PATH or postgresql://USER@HOST/DB", EXIT_USAGE)
+    return shown
+
+
+def _admin_token() -> str:
+    """The admin token `up` hands to `serve`: the one context.yaml holds, else a new one."""
+    from scheduler.store.token_store import new_token  # imports SQLAlchemy's schema: only here
+
+    try:
+        kept = file_token()
+    except ContextError:
+        kept = None
+    return kept if kept is not None and token_problem(kept) is None else new_token()
 
 
 def up(
@@ -91,11 +125,13 @@ def up(
     config: Annotated[
         Path | None, typer.Option(help="Your own cluster file (nodes, queues, priority classes, policy).")
     ] = None,
-    tokens: Annotated[
-        Path | None, typer.Option(help="Tokens file (token → team/admin); default: generated.")
-    ] = None,
     port: Annotated[int, typer.Option(help="API port on 127.0.0.1 (0: a free one).")] = 0,
-    db: Annotated[str | None, typer.Option(help="Database URL (default: SQLite in CORRAL_HOME).")] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="Database URL (default: CORRAL_DB_URL, else SQLite in CORRAL_HOME).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Start the embedded local Corral: a Ray cluster of simulated GPU nodes, the controller and the API."""
     home = corral_home()
@@ -130,18 +166,8 @@ def up(
             live = load_live_config(cluster_file)
     except ClusterFileError as exc:
         fail(f"--config: {exc}", EXIT_USAGE)
-    tokens_file = home / "tokens.yaml"
-    if tokens is not None:
-        if not tokens.is_file():
-            fail(f"--tokens: {tokens} does not exist (give a YAML file with tokens: [...])", EXIT_USAGE)
-        shutil.copyfile(tokens, tokens_file)
-    elif not tokens_file.exists():
-        tokens_file.write_text(yaml.safe_dump(_default_tokens([q.name for q in live.cluster.queues])))
-    tokens_file.chmod(0o600)
-    table = yaml.safe_load(tokens_file.read_text()) or {}
-    admin = next((t for t in table.get("tokens", []) if t.get("admin")), None)
-    if admin is None:
-        fail(f"--tokens: {tokens_file} has no admin token (add one with admin: true)", EXIT_USAGE)
+    db_url = db or os.environ.get("CORRAL_DB_URL") or f"sqlite:///{home / 'corral.db'}"
+    shown_db = url_for_humans(db_url)
 
     root = _ray_root(home)
     t0 = time.monotonic()
@@ -164,22 +190,36 @@ def up(
     api_url = f"http://127.0.0.1:{api_port}"
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
-    db_url = db or f"sqlite:///{home / 'corral.db'}"
+    # The admin token is in context.yaml before serve stores its digest: a failed start is retried
+    # with the same token.
+    admin_token = _admin_token()
+    save_context(Context(api_url=api_url, token=admin_token))
     argv = [
         sys.executable, "-m", "scheduler.cli", "serve",
-        "--config", str(cluster_file), "--tokens", str(tokens_file), "--db", db_url,
-        "--ray-address", address, "--log-dir", str(logs / "jobs"), "--port", str(api_port),
+        "--config", str(cluster_file), "--ray-address", address,
+        "--log-dir", str(logs / "jobs"), "--port", str(api_port),
     ]  # fmt: skip
+    child_env = {
+        **{k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_API_URL")},
+        "CORRAL_ADMIN_TOKEN": admin_token,
+        "CORRAL_DB_URL": db_url,
+        "RAY_AUTH_MODE": "disabled",  # this Ray cluster listens on 127.0.0.1 only
+    }
     with open(logs / "controller.log", "ab") as out:
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=child_env,
         )
     state = {
         "pid": proc.pid,
         "api_url": api_url,
         "ray_address": address,
         "ray_root": str(root),
-        "db_url": db_url,
+        "db_url": shown_db,  # without its password
         "config": str(cluster_file),
     }
     (home / STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -190,9 +230,8 @@ def up(
             tail = " | ".join(log_file.read_text(errors="replace").splitlines()[-5:])
             fail(f"the controller did not come up; last lines of {log_file}: {tail}", 1)
         time.sleep(0.2)
-    save_context(Context(api_url=api_url, token=str(admin["token"])))
     print(
-        f"corral is up in {time.monotonic() - t0:.0f} s: API {api_url}, Ray {address}, store {db_url}\n"
+        f"corral is up in {time.monotonic() - t0:.0f} s: API {api_url}, Ray {address}, store {shown_db}\n"
         f"  CORRAL_HOME={home}; try: corral submit --gpus 1 -- echo hello; corral jobs; corral down",
         file=sys.stderr,
     )
@@ -236,6 +275,8 @@ def status(
 
     ray_up = LocalRayCluster(Path(state["ray_root"]) if state.get("ray_root") else _ray_root(home)).is_up()
     server = _server_alive(state)
+    stored_db = state.get("db_url")
+    shown_db = (_hide_password(stored_db) or "(not a database URL)") if isinstance(stored_db, str) else None
     report = {
         "home": str(home),
         "api_url": api_url or None,
@@ -246,7 +287,7 @@ def status(
             "pid": state.get("pid") if server else None,
         },
         "api": {"state": "up" if health is not None else "down"},
-        "store": {"url": state.get("db_url"), "state": (health or {}).get("store", "unknown")},
+        "store": {"url": shown_db, "state": (health or {}).get("store", "unknown")},
     }
     if output == "json":
         print(json.dumps(report, indent=2))
@@ -255,34 +296,120 @@ def status(
         print(f"api         {report['api']['state']:<6} {api_url or '-'}")  # type: ignore[index]
         print(f"controller  {report['controller']['state']}")  # type: ignore[index]
         print(f"ray         {report['ray']['state']:<6} {state.get('ray_address') or '-'}")  # type: ignore[index]
-        print(f"store       {state.get('db_url') or '-'}")
+        print(f"store       {shown_db or '-'}")
     all_up = ray_up and health is not None and health.get("controller") == "ok"
     if not all_up:
         raise SystemExit(EXIT_UNREACHABLE)
 
 
+def _secret_file(path: Path, option: str, what: str) -> str:
+    """One secret from a file (e.g. a mounted Kubernetes Secret): its one line, without the newline."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        fail(f"{option}: cannot read {path} ({reason}): give a readable file holding {what}", EXIT_USAGE)
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        fail(f"{option}: {path} must hold {what} on one line (found {len(lines)} lines)", EXIT_USAGE)
+    return lines[0].strip()
+
+
+def _check_admin_token(token: str, where: str) -> str:
+    problem = token_problem(token)
+    if problem is not None:
+        fail(f"{where}: the admin token holds {problem}: use printable ASCII without spaces", EXIT_USAGE)
+    if len(token) < MIN_ADMIN_TOKEN:
+        fail(
+            f"{where}: the admin token is {len(token)} characters: use at least {MIN_ADMIN_TOKEN} random "
+            "characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+            EXIT_USAGE,
+        )
+    return token
+
+
 def serve(
     config: Annotated[Path, typer.Option(help="Cluster file (queues, priority classes, policy).")],
-    tokens: Annotated[Path, typer.Option(help="Tokens file.")],
     ray_address: Annotated[str, typer.Option(help="Ray GCS address host:port.")],
-    db: Annotated[str, typer.Option(help="Database URL (sqlite:///... or postgresql://...).")],
     log_dir: Annotated[Path, typer.Option(help="Directory of the per-job logs.")],
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="Database URL (sqlite:///... or postgresql://...). Prefer CORRAL_DB_URL or --db-url-file "
+            "when it holds a password: a process's arguments are visible to every user of the machine."
+        ),
+    ] = None,
+    db_url_file: Annotated[
+        Path | None, typer.Option(help="A file holding the database URL (e.g. a mounted Secret).")
+    ] = None,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(help="A file holding the bootstrap admin token (default: CORRAL_ADMIN_TOKEN)."),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port.")] = 8470,
     job_info_metrics: Annotated[
         bool,
         typer.Option(help="Also export corral_job_info{job_id,queue,node} (one series per running job)."),
     ] = False,
+    rate_limit: Annotated[
+        float, typer.Option(min=0.1, help="Requests per second per token (admin tokens are exempt).")
+    ] = DEFAULT_RATE,
+    rate_burst: Annotated[
+        int, typer.Option(min=1, help="Requests a token may send at once.")
+    ] = DEFAULT_BURST,
+    max_log_followers: Annotated[
+        int, typer.Option(min=1, help="Concurrent `logs -f` streams per token.")
+    ] = DEFAULT_FOLLOWERS,
 ) -> None:
     """Run the controller and the API in the foreground (what `corral up` starts; Helm runs this too)."""
-    from scheduler.control.service import ServeOptions
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    from scheduler.api.deps import ApiSettings
+    from scheduler.control.service import ServeError, ServeOptions
     from scheduler.control.service import serve as run_service
     from scheduler.store.controller_lock import ControllerLockHeld
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Read the secrets, then drop them from the environment: nothing this process starts inherits them.
+    env_db = os.environ.pop("CORRAL_DB_URL", None)
+    env_token = os.environ.pop("CORRAL_ADMIN_TOKEN", None)
+    if db is not None:
+        db_url = db
+    elif db_url_file is not None:
+        db_url = _secret_file(db_url_file, "--db-url-file", "the database URL")
+    elif env_db:
+        db_url = env_db
+    else:
+        fail("--db: give the database URL with CORRAL_DB_URL, --db-url-file PATH or --db URL", EXIT_USAGE)
+    shown_db = url_for_humans(db_url)
+    admin_token: str | None = None
+    if admin_token_file is not None:
+        where = f"--admin-token-file {admin_token_file}"
+        admin_token = _check_admin_token(
+            _secret_file(admin_token_file, "--admin-token-file", "a token"), where
+        )
+    elif env_token:
+        admin_token = _check_admin_token(env_token.strip(), "CORRAL_ADMIN_TOKEN")
+    options = ServeOptions(
+        config,
+        db_url,
+        ray_address,
+        log_dir,
+        host,
+        port,
+        job_info_metrics,
+        admin_token=admin_token,
+        api=ApiSettings(rate_per_s=rate_limit, burst=rate_burst, max_followers=max_log_followers),
+    )
     try:
-        run_service(ServeOptions(config, tokens, db, ray_address, log_dir, host, port, job_info_metrics))
+        run_service(options)
     except ClusterFileError as exc:
         fail(f"--config: {exc}", EXIT_USAGE)
-    except ControllerLockHeld as exc:
-        fail(f"{exc}: stop it first (corral down, or kill that `corral serve`)", EXIT_USAGE)
+    except (ServeError, ControllerLockHeld) as exc:
+        hint = ": stop it first (corral down, or kill that `corral serve`)"
+        fail(f"{exc}{hint if isinstance(exc, ControllerLockHeld) else ''}", EXIT_USAGE)
+    except ArgumentError:
+        fail("--db: not a database URL: use sqlite:///PATH or postgresql://USER@HOST/DB", EXIT_USAGE)
+    except DBAPIError as exc:  # the driver's first line names the problem, never the password
+        reason = " ".join(str(exc.orig).split())[:200] if exc.orig is not None else type(exc).__name__
+        fail(f"--db: cannot open the database at {shown_db}: {reason}", 1)

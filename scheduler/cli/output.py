@@ -1,10 +1,19 @@
 """Rendering for read commands: `-o table` (rich), `-o json`, `-o yaml`. Data goes to stdout only;
-messages go to stderr, so `corral jobs -o json | jq` always gets clean JSON."""
+messages go to stderr, so `corral jobs -o json | jq` always gets clean JSON.
+
+Everything a user (or another team) could have written — job names, commands, reasons, messages,
+descriptions — reaches the terminal through `safe()`: control characters and escape sequences are
+shown as `\x1b`, `\n` and so on, never sent raw (a job name must not be able to move the cursor,
+recolour the screen or forge lines), and table cells are plain `Text`, so rich markup in data
+(`[red]`) is printed as written, not interpreted. JSON and YAML output carry the data as it is
+(both formats escape control characters themselves).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
@@ -13,6 +22,7 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from scheduler.cli.errors import fail
 
@@ -23,7 +33,9 @@ __all__ = [
     "check_format",
     "duration",
     "emit",
+    "note",
     "render_table",
+    "safe",
     "stderr",
     "stdout",
 ]
@@ -40,10 +52,34 @@ stdout = Console(soft_wrap=False, width=_PIPED_WIDTH)
 stderr = Console(stderr=True, soft_wrap=True)
 
 
+# C0 and C1 controls, DEL, and the Unicode format characters that reorder or hide text (bidi
+# overrides, zero-width joiners): each is shown as an escape instead of acting on the terminal.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def safe(text: object) -> str:
+    """`text` with every control character escaped (`\x1b`, `\n`, ...): safe to print."""
+    return _UNSAFE.sub(_escape, str(text))
+
+
+def note(message: str) -> None:
+    """A message for the user on stderr (never data), escaped, without rich markup."""
+    print(safe(message), file=sys.stderr, flush=True)
+
+
 def check_format(fmt: str) -> str:
     value = fmt.lower()
     if value not in FORMATS:
-        fail(f"--output: must be table, json or yaml (got {fmt!r})")
+        fail(f"--output: must be table, json or yaml (got '{safe(fmt)[:40]}')")
     return value
 
 
@@ -60,7 +96,7 @@ def render_table(
     for header, _ in columns:
         table.add_column(header, overflow="fold", no_wrap=header not in ("REASON", "LABELS", "JOBS"))
     for row in rows:
-        table.add_row(*(cell(row) for _, cell in columns))
+        table.add_row(*(Text(safe(cell(row))) for _, cell in columns))
     return table
 
 

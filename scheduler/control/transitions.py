@@ -294,7 +294,21 @@ def apply_plan(
         elif isinstance(decision, Preempt):
             if rec.state in (JobState.STARTING, JobState.RUNNING) and rec.stop_reason is None:
                 request_stop(rec, StopReason.PREEMPT, rec.job.spec.grace_period_s, now, step)
-                step.note(rec, "PREEMPTING", now, f"{decision.reason} (for job {decision.for_job})")
+                # The victim's team reads why, never who: the preemptor (its id, its queue) goes to
+                # the private detail, which only an admin or the preemptor's team may read.
+                public = preemption_words(decision.rule)
+                private = f"for job {decision.for_job}: {decision.reason}"
+                step.events.append(
+                    EventRecord(
+                        rec.id,
+                        now,
+                        "PREEMPTING",
+                        public,
+                        rec.job.restart_count,
+                        private_detail=private,
+                        related_job=decision.for_job,
+                    )
+                )
                 step.audit.append(
                     AuditRecord(
                         now,
@@ -303,7 +317,9 @@ def apply_plan(
                         rec.job.restart_count,
                         nodes=rec.allocation.node_ids if rec.allocation else (),
                         data_region=rec.job.spec.data_region,
-                        detail=f"for job {decision.for_job}: {decision.reason}",
+                        detail=public,
+                        private_detail=private,
+                        related_job=decision.for_job,
                     )
                 )
         elif isinstance(decision, Reject) and rec.state is JobState.PENDING:
@@ -314,6 +330,19 @@ def apply_plan(
         reason = plan.reason_for(job_id).message
         if reason != rec.pending_reason:
             step.pending_reasons[job_id] = reason
+
+
+_PREEMPTION_WORDS = {
+    "priority": "preempted for a job of a higher priority class",
+    "reclaim": "its queue ran on borrowed quota, which the lending queue took back",
+    "service": "preempted for a job with less attained GPU time (it has run long; it resumes later)",
+}
+
+
+def preemption_words(rule: str) -> str:
+    """What the victim's team is told for a Preempt's rule ("priority", "reclaim", "service", or
+    several joined by ","): the reason without naming the other job or its queue."""
+    return "; ".join(_PREEMPTION_WORDS[r] for r in rule.split(",") if r in _PREEMPTION_WORDS) or "preempted"
 
 
 def reject(rec: JobRecord, reason: str, now: float, step: Step) -> None:

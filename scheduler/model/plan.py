@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scheduler.model.job import PendingCode, PendingReason
 
@@ -18,11 +18,17 @@ class NodeAllocation(BaseModel):
 
 
 class Allocation(BaseModel):
-    """Which GPUs of which nodes a job holds: the unit of truth for 'who holds which GPU'."""
+    """Which GPUs of which nodes a job holds: the unit of truth for 'who holds which GPU'.
+
+    `borrowed_gpus`: how many of them were above its queue's nominal quota when it was placed
+    (borrowed from the cohort). Such a job may always be reclaimed by a lending queue, whatever
+    protection it asked for (Kueue's rule): protection is only granted on a queue's own quota.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     nodes: tuple[NodeAllocation, ...]
+    borrowed_gpus: int = Field(default=0, ge=0)
 
     @property
     def gpus(self) -> int:
@@ -47,8 +53,17 @@ class Place(BaseModel):
     reason: str = ""
 
 
+PREEMPT_RULES = ("priority", "reclaim", "service")
+"""Why a job may be preempted: for a higher priority class, for a queue taking back its lent quota,
+or for a job with less attained service (Tiresias)."""
+
+
 class Preempt(BaseModel):
-    """Stop `job_id` (with its grace period) so that `for_job` can start; it is requeued."""
+    """Stop `job_id` (with its grace period) so that `for_job` can start; it is requeued.
+
+    `rule` is what the victim's team may be told (PREEMPT_RULES, joined by "," if several, in that
+    order); `reason` names jobs and queues and is for administrators only.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -56,6 +71,15 @@ class Preempt(BaseModel):
     job_id: str
     for_job: str
     reason: str
+    rule: str = "priority"
+
+    @field_validator("rule")
+    @classmethod
+    def _check_rule(cls, value: str) -> str:
+        parts = value.split(",")
+        if not parts or any(p not in PREEMPT_RULES for p in parts) or len(set(parts)) != len(parts):
+            raise ValueError(f"must be one or more of {','.join(PREEMPT_RULES)} joined by ',', got {value!r}")
+        return value
 
 
 class Reserve(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import IO
 
@@ -22,6 +23,8 @@ from scheduler.store.errors import LockLost
 from scheduler.store.store import Store
 
 _PG_KEY = 0x636F7272616C03
+_RETAKE_TRIES = 10  # over about 2 s
+_RETAKE_PAUSE_S = 0.2
 
 
 class ControllerLockHeld(RuntimeError):
@@ -79,12 +82,18 @@ class ControllerLock:
             self._connection.invalidate()
             self._connection.close()
         self._connection = None
-        try:
-            again = _try_pg_lock(self._store)
-        except sa.exc.SQLAlchemyError as exc:
-            raise LockLost(
-                f"its connection failed ({cause}) and the database cannot be reached: {exc}"
-            ) from None
+        again: Connection | None = None
+        for attempt in range(_RETAKE_TRIES):  # the dead session's lock goes when its backend exits
+            if attempt:
+                time.sleep(_RETAKE_PAUSE_S)
+            try:
+                again = _try_pg_lock(self._store)
+            except sa.exc.SQLAlchemyError as exc:
+                raise LockLost(
+                    f"its connection failed ({cause}) and the database cannot be reached: {exc}"
+                ) from None
+            if again is not None:
+                break
         if again is None:
             raise LockLost(f"its connection failed ({cause}) and another controller holds it now")
         self._connection = again

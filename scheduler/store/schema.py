@@ -133,3 +133,27 @@ node_cordons = sa.Table(
     sa.Column("at", sa.Float(), nullable=False),
     sa.Column("by", sa.String(128), nullable=False),
 )
+
+# API tokens: only the SHA-256 digest of a token is kept (the token itself is shown once, at
+# creation); `prefix` is a short, non-secret start of it so people can tell their tokens apart.
+# Limits: queues (null = every queue), the highest priority class (null = any), whether jobs may be
+# protected from preemption beyond the policy's default, and GPUs per job (null = no cap).
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("description", sa.Text(), nullable=False),
+    sa.Column("team", sa.String(128), nullable=False),
+    sa.Column("admin", sa.Boolean(), nullable=False),
+    sa.Column("queues", JSON, nullable=True),
+    sa.Column("max_priority", sa.String(64), nullable=True),
+    sa.Column("allow_protection", sa.Boolean(), nullable=False),
+    sa.Column("max_gpus_per_job", sa.Integer(), nullable=True),
+    sa.Column("created_at", sa.Float(), nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("revoked_at", sa.Float(), nullable=True),
+    sa.UniqueConstraint("digest", name="uq_tokens_digest"),
+    sqlite_autoincrement=True,
+)

@@ -41,6 +41,7 @@ __all__ = [
 _TERMINAL = [s.value for s in TERMINAL_STATES]
 _SUBMIT_RETRIES = 3
 _INSERT_EVENT = sa.insert(events)
+_MAX_ID = 2**63 - 1
 
 
 class Store:
@@ -182,7 +183,7 @@ class Store:
 
     def request_cancel(self, job_id: str, grace_s: float | None, now: float) -> JobRecord:
         """Record a cancel request (once, and only for a live job); the controller carries it out."""
-        pk = codec.job_pk(job_id)
+        pk = _pk(job_id)
         if pk is None:
             raise JobNotFound(job_id)
         with engines.write(self._engine) as connection:
@@ -200,7 +201,7 @@ class Store:
     # --- reads -----------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRecord | None:
-        pk = codec.job_pk(job_id)
+        pk = _pk(job_id)
         if pk is None:
             return None
         with engines.read(self._engine) as connection:
@@ -215,8 +216,14 @@ class Store:
         states: Collection[JobState] | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        after: int | None = None,
     ) -> list[JobRecord]:
-        query = sa.select(jobs).order_by(jobs.c.id.desc() if newest_first else jobs.c.id).limit(limit)
+        """Jobs by id (newest first if asked); `after` is the last id of the previous page, and the
+        page continues in the same order (older ids when newest first)."""
+        order = jobs.c.id.desc() if newest_first else jobs.c.id
+        query = sa.select(jobs).order_by(order).limit(limit)
+        if after is not None:
+            query = query.where(jobs.c.id < after if newest_first else jobs.c.id > after)
         if team is not None:
             query = query.where(jobs.c.team == team)
         if queue is not None:
@@ -224,6 +231,24 @@ class Store:
         if states is not None:
             query = query.where(jobs.c.state.in_([s.value for s in states]))
         return self._records(query)
+
+    def states(self, job_ids: Collection[str]) -> dict[str, JobState]:
+        """The state of each of these jobs that exists (one query, for many log followers at once)."""
+        keys = [pk for pk in map(_pk, job_ids) if pk is not None]
+        if not keys:
+            return {}
+        query = sa.select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(keys))
+        with engines.read(self._engine) as connection:
+            return {str(job_id): JobState(state) for job_id, state in connection.execute(query)}
+
+    def teams(self, job_ids: Collection[str]) -> dict[str, str]:
+        """The team of each of these jobs that exists."""
+        keys = [pk for pk in map(_pk, job_ids) if pk is not None]
+        if not keys:
+            return {}
+        query = sa.select(jobs.c.id, jobs.c.team).where(jobs.c.id.in_(keys))
+        with engines.read(self._engine) as connection:
+            return {str(job_id): team for job_id, team in connection.execute(query)}
 
     def active(self) -> list[JobRecord]:
         return self._records(sa.select(jobs).where(jobs.c.state.not_in(_TERMINAL)).order_by(jobs.c.id))
@@ -249,7 +274,7 @@ class Store:
             return {(queue, state): n for queue, state, n in connection.execute(query)}
 
     def events(
-        self, job_id: str | None = None, *, after_seq: int = 0, limit: int = 1000
+        self, job_id: str | None = None, *, after_seq: int = 0, limit: int | None = 1000
     ) -> list[EventRecord]:
         query = sa.select(events).where(events.c.seq > after_seq).order_by(events.c.seq).limit(limit)
         if job_id is not None:
@@ -257,10 +282,34 @@ class Store:
         with engines.read(self._engine) as connection:
             return [codec.event_record(row) for row in connection.execute(query).mappings()]
 
-    def audit(self, job_id: str | None = None, *, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+    def events_of(self, job_ids: Collection[str]) -> dict[str, list[EventRecord]]:
+        """Every event of these jobs in one query, by job id, each list in order."""
+        out: dict[str, list[EventRecord]] = {job_id: [] for job_id in job_ids}
+        if not out:
+            return out
+        query = sa.select(events).where(events.c.job_id.in_(list(out))).order_by(events.c.seq)
+        with engines.read(self._engine) as connection:
+            for row in connection.execute(query).mappings():
+                event = codec.event_record(row)
+                out[event.job_id].append(event)
+        return out
+
+    def audit(
+        self,
+        job_id: str | None = None,
+        *,
+        after_seq: int = 0,
+        limit: int | None = 1000,
+        team: str | None = None,
+    ) -> list[AuditRecord]:
+        """Audit entries in order; `team` keeps those of its jobs, in SQL, so a page is never short."""
         query = sa.select(audit).where(audit.c.seq > after_seq).order_by(audit.c.seq).limit(limit)
         if job_id is not None:
             query = query.where(audit.c.job_id == job_id)
+        if team is not None:
+            # audit.job_id is text (history never makes a write fail): compare with the id as text
+            owned = sa.select(sa.cast(jobs.c.id, sa.String)).where(jobs.c.team == team)
+            query = query.where(audit.c.job_id.in_(owned))
         with engines.read(self._engine) as connection:
             return [codec.audit_record(row) for row in connection.execute(query).mappings()]
 
@@ -294,6 +343,12 @@ def _next_change_seq(dialect: str) -> Any:
         return CHANGE_SEQ.next_value()
     newest = jobs.alias("newest")  # an alias, so that an UPDATE of jobs does not correlate it away
     return sa.select(sa.func.coalesce(sa.func.max(newest.c.change_seq), 0) + 1).scalar_subquery()
+
+
+def _pk(job_id: str) -> int | None:
+    """The key of a job id, or None for one that names no job (also beyond 64 bits)."""
+    pk = codec.job_pk(job_id)
+    return pk if pk is not None and pk <= _MAX_ID else None
 
 
 def _same_spec(existing: JobRecord, spec: JobSpec, team: str) -> JobRecord:

@@ -1,7 +1,13 @@
-"""A real API over a real SQLite store, with a small controller on the real policy, for the API and
-CLI tests.
+"""The real API over a real SQLite store and the real Controller, for the API and CLI tests.
 
-    tokens: tok-a → team ml-a, tok-b → team ml-b, tok-admin → team ops (admin)
+Jobs move as in production: the controller places them (decide()) and starts them on a scripted
+backend (tests/control/scripted.py), which reports STARTED and EXITED when a test says so
+(`start`, `finish`). Tokens are made as an admin makes them: the bootstrap admin token is stored
+the way `corral serve` stores it, and every team token is created through POST /v1/tokens.
+
+    tokens: a → team ml-a, b → team ml-b, vision → team vision (queues: ml-b only),
+            limited → team ml-a (max priority normal, at most 8 GPUs per job),
+            revoked → team ml-a (revoked), admin → the bootstrap admin (team admin)
     cluster: cn-north 2×8 H100 + 1×8 A100, eu-west 2×8 H100; queues ml-a, ml-b, default
 """
 
@@ -13,26 +19,27 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, Protocol
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from scheduler.api.app import create_app
-from scheduler.api.auth import TokenTable
+from scheduler.api.app import ApiSettings, create_app
+from scheduler.backends.base import EventKind
 from scheduler.clock import WallClock
-from scheduler.control.spec_check import check_spec
-from scheduler.control.view import ClusterView, DryRun, NodeStatus, QueueStatus
-from scheduler.model.job import Job, JobSpec, JobState
-from scheduler.model.plan import Allocation, NodeAllocation, Place, Reject
-from scheduler.model.queue import ClusterConfig
-from scheduler.model.snapshot import ClusterSnapshot, RunningJob
-from scheduler.policy.config import PolicyConfig
-from scheduler.policy.decide import decide
-from scheduler.sim.cluster_file import parse_cluster
-from scheduler.store.records import Batch, JobRecord
+from scheduler.control.config import LiveConfig, parse_live_config
+from scheduler.control.controller import Controller
+from scheduler.model.cluster import Node
+from scheduler.model.job import Job, JobState
+from scheduler.model.plan import Allocation
+from scheduler.store.records import JobRecord
 from scheduler.store.store import Store
+from scheduler.store.token_store import TokenStore
+from tests.control.scripted import ScriptedBackend
 
 CLUSTER_YAML = """
 regions:
@@ -48,141 +55,173 @@ queues:
   - {name: ml-b, cohort: c, quota: {H100: 16}}
   - {name: default, cohort: c, quota: {H100: 0}}
 """
-
-TOKENS_YAML = """
-tokens:
-  - {token: tok-a, team: ml-a}
-  - {token: tok-b, team: ml-b}
-  - {token: tok-admin, team: ops, admin: true}
-  - {token: tok-vision, team: vision, queues: [ml-b]}
-"""
+# No protection from preemption by default: preemption tests need not wait, and any min_runtime_s
+# above 0 is "protection" a token must be allowed.
+LIVE_YAML = CLUSTER_YAML + "policy:\n  default_min_runtime_s: 0\n"
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKENS = {"a": "tok-a", "b": "tok-b", "admin": "tok-admin", "vision": "tok-vision"}
+ADMIN_TOKEN = "corral_bootstrap-admin-token-of-the-api-tests"
+WAIT_S = 10.0
+TEAM_TOKENS: dict[str, dict[str, Any]] = {
+    "a": {"team": "ml-a"},
+    "b": {"team": "ml-b"},
+    "vision": {"team": "vision", "queues": ["ml-b"]},
+    "limited": {"team": "ml-a", "max_priority": "normal", "max_gpus_per_job": 8},
+    "revoked": {"team": "ml-a", "description": "revoked at once"},
+}
 HOLDING = (JobState.STARTING, JobState.RUNNING, JobState.PREEMPTING)
 
 
-def auth(who: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {TOKENS[who]}"}
+class Http(Protocol):
+    """What the tests need of an HTTP client (TestClient, httpx.Client)."""
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response: ...
+
+    def delete(self, url: str, **kwargs: Any) -> httpx.Response: ...
 
 
-class FakeController:
-    """A ControllerHandle over the store and the real policy (no backend: jobs move by `run`)."""
+class ThreadSafeBackend(ScriptedBackend):
+    """The scripted backend, driven from the test thread while the controller thread polls it;
+    an event wakes the controller at once (as RayBackend's do)."""
 
-    def __init__(self, store: Store, cluster: ClusterConfig) -> None:
-        self.store = store
-        self.cluster = cluster
-        self.policy = PolicyConfig()
-        self.wakes = 0
+    def __init__(self, nodes: list[Node]) -> None:
+        super().__init__(nodes)
+        self._lock = threading.Lock()
+        self.on_event: Callable[[], None] | None = None
 
-    def _running(self) -> list[RunningJob]:
-        out = []
-        nodes = {n.id: n for n in self.cluster.nodes}
-        for r in self.store.jobs(states=HOLDING):
-            if r.allocation is not None:
-                first = nodes[r.allocation.nodes[0].node]
-                out.append(RunningJob(r.job, r.allocation, first.pool, r.job.started_at or 0.0))
-        return out
+    def start(self, job: Job, allocation: Allocation) -> None:
+        with self._lock:
+            super().start(job, allocation)
 
-    def _snapshot(self, pending: list[Job]) -> ClusterSnapshot:
-        c = self.cluster
-        return ClusterSnapshot.build(c.nodes, c.queues, c.priority_classes, pending, self._running())
+    def stop(self, job: Job, grace_s: float) -> None:
+        with self._lock:
+            super().stop(job, grace_s)
 
-    def view(self) -> ClusterView:
-        records = self.store.jobs(states=[JobState.PENDING, *HOLDING])
-        used: dict[str, int] = {}
-        on_node: dict[str, list[str]] = {}
-        per_queue: dict[str, dict[str, int]] = {}
-        nodes = {n.id: n for n in self.cluster.nodes}
-        for r in records:
-            if r.allocation is None:
-                continue
-            for n in r.allocation.nodes:
-                used[n.node] = used.get(n.node, 0) + len(n.gpus)
-                on_node.setdefault(n.node, []).append(r.id)
-                q = per_queue.setdefault(r.job.spec.queue, {})
-                gpu_type = nodes[n.node].gpu_type
-                q[gpu_type] = q.get(gpu_type, 0) + len(n.gpus)
-        pending = [r for r in records if r.state is JobState.PENDING]
-        queues = [
-            QueueStatus(
-                queue=q,
-                used=per_queue.get(q.name, {}),
-                borrowed=max(0, sum(per_queue.get(q.name, {}).values()) - sum(q.quota.values())),
-                pending=sum(1 for r in pending if r.job.spec.queue == q.name),
-                running=sum(1 for r in records if r.allocation and r.job.spec.queue == q.name),
-            )
-            for q in self.cluster.queues
-        ]
-        return ClusterView(
-            nodes=[
-                NodeStatus(n, used.get(n.id, 0), tuple(on_node.get(n.id, ()))) for n in self.cluster.nodes
-            ],
-            queues=queues,
-            priority_classes=self.cluster.priority_classes,
-            time=time.time(),
-            queue_positions={r.id: i + 1 for i, r in enumerate(pending)},
+    def poll(self) -> list[Any]:
+        with self._lock:
+            return super().poll()
+
+    def stops_of(self, job_id: str) -> list[tuple[str, int, float]]:
+        with self._lock:
+            return [s for s in self.stopped if s[0] == job_id]
+
+    def emit(self, kind: EventKind, job_id: str, attempt: int, t: float, code: int | None = None) -> None:
+        with self._lock:
+            super().emit(kind, job_id, attempt, t, code)
+        if self.on_event is not None:
+            self.on_event()
+
+
+class Harness:
+    """Store, controller, backend and app in the folder `tmp`; `open()` starts the controller."""
+
+    def __init__(self, tmp: Path, settings: ApiSettings | None = None) -> None:
+        self.config: LiveConfig = parse_live_config(LIVE_YAML)
+        self.clock = WallClock()
+        self.store = Store.open(f"sqlite:///{tmp / 'corral.db'}")
+        self.tokens = TokenStore(self.store.engine)
+        self.tokens.ensure_admin(ADMIN_TOKEN, self.clock.now())  # what `corral serve` does
+        self.backend = ThreadSafeBackend(list(self.config.cluster.nodes))
+        self.controller = Controller(
+            self.store, self.backend, self.config, self.clock, poll_s=0.02, min_decide_interval_s=0.0
+        )
+        self.log_dir = tmp / "logs"
+        self.log_dir.mkdir()
+        # as `corral serve` does: "protection" is what the policy's default does not give
+        self.settings = replace(
+            settings or ApiSettings(log_poll_s=0.05),
+            default_min_runtime_s=self.config.policy.default_min_runtime_s,
+        )
+        self.app: FastAPI = create_app(
+            self.store, self.controller, self.tokens, self.log_dir, self.clock, settings=self.settings
+        )
+        self.secrets: dict[str, str] = {"admin": ADMIN_TOKEN}
+
+    def open(self) -> None:
+        self.controller.start()
+        until(lambda: self.controller.cycles > 0, "the controller's first cycle")
+
+    def close(self) -> None:
+        self.controller.stop()
+        self.store.close()
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secrets[who]}"}
+
+    def make_tokens(self, http: Http) -> None:
+        """Create the team tokens through POST /v1/tokens (and revoke one), as an admin would."""
+        ids = {}
+        for who, body in TEAM_TOKENS.items():
+            r = http.post("/v1/tokens", json=body, headers=self.auth("admin"))
+            assert r.status_code == 201, r.text
+            self.secrets[who], ids[who] = r.json()["token"], r.json()["id"]
+        r = http.delete(f"/v1/tokens/{ids['revoked']}", headers=self.auth("admin"))
+        assert r.status_code == 200, r.text
+
+    def counts(self) -> tuple[int, int, int]:
+        """Rows of jobs, events and audit: a refused request must leave them as they were."""
+        return (
+            len(self.store.jobs()),
+            len(self.store.events(limit=None)),
+            len(self.store.audit(limit=None)),
         )
 
-    def check_spec(self, spec: JobSpec) -> JobSpec:
-        check_spec(spec, self.cluster.nodes, self.cluster.queues, self.cluster.priority_classes)
-        return spec
+    # --- moving jobs as the backend would report them ---------------------------------------------
 
-    def dry_run(self, spec: JobSpec, team: str) -> DryRun:
-        probe = Job(id="dry-run", spec=spec, team=team, submitted_at=time.time())
-        plan = decide(self._snapshot([probe]), self.policy, time.time())
-        for d in plan.decisions:
-            if isinstance(d, Place) and d.job_id == probe.id:
-                return DryRun(allocation=d.allocation, pending_reason=None)
-            if isinstance(d, Reject) and d.job_id == probe.id:
-                return DryRun(allocation=None, pending_reason=None, rejected=d.reason)
-        return DryRun(allocation=None, pending_reason=plan.reason_for(probe.id).message)
+    def wait_for(self, job_id: str, states: Collection[JobState], what: str = "") -> JobRecord:
+        record: JobRecord | None = None
 
-    def wake(self) -> None:
-        self.wakes += 1
+        def reached() -> bool:
+            nonlocal record
+            record = self.store.get(job_id)
+            return record is not None and record.state in states
 
-    def health(self) -> Mapping[str, str]:
-        return {"controller": "ok", "store": "ok"}
+        until(reached, what or f"job {job_id} in {sorted(s.value for s in states)}", self._why(job_id))
+        assert record is not None
+        return record
+
+    def _why(self, job_id: str) -> Callable[[], str]:
+        def why() -> str:
+            r = self.store.get(job_id)
+            return "missing" if r is None else f"{r.state.value}: {r.pending_reason}"
+
+        return why
+
+    def start(self, job_id: str) -> JobRecord:
+        """Wait until the controller placed the job, then report it started; the RUNNING record."""
+        placed = self.wait_for(job_id, HOLDING)
+        if placed.state is JobState.STARTING:
+            self.backend.emit(EventKind.STARTED, job_id, placed.job.restart_count, self.clock.now())
+        return self.wait_for(job_id, [JobState.RUNNING])
+
+    def finish(self, job_id: str, state: JobState = JobState.SUCCEEDED, exit_code: int = 0) -> JobRecord:
+        """End the job in `state` the way production does (run and exit, or cancel)."""
+        if state is JobState.CANCELLED:
+            self.store.request_cancel(job_id, 0.0, self.clock.now())
+            self.controller.wake()
+            record = self.wait_for(job_id, [JobState.CANCELLED, *HOLDING])
+            if record.state is not JobState.CANCELLED:
+                until(lambda: bool(self.backend.stops_of(job_id)), f"the stop of job {job_id}")
+                self.exit(job_id, 143)
+            return self.wait_for(job_id, [JobState.CANCELLED])
+        record = self.start(job_id)
+        self.exit(job_id, exit_code if state is not JobState.SUCCEEDED else 0)
+        return self.wait_for(job_id, [state])
+
+    def exit(self, job_id: str, code: int) -> None:
+        record = self.store.get(job_id)
+        assert record is not None
+        self.backend.emit(EventKind.EXITED, job_id, record.job.restart_count, self.clock.now(), code)
 
 
-def build(tmp: Path) -> tuple[FastAPI, Store, FakeController, Path]:
-    """(app, store, controller, log_dir) in the folder `tmp`."""
-    cluster = parse_cluster(CLUSTER_YAML)
-    store = Store.open(f"sqlite:///{tmp / 'corral.db'}")
-    store.sync_queues(list(cluster.queues))
-    (tmp / "tokens.yaml").write_text(TOKENS_YAML)
-    tokens = TokenTable.load(tmp / "tokens.yaml")
-    log_dir = tmp / "logs"
-    log_dir.mkdir()
-    controller = FakeController(store, cluster)
-    return create_app(store, controller, tokens, log_dir, WallClock()), store, controller, log_dir
-
-
-def start(store: Store, job_id: str, nodes: Mapping[str, tuple[int, ...]]) -> JobRecord:
-    """Move a PENDING job to RUNNING on `nodes` (what the controller would do)."""
-    record = store.get(job_id)
-    assert record is not None
-    allocation = Allocation(nodes=tuple(NodeAllocation(node=n, gpus=g) for n, g in nodes.items()))
-    now = time.time()
-    job = record.job.transition(JobState.STARTING, started_at=now).transition(JobState.RUNNING)
-    new = JobRecord(job=job, allocation=allocation, updated_at=now)
-    store.apply(Batch(updates=[new]))
-    return new
-
-
-def finish(store: Store, job_id: str, state: JobState = JobState.SUCCEEDED, exit_code: int = 0) -> None:
-    record = store.get(job_id)
-    assert record is not None
-    now = time.time()
-    # straight to the end state (the lifecycle table is the controller's business, not these tests')
-    changes = {
-        "state": state,
-        "finished_at": now,
-        "exit_code": exit_code,
-        "started_at": record.job.started_at or now,
-    }
-    job = record.job.model_copy(update=changes)
-    store.apply(Batch(updates=[JobRecord(job=job, updated_at=now)]))
+def until(done: Callable[[], bool], what: str, why: Callable[[], str] | None = None) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {WAIT_S} s waiting for {what}" + (f" ({why()})" if why else "")
+            )
+        time.sleep(0.01)
 
 
 def free_port() -> int:
@@ -216,6 +255,29 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+class Served:
+    """A Harness behind uvicorn, its controller running and its team tokens made: for CLI tests."""
+
+    def __init__(self, tmp: Path, settings: ApiSettings | None = None) -> None:
+        self.tmp = tmp
+        self.h = Harness(tmp, settings)
+        self.server = Server(self.h.app)
+
+    def __enter__(self) -> Served:
+        self.h.open()
+        self.server.__enter__()
+        with httpx.Client(base_url=self.server.url, timeout=30) as http:
+            self.h.make_tokens(http)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.__exit__(*exc)
+        self.h.close()
+
+    def cli(self, who: str | None, home: str = "home") -> Cli:
+        return Cli(self.tmp / f"{home}-{who}", self.server.url, self.h.secrets[who] if who else None)
 
 
 class Cli:

@@ -10,22 +10,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scheduler.store.store import Store
-from tests.api.harness import TOKENS, Cli, Server, build, start
+from tests.api.harness import Served
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Cli, Store]]:
-    app, store, _, _ = build(tmp_path)
-    with Server(app) as server:
-        yield Cli(tmp_path / "home", server.url, TOKENS["a"]), store
-    store.close()
+def served(tmp_path: Path) -> Iterator[Served]:
+    with Served(tmp_path) as s:
+        yield s
 
 
-def test_queues_and_nodes(served: tuple[Cli, Store]) -> None:
-    cli, store = served
-    job = cli("submit", "--queue", "ml-a", "--gpus", "4", "-q", "--", "true").stdout.strip()
-    start(store, job, {"cn-north-r1-n00": (0, 1, 2, 3)})
+def test_queues_and_nodes(served: Served) -> None:
+    cli = served.cli("a")
+    job = cli(
+        "submit", "--queue", "ml-a", "--gpus", "4", "--gpu-type", "H100", "-q", "--", "true"
+    ).stdout.strip()
+    record = served.h.start(job)
+    node = record.allocation.nodes[0].node  # type: ignore[union-attr]
 
     with ThreadPoolExecutor(4) as pool:  # each run is a fresh interpreter: run them side by side
         table, as_json, nodes, as_yaml = pool.map(
@@ -41,10 +41,10 @@ def test_queues_and_nodes(served: tuple[Cli, Store]) -> None:
     assert queues["ml-a"]["running"] == 1 and queues["ml-b"]["used_gpus"] == 0
 
     assert nodes.returncode == 0, nodes.stderr
-    n0 = next(line.split() for line in nodes.stdout.splitlines() if line.startswith("cn-north-r1-n00"))
-    assert n0[1:9] == ["cn-north", "cn-north/r1", "H100", "8", "4", "4", "ready", job]
+    n0 = next(line.split() for line in nodes.stdout.splitlines() if line.startswith(node))
+    region = node.split("-r1-")[0]
+    assert n0[1:9] == [region, f"{region}/r1", "H100", "8", "4", "4", "ready", job]
     listed = {n["id"]: n for n in yaml.safe_load(as_yaml.stdout)}
     assert len(listed) == 5 and listed["cn-north-a1-n00"]["gpu_type"] == "A100"
-    other = Cli(cli.home, cli.env["CORRAL_API_URL"], TOKENS["b"])
-    theirs = {n["id"]: n for n in json.loads(other("nodes", "-o", "json").stdout)}
-    assert theirs["cn-north-r1-n00"]["used"] == 4 and theirs["cn-north-r1-n00"]["jobs"] == []
+    theirs = {n["id"]: n for n in json.loads(served.cli("b")("nodes", "-o", "json").stdout)}
+    assert theirs[node]["used"] == 4 and theirs[node]["jobs"] == []

@@ -17,16 +17,16 @@ import yaml
 from scheduler.cli.context import Context, load_context, save_context
 from scheduler.cli.spec_input import gang_shape, parse_duration
 from scheduler.model.job import JobState
-from scheduler.store.store import Store
-from tests.api.harness import TOKENS, Cli, Server, build, finish, free_port, one_line_error, start
+from tests.api.harness import Cli, Served, free_port, one_line_error, until
 
 
 class Env:
-    def __init__(self, tmp: Path, server: Server, store: Store) -> None:
-        self.tmp, self.server, self.store = tmp, server, store
-        self.log_dir = tmp / "logs"
-        self.cli = Cli(tmp / "home", server.url, TOKENS["a"])
-        self.cli_b = Cli(tmp / "home-b", server.url, TOKENS["b"])
+    def __init__(self, tmp: Path, served: Served) -> None:
+        self.tmp, self.served, self.server, self.h = tmp, served, served.server, served.h
+        self.store = served.h.store
+        self.log_dir = served.h.log_dir
+        self.cli = served.cli("a")
+        self.cli_b = served.cli("b")
 
     def count(self) -> int:
         return len(self.store.jobs())
@@ -44,10 +44,8 @@ class Env:
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    app, store, _, _ = build(tmp_path)
-    with Server(app) as server:
-        yield Env(tmp_path, server, store)
-    store.close()
+    with Served(tmp_path) as served:
+        yield Env(tmp_path, served)
 
 
 def test_submit_a_job_file_with_shorthands(env: Env) -> None:
@@ -115,20 +113,22 @@ def test_jobs_describe_and_output_formats(env: Env) -> None:
     )
     a, b = sorted([first.stdout.strip(), second.stdout.strip()], key=int)
     name_a = "alpha" if env.store.get(a).job.spec.name == "alpha" else "beta"  # type: ignore[union-attr]
-    start(env.store, a, {"cn-north-r1-n00": (0, 1)})
+    running = env.h.start(a)
+    node_a = running.allocation.nodes[0].node  # type: ignore[union-attr]
+    env.h.wait_for(b, [JobState.STARTING])  # placed by the controller too (and left STARTING)
     table, as_json, as_yaml = env.many(
-        ["jobs"], ["jobs", "-o", "json"], ["jobs", "-o", "yaml", "--state", "pending"]
+        ["jobs"], ["jobs", "-o", "json"], ["jobs", "-o", "yaml", "--state", "starting"]
     )
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["ID", "NAME", "QUEUE", "STATE", "GPUS", "NODES", "TIME", "REASON"]
     row_a = next(line.split() for line in lines if line.split()[0] == a)
-    assert row_a[1:4] == [name_a, "ml-a", "RUNNING"] and row_a[5] == "1" and row_a[7] == "cn-north-r1-n00"
+    assert row_a[1:4] == [name_a, "ml-a", "RUNNING"] and row_a[5] == "1" and row_a[7] == node_a
     assert row_a[6].count(":") == 2
     assert [j["id"] for j in json.loads(as_json.stdout)] == [a, b]
     assert [j["id"] for j in yaml.safe_load(as_yaml.stdout)] == [b]
 
-    finish(env.store, a)
+    env.h.finish(a)
     unfinished, every, described, human, as_yaml, history = env.many(
         ["jobs", "-o", "json"],
         ["jobs", "--all", "-o", "json"],
@@ -150,7 +150,7 @@ def test_jobs_describe_and_output_formats(env: Env) -> None:
         "audit",
         "queue_position",
     } <= set(out)
-    assert out["state"] == "PENDING" and out["queue_position"] == 1
+    assert out["state"] == "STARTING" and out["allocation"]
     assert human.returncode == 0, human.stderr
     for fragment in [name_a, "SUCCEEDED", "History", "SUBMITTED", "Audit"]:
         assert fragment in human.stdout
@@ -162,6 +162,7 @@ def test_jobs_describe_and_output_formats(env: Env) -> None:
 
 def test_cancel_and_logs(env: Env) -> None:
     job = env.cli("submit", "--queue", "ml-a", "-q", "--", "true").stdout.strip()
+    env.h.start(job)
     (env.log_dir / f"{job}.log").write_text("hello\nworld\n")
     logs = env.cli("logs", job)
     assert logs.returncode == 0 and logs.stdout == "hello\nworld\n"
@@ -169,7 +170,9 @@ def test_cancel_and_logs(env: Env) -> None:
     assert cancelled.returncode == 0 and f"cancel requested for job {job}" in cancelled.stderr
     record = env.store.get(job)
     assert record is not None and record.cancel_requested_at is not None and record.cancel_grace_s == 3
-    finish(env.store, job, JobState.CANCELLED)
+    until(lambda: bool(env.h.backend.stops_of(job)), "the stop")
+    env.h.exit(job, 143)
+    env.h.wait_for(job, [JobState.CANCELLED])
     one_line_error(env.cli("cancel", job), 2, "already finished")
 
 
@@ -183,12 +186,12 @@ def _finish_newest_when_submitted(
         while env.count() == before and time.monotonic() < deadline:
             time.sleep(0.05)
         job = env.store.jobs(newest_first=True, limit=1)[0]
-        start(env.store, job.id, {"cn-north-r1-n01": (0,)})
+        env.h.start(job.id)
         for line in lines or []:
             with (env.log_dir / f"{job.id}.log").open("a") as f:
                 f.write(line)
             time.sleep(0.2)
-        finish(env.store, job.id, state, 0 if state is JobState.SUCCEEDED else 3)
+        env.h.finish(job.id, state, 0 if state is JobState.SUCCEEDED else 3)
 
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
@@ -260,7 +263,7 @@ def test_permission_and_reachability_exit_codes(env: Env) -> None:
     job = env.cli("submit", "--queue", "ml-a", "-q", "--", "true").stdout.strip()
     one_line_error(env.cli_b("describe", job), 3, f"job {job} not found")  # another team's job
     one_line_error(env.cli_b("cancel", job), 3, "not found")
-    one_line_error(env.cli("jobs", env={"CORRAL_TOKEN": "wrong"}), 4, "invalid or missing token")
+    one_line_error(env.cli("jobs", env={"CORRAL_TOKEN": "wrong"}), 4, "invalid, revoked or missing token")
     closed = f"http://127.0.0.1:{free_port()}"
     one_line_error(
         env.cli("jobs", env={"CORRAL_API_URL": closed}), 5, f"cannot reach the Corral API at {closed}"
@@ -273,9 +276,12 @@ def test_the_context_file_is_used_and_private(env: Env, monkeypatch: pytest.Monk
     monkeypatch.setenv("CORRAL_HOME", str(env.tmp / "ctx"))
     monkeypatch.delenv("CORRAL_API_URL", raising=False)
     monkeypatch.delenv("CORRAL_TOKEN", raising=False)
-    path = save_context(Context(api_url=env.server.url, token=TOKENS["b"]))
+    token_b = env.h.secrets["b"]
+    path = save_context(Context(api_url=env.server.url, token=token_b))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_context() == Context(api_url=env.server.url, token=TOKENS["b"])
+    assert load_context() == Context(api_url=env.server.url, token=token_b)
+    assert load_context().token_source.endswith("context.yaml: token")
+    assert [p.name for p in path.parent.iterdir()] == ["context.yaml"]  # no temporary file left
     cli = Cli(env.tmp / "ctx", env.server.url, None)
     del cli.env["CORRAL_API_URL"]
     run = cli("submit", "--queue", "ml-b", "-q", "--", "true")

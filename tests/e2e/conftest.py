@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -12,13 +13,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+import yaml
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
-ADMIN = "admin-token-e2e"
-TEAM_A = "team-a-token-e2e"
-TEAM_B = "team-b-token-e2e"
+# Names of the tokens the tests act with: `corral up` makes the admin's (kept in context.yaml), the
+# admin makes the teams' with `corral token create`; Corral.run swaps a name for its token.
+ADMIN = "admin"
+TEAM_A = "team-a"
+TEAM_B = "team-b"
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
 
 
@@ -30,13 +35,14 @@ class Corral:
         self.env = {**os.environ, "CORRAL_HOME": str(home), "RAY_AUTH_MODE": "disabled"}
         self.env.pop("CORRAL_API_URL", None)
         self.env.pop("CORRAL_TOKEN", None)
+        self.tokens: dict[str, str] = {}
 
     def run(
         self, *args: str, token: str | None = None, timeout: float = 90, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         env = dict(self.env)
         if token is not None:
-            env["CORRAL_TOKEN"] = token
+            env["CORRAL_TOKEN"] = self.tokens.get(token, token)
         proc = subprocess.run(
             [sys.executable, "-m", "scheduler.cli", *args],
             env=env,
@@ -80,8 +86,17 @@ class Corral:
 def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corral]:
     home = tmp_path_factory.mktemp("corral-home")
     c = Corral(home)
-    c.run("up", "--config", str(HERE / "cluster.yaml"), "--tokens", str(HERE / "tokens.yaml"), timeout=180)
+    c.run("up", "--config", str(HERE / "cluster.yaml"), timeout=180)
     try:
+        context = home / "context.yaml"
+        assert stat.S_IMODE(context.stat().st_mode) == 0o600
+        c.tokens[ADMIN] = str(yaml.safe_load(context.read_text())["token"])
+        for team in (TEAM_A, TEAM_B):  # made the way an admin makes them
+            c.tokens[team] = c.run("token", "create", "--team", team).stdout.splitlines()[-1]
+        # the admin token lives in context.yaml only: not in the controller's argv, nor in local.json
+        state = json.loads((home / "local.json").read_text())
+        assert c.tokens[ADMIN] not in " ".join(psutil.Process(state["pid"]).cmdline())
+        assert c.tokens[ADMIN] not in (home / "local.json").read_text()
         yield c
     finally:
         c.run("down", check=False, timeout=120)
