@@ -22,7 +22,10 @@ and an admin on all (admins may filter or submit for a team with `?team=`).
     POST   /v1/tokens                         (admin) body TokenIn → 201 with the token, shown once
     GET    /v1/tokens                         (admin) [Token]: never the token nor its digest
     DELETE /v1/tokens/{id}                    (admin) revoke → 200 Token; at once for new requests
-    GET    /healthz                           {"status", "checks"} (no token)
+    POST   /v1/nodes/{node}/cordon            (admin) body {"reason"} (optional): no new jobs there
+    POST   /v1/nodes/{node}/uncordon          (admin) take new jobs again; 409 if not cordoned
+    GET    /healthz                           readiness: {"status", "checks"}; 503 if a check fails
+    GET    /livez                             liveness: 200 while the process serves (no token)
 
 Ids: a job (or token) id is a decimal of at most 19 digits ≤ 2^63−1; leading zeros name the same
 job (`007` is job 7). Anything else (`abc`, `-1`, `1e3`, 2^63) is 404, like an unknown job.
@@ -66,7 +69,6 @@ import logging
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -75,7 +77,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler import __version__
-from scheduler.api import jobs_routes, token_routes
+from scheduler.api import jobs_routes, node_routes, token_routes
 from scheduler.api import schemas as s
 from scheduler.api.auth import TokenCache
 from scheduler.api.deps import MAX_BODY_BYTES, TOKEN_HELP, ApiSettings, Deps, Who, deps
@@ -156,11 +158,14 @@ def create_app(
     def metrics() -> Response:
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/healthz", tags=["meta"])
-    def healthz() -> dict[str, Any]:
+    @app.get("/healthz", tags=["meta"], responses={503: {"description": "not ready: a check failed"}})
+    def healthz() -> JSONResponse:
+        """Readiness: the controller steps, the store answers a query and Ray its GCS, checked now.
+        503 when any fails (a load balancer or Kubernetes then sends no traffic here)."""
         checks = dict(controller.health())
         ok = all(v == "ok" for v in checks.values())
-        return {"status": "ok" if ok else "degraded", "checks": checks}
+        body = {"status": "ok" if ok else "degraded", "checks": checks}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/v1/whoami", response_model=s.WhoAmIOut, tags=["meta"])
     async def whoami(who: Who) -> s.WhoAmIOut:
@@ -181,6 +186,13 @@ def create_app(
         return [s.node_out(n, [j for j in n.jobs if mine is None or j in mine]) for n in view.nodes]
 
     token_routes.register(app)
+    node_routes.register(app)
+
+    @app.get("/livez", tags=["meta"])
+    async def livez() -> dict[str, str]:
+        """Liveness: the process serves requests (its readiness, with every check, is /healthz)."""
+        return {"status": "ok"}
+
     return app
 
 

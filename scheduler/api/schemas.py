@@ -128,6 +128,8 @@ class NodeOut(BaseModel):
     state: str
     labels: dict[str, str]
     jobs: list[str] = Field(description="ids of jobs on the node (a team sees only its own)")
+    cordon_reason: str = Field(default="", description="why it takes no new jobs (state draining)")
+    drift_gpus: int = Field(default=0, description="free GPUs by Corral's count that Ray has not had free")
 
 
 class WhoAmIOut(BaseModel):
@@ -365,4 +367,6 @@ def node_out(status: NodeStatus, visible_jobs: Sequence[str]) -> NodeOut:
         state=n.state.value,
         labels=dict(n.labels),
         jobs=list(visible_jobs),
+        cordon_reason=status.cordon_reason,
+        drift_gpus=status.drift_gpus,
     )

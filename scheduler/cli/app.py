@@ -12,9 +12,10 @@ import sys
 import typer
 
 from scheduler import __version__
-from scheduler.cli.cluster_cmd import nodes, queues
+from scheduler.cli.cluster_cmd import cordon, nodes, queues, uncordon
 from scheduler.cli.jobs_cmd import cancel, describe, history, jobs, logs, submit
-from scheduler.cli.local_cmd import down, serve, status, up
+from scheduler.cli.local_cmd import down, status, up
+from scheduler.cli.serve_cmd import serve
 from scheduler.cli.token_cmd import token_app
 from scheduler.model.job import JobSpec
 
@@ -40,6 +41,8 @@ app.command("logs")(logs)
 app.command("history")(history)
 app.command("queues")(queues)
 app.command("nodes")(nodes)
+app.command("cordon")(cordon)
+app.command("uncordon")(uncordon)
 app.command("up")(up)
 app.command("down")(down)
 app.command("status")(status)

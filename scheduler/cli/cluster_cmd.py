@@ -1,14 +1,18 @@
-"""Cluster commands: queues (quota, borrowed, used, pending) and nodes (GPUs used/free, labels)."""
+"""Cluster commands: queues (quota, borrowed, used, pending), nodes (GPUs used/free, labels), and
+cordon / uncordon (admins)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
 
 from scheduler.cli.client import client
-from scheduler.cli.output import Column, OutputOpt, check_format, emit, render_table
+from scheduler.cli.output import Column, OutputOpt, check_format, emit, render_table, stderr
 
-__all__ = ["nodes", "queues"]
+__all__ = ["cordon", "nodes", "queues", "uncordon"]
 
 
 def _per_type(values: Mapping[str, int]) -> str:
@@ -40,8 +44,18 @@ NODE_COLUMNS: list[Column] = [
     ("FREE", lambda n: str(n["free"])),
     ("STATE", lambda n: str(n["state"])),
     ("JOBS", lambda n: ",".join(n["jobs"]) or "-"),
+    ("NOTE", lambda n: _note(n)),
     ("LABELS", lambda n: ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())) or "-"),
 ]
+
+
+def _note(node: Mapping[str, Any]) -> str:
+    notes = []
+    if node.get("cordon_reason"):
+        notes.append(f"cordoned: {node['cordon_reason']}")
+    if node.get("drift_gpus"):
+        notes.append(f"{node['drift_gpus']} GPUs held outside Corral")
+    return "; ".join(notes) or "-"
 
 
 def queues(output: OutputOpt = "table") -> None:
@@ -56,3 +70,19 @@ def nodes(output: OutputOpt = "table") -> None:
     fmt = check_format(output)
     rows: list[dict[str, Any]] = client().get("/v1/nodes")
     emit(rows, fmt, lambda: render_table(rows, NODE_COLUMNS))
+
+
+def cordon(
+    node: Annotated[str, typer.Argument(help="Node id (see `corral nodes`).")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (shown in `corral nodes`).")] = None,
+) -> None:
+    """Take a node out of scheduling (admins): its jobs keep running, no new job goes there."""
+    body = {"reason": reason} if reason else None
+    out = client().post(f"/v1/nodes/{quote(node, safe='')}/cordon", body).json()
+    stderr.print(f"node {out['id']} cordoned ({out['state']})", highlight=False, markup=False)
+
+
+def uncordon(node: Annotated[str, typer.Argument(help="Node id (see `corral nodes`).")]) -> None:
+    """Let a cordoned node take new jobs again (admins), e.g. once it is repaired."""
+    out = client().post(f"/v1/nodes/{quote(node, safe='')}/uncordon").json()
+    stderr.print(f"node {out['id']} uncordoned ({out['state']})", highlight=False, markup=False)

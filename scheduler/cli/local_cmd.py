@@ -34,7 +34,6 @@ import httpx
 import psutil
 import typer
 
-from scheduler.api.limits import DEFAULT_BURST, DEFAULT_FOLLOWERS, DEFAULT_RATE
 from scheduler.cli.client import token_problem
 from scheduler.cli.context import Context, ContextError, corral_home, file_token, save_context
 from scheduler.cli.errors import EXIT_UNREACHABLE, EXIT_USAGE, fail
@@ -45,10 +44,44 @@ STATE_FILE = "local.json"
 MIN_ADMIN_TOKEN = 16
 
 
+def _digest(home: Path) -> str:
+    return hashlib.sha1(str(home.resolve()).encode()).hexdigest()[:10]
+
+
 def _ray_root(home: Path) -> Path:
     # Ray's unix sockets live under this root: keep it short (socket paths are capped at ~107 bytes).
-    digest = hashlib.sha1(str(home.resolve()).encode()).hexdigest()[:10]
-    return Path(tempfile.gettempdir()) / f"corral-{digest}"
+    return Path(tempfile.gettempdir()) / f"corral-{_digest(home)}"
+
+
+SHARED_WORK = Path("/var/lib/corral")  # jobs' work and checkpoints when Corral runs as root
+
+
+def _work_root(home: Path) -> Path:
+    """Where jobs get their own directories and default checkpoints, outside CORRAL_HOME (which
+    holds the store, the logs and the admin token, readable by Corral's user only).
+
+    As root, jobs run as an unprivileged user that cannot enter CORRAL_HOME (nor, often, its
+    parents, e.g. /root): their work goes under /var/lib/corral/<home digest>, which that user can
+    traverse but not list. Otherwise jobs run as the user who ran `up`, in CORRAL_HOME/work."""
+    if os.geteuid() != 0:
+        return home / "work"
+    base = SHARED_WORK / _digest(home)
+    for path, mode in ((SHARED_WORK, 0o755), (base, 0o711), (base / "work", 0o711)):
+        path.mkdir(mode=mode, exist_ok=True)
+        path.chmod(mode)
+    return base / "work"
+
+
+def _private_home(home: Path) -> None:
+    """CORRAL_HOME and its logs readable by Corral's user only; the SQLite store created 0600."""
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o700)
+    logs = home / "logs"
+    logs.mkdir(mode=0o700, exist_ok=True)
+    logs.chmod(0o700)
+    db = home / "corral.db"
+    if not db.exists():  # SQLite would create it (and its -wal, -shm) with the umask's 0644
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _free_port() -> int:
@@ -145,7 +178,7 @@ def up(
             time.sleep(0.5)
         print(f"corral is already up at {state['api_url']} (CORRAL_HOME={home})", file=sys.stderr)
         return
-    home.mkdir(parents=True, exist_ok=True)
+    _private_home(home)
     cluster_file = home / "cluster.yaml"
     region_list = [r.strip() for r in regions.split(",") if r.strip()]
     if not region_list:
@@ -189,7 +222,7 @@ def up(
     api_port = port or _free_port()
     api_url = f"http://127.0.0.1:{api_port}"
     logs = home / "logs"
-    logs.mkdir(exist_ok=True)
+    work_root = _work_root(home)
     # The admin token is in context.yaml before serve stores its digest: a failed start is retried
     # with the same token.
     admin_token = _admin_token()
@@ -197,7 +230,7 @@ def up(
     argv = [
         sys.executable, "-m", "scheduler.cli", "serve",
         "--config", str(cluster_file), "--ray-address", address,
-        "--log-dir", str(logs / "jobs"), "--port", str(api_port),
+        "--log-dir", str(logs / "jobs"), "--port", str(api_port), "--work-root", str(work_root),
     ]  # fmt: skip
     child_env = {
         **{k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_API_URL")},
@@ -221,6 +254,7 @@ def up(
         "ray_root": str(root),
         "db_url": shown_db,  # without its password
         "config": str(cluster_file),
+        "work_root": str(work_root),
     }
     (home / STATE_FILE).write_text(json.dumps(state, indent=2))
     deadline = time.monotonic() + 90
@@ -288,6 +322,7 @@ def status(
         },
         "api": {"state": "up" if health is not None else "down"},
         "store": {"url": shown_db, "state": (health or {}).get("store", "unknown")},
+        "work_root": state.get("work_root"),
     }
     if output == "json":
         print(json.dumps(report, indent=2))
@@ -297,119 +332,7 @@ def status(
         print(f"controller  {report['controller']['state']}")  # type: ignore[index]
         print(f"ray         {report['ray']['state']:<6} {state.get('ray_address') or '-'}")  # type: ignore[index]
         print(f"store       {shown_db or '-'}")
+        print(f"jobs' work  {state.get('work_root') or '-'}")
     all_up = ray_up and health is not None and health.get("controller") == "ok"
     if not all_up:
         raise SystemExit(EXIT_UNREACHABLE)
-
-
-def _secret_file(path: Path, option: str, what: str) -> str:
-    """One secret from a file (e.g. a mounted Kubernetes Secret): its one line, without the newline."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
-        fail(f"{option}: cannot read {path} ({reason}): give a readable file holding {what}", EXIT_USAGE)
-    lines = [line for line in text.splitlines() if line.strip()]
-    if len(lines) != 1:
-        fail(f"{option}: {path} must hold {what} on one line (found {len(lines)} lines)", EXIT_USAGE)
-    return lines[0].strip()
-
-
-def _check_admin_token(token: str, where: str) -> str:
-    problem = token_problem(token)
-    if problem is not None:
-        fail(f"{where}: the admin token holds {problem}: use printable ASCII without spaces", EXIT_USAGE)
-    if len(token) < MIN_ADMIN_TOKEN:
-        fail(
-            f"{where}: the admin token is {len(token)} characters: use at least {MIN_ADMIN_TOKEN} random "
-            "characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')",
-            EXIT_USAGE,
-        )
-    return token
-
-
-def serve(
-    config: Annotated[Path, typer.Option(help="Cluster file (queues, priority classes, policy).")],
-    ray_address: Annotated[str, typer.Option(help="Ray GCS address host:port.")],
-    log_dir: Annotated[Path, typer.Option(help="Directory of the per-job logs.")],
-    db: Annotated[
-        str | None,
-        typer.Option(
-            help="Database URL (sqlite:///... or postgresql://...). Prefer CORRAL_DB_URL or --db-url-file "
-            "when it holds a password: a process's arguments are visible to every user of the machine."
-        ),
-    ] = None,
-    db_url_file: Annotated[
-        Path | None, typer.Option(help="A file holding the database URL (e.g. a mounted Secret).")
-    ] = None,
-    admin_token_file: Annotated[
-        Path | None,
-        typer.Option(help="A file holding the bootstrap admin token (default: CORRAL_ADMIN_TOKEN)."),
-    ] = None,
-    host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="API port.")] = 8470,
-    job_info_metrics: Annotated[
-        bool,
-        typer.Option(help="Also export corral_job_info{job_id,queue,node} (one series per running job)."),
-    ] = False,
-    rate_limit: Annotated[
-        float, typer.Option(min=0.1, help="Requests per second per token (admin tokens are exempt).")
-    ] = DEFAULT_RATE,
-    rate_burst: Annotated[
-        int, typer.Option(min=1, help="Requests a token may send at once.")
-    ] = DEFAULT_BURST,
-    max_log_followers: Annotated[
-        int, typer.Option(min=1, help="Concurrent `logs -f` streams per token.")
-    ] = DEFAULT_FOLLOWERS,
-) -> None:
-    """Run the controller and the API in the foreground (what `corral up` starts; Helm runs this too)."""
-    from sqlalchemy.exc import ArgumentError, DBAPIError
-
-    from scheduler.api.deps import ApiSettings
-    from scheduler.control.service import ServeError, ServeOptions
-    from scheduler.control.service import serve as run_service
-    from scheduler.store.controller_lock import ControllerLockHeld
-
-    # Read the secrets, then drop them from the environment: nothing this process starts inherits them.
-    env_db = os.environ.pop("CORRAL_DB_URL", None)
-    env_token = os.environ.pop("CORRAL_ADMIN_TOKEN", None)
-    if db is not None:
-        db_url = db
-    elif db_url_file is not None:
-        db_url = _secret_file(db_url_file, "--db-url-file", "the database URL")
-    elif env_db:
-        db_url = env_db
-    else:
-        fail("--db: give the database URL with CORRAL_DB_URL, --db-url-file PATH or --db URL", EXIT_USAGE)
-    shown_db = url_for_humans(db_url)
-    admin_token: str | None = None
-    if admin_token_file is not None:
-        where = f"--admin-token-file {admin_token_file}"
-        admin_token = _check_admin_token(
-            _secret_file(admin_token_file, "--admin-token-file", "a token"), where
-        )
-    elif env_token:
-        admin_token = _check_admin_token(env_token.strip(), "CORRAL_ADMIN_TOKEN")
-    options = ServeOptions(
-        config,
-        db_url,
-        ray_address,
-        log_dir,
-        host,
-        port,
-        job_info_metrics,
-        admin_token=admin_token,
-        api=ApiSettings(rate_per_s=rate_limit, burst=rate_burst, max_followers=max_log_followers),
-    )
-    try:
-        run_service(options)
-    except ClusterFileError as exc:
-        fail(f"--config: {exc}", EXIT_USAGE)
-    except (ServeError, ControllerLockHeld) as exc:
-        hint = ": stop it first (corral down, or kill that `corral serve`)"
-        fail(f"{exc}{hint if isinstance(exc, ControllerLockHeld) else ''}", EXIT_USAGE)
-    except ArgumentError:
-        fail("--db: not a database URL: use sqlite:///PATH or postgresql://USER@HOST/DB", EXIT_USAGE)
-    except DBAPIError as exc:  # the driver's first line names the problem, never the password
-        reason = " ".join(str(exc.orig).split())[:200] if exc.orig is not None else type(exc).__name__
-        fail(f"--db: cannot open the database at {shown_db}: {reason}", 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scheduler.cli.errors import fail
-from scheduler.policy.config import POLICY_NAMES, PolicyConfig
+from scheduler.policy.config import POLICY_NAMES, PolicyConfig, PolicyConfigError
 from scheduler.sim.bounds import compute_bounds
 from scheduler.sim.cluster_file import ClusterFileError, ensure_queues, load_cluster
 from scheduler.sim.metrics_out import MetricsWriter
@@ -88,8 +89,15 @@ def sim(
         fail(f"{exc.filename}: {exc.strerror}")
     try:
         base = PolicyConfig.load(policy_config)
-    except (ValidationError, ValueError, OSError) as exc:
-        fail(f"--policy-config: {_first_line(exc)}")
+    except PolicyConfigError as exc:
+        fail(f"--policy-config: {exc}")
+    except ValidationError as exc:
+        where = f"{policy_config}: " if policy_config is not None else ""
+        fail(f"--policy-config: {where}{_first_line(exc)} (see PolicyConfig in scheduler/policy/config.py)")
+    # Before hours of simulation: every output can be written.
+    for option, path in (("--events-out", events_out), ("--plot", plot), ("--metrics-out", metrics_out)):
+        if path is not None:
+            _check_writable(option, path)
     options = SimOptions(
         checkpoint_interval_s=checkpoint_interval,
         restart_overhead_s=restart_overhead,
@@ -123,13 +131,19 @@ def sim(
         )
         console.print(comparison_table(summaries, bounds))
     if events_out is not None:
-        _write_events(events_out, results)
+        try:
+            _write_events(events_out, results)
+        except OSError as exc:
+            fail(f"--events-out: {events_out}: {exc.strerror or exc}; choose another path")
     if metrics_out is not None:
         print(f"wrote {metrics_out}", file=sys.stderr)
     if plot is not None:
         from scheduler.sim.plot import plot_runs
 
-        plot_runs(results, plot)
+        try:
+            plot_runs(results, plot)
+        except OSError as exc:
+            fail(f"--plot: {plot}: {exc.strerror or exc}; choose another path")
         print(f"wrote {plot}", file=sys.stderr)
 
 
@@ -168,6 +182,17 @@ def _write_events(path: Path, results: list[RunResult]) -> None:
                 }
                 out.write(json.dumps(row) + "\n")
     print(f"wrote {path}", file=sys.stderr)
+
+
+def _check_writable(option: str, path: Path) -> None:
+    """Fail (one line) unless a file can be written at `path`: its folder exists and is writable."""
+    if path.is_dir():
+        fail(f"{option}: {path} is a directory; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        fail(f"{option}: {folder} is not a directory; create it or choose another path")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        fail(f"{option}: {path} is not writable; choose another path")
 
 
 def _first_line(exc: Exception) -> str:

@@ -129,6 +129,7 @@ class Controller:
         self._held: dict[str, int] = {}
         self._usage_dirty: set[str] = set()  # queues whose usage changed since the last commit
         self._cordons: dict[str, Cordon] = {}
+        self._reread_cordons = False
         self._start_failures: dict[str, int] = {}  # node → failed starts in a row blamed on it
         self._next_retry = float("inf")  # earliest retry_at of a job in start backoff
         self._drift: dict[str, int] = {}  # node → GPUs Corral counts free that Ray does not
@@ -267,8 +268,9 @@ class Controller:
             changed = True
         if now >= self._next_retry or now >= self._recheck_at:
             changed = True  # a start backoff ended, or Ray's view of freed GPUs may have caught up
-        if now - self._last_decide >= self.full_cycle_s:
-            self._cordons = controller_state.cordons(self.store)  # an admin may have uncordoned one
+        if self._reread_cordons or now - self._last_decide >= self.full_cycle_s:
+            self._reread_cordons = False
+            self._cordons = controller_state.cordons(self.store)  # an admin may have changed them
         nodes = self._nodes()
         self._watch_stops(now, step)
         self._dirty = self._dirty or changed or bool(step)
@@ -321,9 +323,7 @@ class Controller:
         step.cordons.append(cordon)
         self._cordons[event.node] = cordon
         del self._start_failures[event.node]
-        log.warning(
-            "cordoned node %s: %s (`corral nodes uncordon %s` when fixed)", event.node, why, event.node
-        )
+        log.warning("cordoned node %s: %s (`corral uncordon %s` when fixed)", event.node, why, event.node)
         step.note(rec, "NODE_CORDONED", now, f"node {event.node} cordoned: {why}", node=event.node)
         step.audit.append(AuditRecord(now, "", "cordon", 0, nodes=(event.node,), detail=why))
 
@@ -617,7 +617,13 @@ class Controller:
                     positions[job.id] = pos
         view = ClusterView(
             nodes=tuple(
-                NodeStatus(n, used.get(n.id, 0), tuple(jobs_on.get(n.id, ())), self._drift.get(n.id, 0))
+                NodeStatus(
+                    n,
+                    used.get(n.id, 0),
+                    tuple(jobs_on.get(n.id, ())),
+                    self._drift.get(n.id, 0),
+                    self._cordons[n.id].reason if n.id in self._cordons else "",
+                )
                 for n in sorted(nodes.values(), key=lambda n: n.id)
             ),
             queues=tuple(queue_status),
@@ -659,6 +665,11 @@ class Controller:
         return DryRun(allocation=None, pending_reason=plan.reason_for(probe.id).message)
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def cordons_changed(self) -> None:
+        self._reread_cordons = True
+        self._dirty = True
         self._wake.set()
 
     def health(self) -> Mapping[str, str]:

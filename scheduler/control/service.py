@@ -15,8 +15,10 @@ from pathlib import Path
 
 import uvicorn
 
+from scheduler import faults
 from scheduler.api.app import ApiSettings, create_app
 from scheduler.backends.gpu_monitor import GpuMonitor
+from scheduler.backends.job_user import JobUserError, ensure_job_user
 from scheduler.backends.ray_backend import LABEL_NODE, RayBackend
 from scheduler.clock import WallClock
 from scheduler.control.config import load_live_config
@@ -32,6 +34,21 @@ class ServeError(ValueError):
     """A start-up problem the operator must fix (one line naming the option)."""
 
 
+class ControllerFailed(RuntimeError):
+    """The controller had to stop while serving (e.g. it lost its lock): the process exits non-zero
+    so that its supervisor (systemd, Kubernetes) restarts it."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """How jobs run on the nodes (see RayBackend)."""
+
+    job_user: str | None = None  # when Corral runs as root; None: as Corral's own user
+    work_root: Path | None = None  # default <log_dir>/../../work
+    log_cap_bytes: int = 1 << 30
+    start_timeout_s: float = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
     config: Path
@@ -43,6 +60,7 @@ class ServeOptions:
     job_info_metrics: bool = False
     admin_token: str | None = field(default=None, repr=False)  # stored hashed on start
     api: ApiSettings = field(default_factory=ApiSettings)
+    jobs: JobOptions = field(default_factory=JobOptions)
 
 
 def bootstrap_admin(tokens: TokenStore, admin_token: str | None, now: float) -> None:
@@ -76,14 +94,32 @@ def serve(options: ServeOptions) -> None:
     except (ServeError, ControllerLockHeld):
         store.close()
         raise
+    for name, value in faults.active().items():
+        log.warning("fault injection is ON: %s=%s (CORRAL_FAULTS; tests only)", name, value)
     options.log_dir.mkdir(parents=True, exist_ok=True)
     try:
-        backend = RayBackend(options.ray_address, options.log_dir, clock)
+        backend = _backend(options, clock)
     except BaseException:
         lock.release()
         store.close()
         raise
-    controller = Controller(store, backend, config, clock, job_info_metrics=options.job_info_metrics)
+    fatal: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def stop_serving(why: str) -> None:
+        fatal.append(why)
+        if server is not None:
+            server.should_exit = True
+
+    controller = Controller(
+        store,
+        backend,
+        config,
+        clock,
+        job_info_metrics=options.job_info_metrics,
+        fence=lock,  # every commit first checks the lock is still this process's
+        on_fatal=stop_serving,
+    )
     gpus = GpuMonitor(LABEL_NODE)  # NVML agents on real-GPU nodes only
     controller.metrics.attach_gpus(gpus.samples)
     try:
@@ -97,10 +133,10 @@ def serve(options: ServeOptions) -> None:
             settings=settings,
             metrics_registry=controller.metrics.registry,
         )
-        controller.start()
         server = uvicorn.Server(
             uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False)
         )
+        controller.start()
         log.info(
             "API on http://%s:%d, store %s, Ray %s",
             options.host,
@@ -108,10 +144,32 @@ def serve(options: ServeOptions) -> None:
             store.url_for_humans,  # never store.url: it may hold the password
             options.ray_address,
         )
-        server.run()
+        if not fatal:  # the controller may have stopped for good already
+            server.run()
     finally:
         controller.stop()
         gpus.close()
         backend.close()
         lock.release()
         store.close()
+    if fatal:
+        raise ControllerFailed(fatal[0])
+
+
+def _backend(options: ServeOptions, clock: WallClock) -> RayBackend:
+    jobs = options.jobs
+    try:
+        job_user = ensure_job_user(jobs.job_user) if jobs.job_user else None
+    except JobUserError as exc:
+        raise ServeError(f"--job-user: {exc}") from None
+    if job_user is not None:
+        log.info("jobs run as user %s", job_user)
+    return RayBackend(
+        options.ray_address,
+        options.log_dir,
+        clock,
+        start_timeout_s=jobs.start_timeout_s,
+        work_root=jobs.work_root,
+        job_user=job_user,
+        log_cap_bytes=jobs.log_cap_bytes,
+    )

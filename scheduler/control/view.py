@@ -41,6 +41,7 @@ class NodeStatus:
     used_gpus: int
     jobs: tuple[str, ...] = ()
     drift_gpus: int = 0  # GPUs Corral counts free that Ray has not had free for a while
+    cordon_reason: str = ""  # why it is cordoned (state draining), if it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,10 @@ class ControllerHandle(Protocol):
 
     def wake(self) -> None:
         """Ask for a cycle soon (a submission or cancel arrived)."""
+        ...
+
+    def cordons_changed(self) -> None:
+        """An admin cordoned or uncordoned a node in the store: read the cordons again, run a cycle."""
         ...
 
     def health(self) -> Mapping[str, str]:

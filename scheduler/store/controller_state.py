@@ -15,7 +15,7 @@ from scheduler.store.records import Cordon, UsageRecord
 from scheduler.store.schema import node_cordons, queue_usage
 from scheduler.store.store import Store
 
-__all__ = ["cordons", "ping", "uncordon", "usage"]
+__all__ = ["cordon", "cordons", "ping", "uncordon", "usage"]
 
 
 def usage(store: Store) -> dict[str, UsageRecord]:
@@ -42,3 +42,10 @@ def ping(store: Store) -> None:
     """One round trip to the database (raises if it cannot be reached): for health checks."""
     with engines.read(store.engine) as connection:
         connection.execute(sa.text("SELECT 1")).scalar_one()
+
+
+def cordon(store: Store, record: Cordon) -> None:
+    """Take a node out of scheduling (an admin's cordon; the controller writes its own in its steps)."""
+    with engines.write(store.engine) as connection:
+        connection.execute(sa.delete(node_cordons).where(node_cordons.c.node == record.node))
+        connection.execute(sa.insert(node_cordons), [codec.cordon_columns(record)])

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,11 +29,26 @@ TEAM_B = "team-b"
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
 
 
+def job_dir() -> Path:
+    """Where the tests submit from: a copy of examples/jobs in a directory every user can enter.
+
+    Corral runs as root in CI, so jobs run as the unprivileged job user, in the directory they were
+    submitted from; the checkout itself may sit where that user cannot go (e.g. under /root).
+    """
+    where = Path(tempfile.mkdtemp(prefix="corral-e2e-jobs-", dir="/tmp"))
+    where.chmod(0o755)
+    shutil.copytree(REPO / "examples" / "jobs", where / "examples" / "jobs")
+    for path in where.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return where
+
+
 class Corral:
     """Drives the real `corral` CLI against one CORRAL_HOME."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
+        self.cwd = job_dir()
         self.env = {**os.environ, "CORRAL_HOME": str(home), "RAY_AUTH_MODE": "disabled"}
         self.env.pop("CORRAL_API_URL", None)
         self.env.pop("CORRAL_TOKEN", None)
@@ -46,7 +63,7 @@ class Corral:
         proc = subprocess.run(
             [sys.executable, "-m", "scheduler.cli", *args],
             env=env,
-            cwd=REPO,
+            cwd=self.cwd,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -100,6 +117,7 @@ def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corral]:
         yield c
     finally:
         c.run("down", check=False, timeout=120)
+        shutil.rmtree(c.cwd, ignore_errors=True)
 
 
 def placement_groups(address: str) -> list[str]:
