@@ -91,11 +91,23 @@ class Local:
             time.sleep(poll_s)
         raise TimeoutError(f"job {job_id} never reached {states}")
 
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Every unfinished job, page by page (the API returns at most 1,000 at a time)."""
+        jobs: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 1000}
+        while True:
+            r = self.client.get("/v1/jobs", params=params)
+            jobs += r.json()
+            cursor = r.headers.get("X-Next-Cursor")
+            if not cursor:
+                return jobs
+            params["after"] = cursor
+
     def cancel_all(self) -> None:
-        for job in self.client.get("/v1/jobs").json():
+        for job in self.unfinished():
             self.client.post(f"/v1/jobs/{job['id']}/cancel", json={"grace_s": 0})
         deadline = time.time() + 60
-        while self.client.get("/v1/jobs").json() and time.time() < deadline:
+        while self.unfinished() and time.time() < deadline:
             time.sleep(0.2)
 
 

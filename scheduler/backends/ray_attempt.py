@@ -56,7 +56,8 @@ def unplaced(
 ) -> tuple[str, str]:
     """Why placement group `pg` of (node, GPUs) bundles was not ready in time, and the node blamed:
     the first one that cannot take its bundle (gone from Ray, or too few GPUs free there by Ray's
-    count); "" when none stands out."""
+    count); for a one-node job, its node even with GPUs free (it is the only suspect: a node that
+    places nothing); "" when none stands out (a gang is placed all at once or not at all)."""
     reasons: list[tuple[str, str]] = []
     for node_id, need in bundles:
         node = nodes.get(node_id)
@@ -72,6 +73,9 @@ def unplaced(
         names = ", ".join(n for n, _ in reasons)
         detail = "; ".join(f"{n}: {r}" for n, r in reasons)
         return f"{head} (bundles for nodes {names} unplaced: {detail})", reasons[0][0]
+    if len(bundles) == 1:
+        node_id, _ = bundles[0]
+        return f"{head} (bundle for node {node_id} unplaced although its GPUs are free)", node_id
     return f"{head} (bundles for nodes {', '.join(n for n, _ in bundles)} unplaced)", ""
 
 

@@ -13,22 +13,16 @@ import typer
 
 from scheduler import __version__
 from scheduler.cli.cluster_cmd import cordon, nodes, queues, uncordon
+from scheduler.cli.errors import EXIT_CODES_HELP
 from scheduler.cli.jobs_cmd import cancel, describe, history, jobs, logs, submit
 from scheduler.cli.local_cmd import down, status, up
 from scheduler.cli.serve_cmd import serve
 from scheduler.cli.token_cmd import token_app
 from scheduler.model.job import JobSpec
 
-# The exit codes (scheduler/cli/errors.py, scheduler/cli/client.py).
-EXIT_HELP = (
-    "Exit codes: 0 ok; 1 the job failed (with --wait) or the server failed (5xx); 2 usage or "
-    "validation error; 3 not found; 4 bad, revoked or unusable token, or not allowed; 5 server "
-    "unreachable, or still overloaded (429) after retries."
-)
-
 app = typer.Typer(
     name="corral",
-    help=f"Corral: a scheduler for GPU training clusters. {EXIT_HELP}",
+    help=f"Corral: a scheduler for GPU training clusters. {EXIT_CODES_HELP}",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,  # --install-completion / --show-completion

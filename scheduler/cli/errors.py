@@ -12,9 +12,11 @@ EXIT_NOT_FOUND = 3
 EXIT_DENIED = 4
 EXIT_UNREACHABLE = 5
 
+# The exit codes (here and in scheduler/cli/client.py, which maps HTTP statuses to them).
 EXIT_CODES_HELP = (
-    "Exit codes: 0 ok; 1 the job failed (with --wait); 2 usage or validation error; "
-    "3 not found; 4 permission denied; 5 server unreachable."
+    "Exit codes: 0 ok; 1 the job failed (with --wait) or the server failed (5xx); 2 usage or "
+    "validation error; 3 not found; 4 bad, revoked or unusable token, or not allowed; 5 server "
+    "unreachable, or still overloaded (429) after retries."
 )
 
 

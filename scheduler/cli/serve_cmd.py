@@ -108,7 +108,13 @@ def serve(
         int, typer.Option(min=1, help="A job's log stops growing at this size (MiB), with a note.")
     ] = 1024,
     start_timeout: Annotated[
-        float, typer.Option(min=1.0, max=3600.0, help="Seconds a start may take before it is retried.")
+        float,
+        typer.Option(
+            min=1.0,
+            max=3600.0,
+            envvar="CORRAL_START_TIMEOUT_S",
+            help="Seconds a start may take before it is retried.",
+        ),
     ] = 30.0,
 ) -> None:
     """Run the controller and the API in the foreground (what `corral up` starts; Helm runs this too)."""

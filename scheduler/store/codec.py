@@ -10,10 +10,15 @@ from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.plan import Allocation
 from scheduler.store.records import AuditRecord, Cordon, EventRecord, JobRecord, StopReason, UsageRecord
 
+MAX_ID = 2**63 - 1  # ids are 64-bit signed integers in both databases
+
 
 def job_pk(job_id: str) -> int | None:
-    """The primary key a job id names, or None when it names no job at all."""
-    return int(job_id) if job_id.isascii() and job_id.isdigit() else None
+    """The primary key a job id names (leading zeros allowed), or None when it names no job at all."""
+    if not (job_id.isascii() and job_id.isdigit()) or len(job_id.lstrip("0")) > 19:
+        return None
+    pk = int(job_id)
+    return pk if pk <= MAX_ID else None
 
 
 def allocation_json(allocation: Allocation | None) -> dict[str, Any] | None:

@@ -169,6 +169,12 @@ def test_an_unplaced_placement_group_blames_the_node_that_cannot_take_its_bundle
         "placement group corral-7-0 not ready within 2.5 s (bundles for nodes n1, n3 unplaced)",
         "",
     )
+    # one node, GPUs free by Ray's count, and still not placed: that node is the only suspect
+    assert unplaced("corral-7-0", 3.0, [("n1", 8)], nodes, free) == (
+        "placement group corral-7-0 not ready within 3 s "
+        "(bundle for node n1 unplaced although its GPUs are free)",
+        "n1",
+    )
 
 
 def test_a_ranks_message_names_the_rank_only_in_a_gang() -> None:
