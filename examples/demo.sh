@@ -12,6 +12,13 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 
 corral up
+# Jobs run in the directory they are submitted from. As root, Corral runs them as the unprivileged
+# user corral-job, who may not be able to enter this checkout (e.g. under /root): submit from a
+# copy of the example jobs that every user can read.
+repo=$PWD
+jobs_dir=$(mktemp -d /tmp/corral-demo-XXXXXX)
+mkdir -p "$jobs_dir/examples" && cp -r examples/jobs "$jobs_dir/examples/" && chmod -R a+rX "$jobs_dir"
+cd "$jobs_dir"
 train="python3 examples/jobs/checkpoint_train.py"
 say() { printf '\n== %s\n' "$*" >&2; }
 
@@ -28,8 +35,8 @@ say "a 1-GPU job pinned to cn-north waits: its region is full (see REASON)"
 corral submit --name eval --gpus 1 --region cn-north --time 10m -- $train --steps 10
 for _ in 1 2 3; do sleep 5; corral jobs; echo; done
 
-cat >&2 <<'MSG'
-The workload keeps running for a minute or two. Try:
+cat >&2 <<MSG
+The workload keeps running for a minute or two. Try (from $repo):
   .venv/bin/corral jobs -w            # watch states and reasons (Ctrl-C to stop)
   .venv/bin/corral describe 2         # (or 3, whichever was preempted) history and audit trail
   .venv/bin/corral logs 2 -f          # "checkpoint saved" / "resumed from checkpoint"
