@@ -16,6 +16,8 @@ from pathlib import Path
 from scheduler.backends.base import Backend, BackendEvent, EventKind
 from scheduler.local.ray_cluster import LocalRayCluster
 from scheduler.model.cluster import Node
+from scheduler.model.job import Job, JobSpec
+from scheduler.model.plan import Allocation, NodeAllocation
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -109,3 +111,20 @@ class Events:
     def of(self, job_id: str) -> list[EventKind]:
         self.seen.extend(self.backend.poll())
         return [e.kind for e in self.seen if e.job_id == job_id]
+
+
+def job(job_id: str, command: str, nodes: int = 1, gpus: int = 1) -> Job:
+    """A job for the backend tests (the backend sees only its id, spec and attempt)."""
+    return Job(id=job_id, spec=JobSpec(command=command, nodes=nodes, gpus_per_node=gpus))
+
+
+def alloc(*nodes: str, gpus: int = 1) -> Allocation:
+    return Allocation(nodes=tuple(NodeAllocation(node=n, gpus=tuple(range(gpus))) for n in nodes))
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.05)

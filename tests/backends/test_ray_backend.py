@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +22,7 @@ from scheduler.backends.ray_backend import LABEL_NODE, RayBackend, pg_name
 from scheduler.clock import WallClock
 from scheduler.model.cluster import Node
 from scheduler.model.job import Job, JobSpec
-from scheduler.model.plan import Allocation, NodeAllocation
-from tests.raycluster import Events, RayTestCluster, start_cluster, three_nodes
+from tests.raycluster import Events, RayTestCluster, alloc, job, start_cluster, three_nodes, wait_until
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.timeout(180)]
 
@@ -59,14 +58,6 @@ def env() -> Iterator[Env]:
         cluster.stop()
 
 
-def job(job_id: str, command: str, nodes: int = 1, gpus: int = 1) -> Job:
-    return Job(id=job_id, spec=JobSpec(command=command, nodes=nodes, gpus_per_node=gpus))
-
-
-def alloc(*nodes: str, gpus: int = 1) -> Allocation:
-    return Allocation(nodes=tuple(NodeAllocation(node=n, gpus=tuple(range(gpus))) for n in nodes))
-
-
 def pg_state(job_id: str, attempt: int = 0) -> str | None:
     for info in ray.util.placement_group_table().values():
         if info["name"] == pg_name(job_id, attempt) and info["state"] != "REMOVED":
@@ -84,14 +75,6 @@ def job_processes(job_id: str) -> list[psutil.Process]:
         except psutil.Error:
             pass
     return found
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.05)
 
 
 def test_nodes_come_from_the_ray_cluster_with_their_labels(env: Env) -> None:

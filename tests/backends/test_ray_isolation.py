@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +27,7 @@ from scheduler.clock import WallClock
 from scheduler.local.ray_cluster import ROOT_ENV
 from scheduler.model.cluster import Node
 from scheduler.model.job import Job, JobSpec
-from scheduler.model.plan import Allocation, NodeAllocation
-from tests.raycluster import Events, RayTestCluster, start_cluster
+from tests.raycluster import Events, RayTestCluster, alloc, job, start_cluster, wait_until
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.timeout(180)]
 
@@ -64,22 +63,6 @@ def env() -> Iterator[Env]:
         if backend is not None:
             backend.close()
         cluster.stop()
-
-
-def job(job_id: str, command: str, nodes: int = 1, gpus: int = 1) -> Job:
-    return Job(id=job_id, spec=JobSpec(command=command, nodes=nodes, gpus_per_node=gpus))
-
-
-def alloc(*nodes: str, gpus: int = 1) -> Allocation:
-    return Allocation(nodes=tuple(NodeAllocation(node=n, gpus=tuple(range(gpus))) for n in nodes))
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.05)
 
 
 def run_to_end(env: Env, spec_job: Job, *nodes: str) -> int | None:

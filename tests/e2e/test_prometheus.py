@@ -128,6 +128,8 @@ def test_every_dashboard_query_and_alert_expression_returns_sane_series(
         assert result, f"panel {title!r}: no series for {expr}"
         for series in result:
             value = float(series["value"][1])
+            if math.isnan(value) and "histogram_quantile" in expr:
+                continue  # a quantile of no observations (an idle queue) is undefined: Grafana leaves a gap
             assert math.isfinite(value) and value >= 0, (title, expr, series)
     # Simulated nodes have declared GPUs, not measured ones: no utilisation is ever invented.
     assert _query(prometheus, "corral_gpu_utilization_ratio") == []
