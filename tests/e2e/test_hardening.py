@@ -216,7 +216,9 @@ def test_a_non_preemptible_borrower_is_reclaimed_by_the_lender(corral: Corral) -
         corral.wait_for(lender, ["RUNNING", "SUCCEEDED"], timeout=60, token=vision)
         assert time.monotonic() - t0 < 2 + 15  # its grace period plus a few cycles and a start
         seen_by_nlp = corral.describe(borrower, token=nlp)
-        assert seen_by_nlp["preemption_count"] == 1, [(e["kind"], e["message"]) for e in seen_by_nlp["history"]]
+        assert seen_by_nlp["preemption_count"] == 1, [
+            (e["kind"], e["message"]) for e in seen_by_nlp["history"]
+        ]
         assert "PREEMPTING" in _kinds(seen_by_nlp)
         (preempting,) = [e for e in seen_by_nlp["history"] if e["kind"] == "PREEMPTING"]
         assert "borrowed quota" in preempting["message"]
@@ -262,21 +264,20 @@ def _node(corral: Corral, node: str) -> dict[str, Any]:
 
 
 def test_gpus_held_outside_corral_are_not_given_to_jobs(corral: Corral) -> None:
+    """The 30 s until a lasting difference is exported as drift (the gauge and the alert) is
+    tested on a virtual clock in tests/control/test_hardening.py."""
     status = corral.status()
     with _outside_placement_group(status["ray"]["address"], EAST, 8):
         job_id = corral.submit("--gpus", "8", "--region", "cn-east", "--", "echo", "ran")
         try:
-            time.sleep(5)
+            time.sleep(8)
             job = corral.describe(job_id)
             assert job["state"] == "PENDING" and job["restart_count"] == 0, job  # no start, no requeue
-            assert _wait(lambda: _node(corral, EAST)["drift_gpus"] == 8, 60), _node(corral, EAST)
-            metrics = httpx.get(status["metrics_url"], timeout=10).text
-            assert f'corral_gpu_accounting_drift{{node="{EAST}"}} 8.0' in metrics
+            assert job["pending_reason"].startswith("Resources"), job["pending_reason"]
         except BaseException:
             _cancel_all(corral, job_id)
             raise
     corral.wait_for(job_id, ["SUCCEEDED"], timeout=60)  # once the outside holder let go
-    assert _node(corral, EAST)["drift_gpus"] == 0
 
 
 def _restart_controller(corral: Corral, **env: str) -> None:
