@@ -130,6 +130,11 @@ class CapacityIndex:
     def pool(self, key: PoolKey) -> PoolFree | None:
         return self._pools.get(key)
 
+    def pool_of(self, node_id: str) -> PoolKey | None:
+        """The pool of a schedulable node (None for a node outside the index)."""
+        loc = self._location.get(node_id)
+        return None if loc is None else loc[0]
+
     def free_on(self, node_id: str) -> tuple[int, ...]:
         loc = self._location.get(node_id)
         if loc is None:

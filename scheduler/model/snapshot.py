@@ -25,10 +25,12 @@ class RunningJob:
     id: str = field(init=False)
     queue: str = field(init=False)
     preempting: bool = field(init=False)  # in its grace period after a preemption: leaving
+    borrowed_gpus: int = field(init=False)  # above its queue's quota when placed: always reclaimable
 
     def __post_init__(self) -> None:
         # Read on every cycle's hot path: computed once.
         object.__setattr__(self, "gpus", self.allocation.gpus)
+        object.__setattr__(self, "borrowed_gpus", self.allocation.borrowed_gpus)
         object.__setattr__(self, "id", self.job.id)
         object.__setattr__(self, "queue", self.job.spec.queue)
         object.__setattr__(self, "preempting", self.job.state is JobState.PREEMPTING)

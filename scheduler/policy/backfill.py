@@ -45,9 +45,12 @@ def plan_reservation(
         running_in_pool = list(running_in_pool)
         if not any(r.expected_end is not None for r in running_in_pool):
             return None
+    # Among equal ends (all unbounded ones), the oldest first: no new job may start on reserved
+    # nodes, so their jobs only age and the next cycle picks the same nodes, which drain. (Youngest
+    # first would move the reservation to the nodes that just took new work, and it never drains.)
     ordered = sorted(
         running_in_pool,
-        key=lambda r: (math.inf if r.expected_end is None else r.expected_end, -r.started_at, r.id),
+        key=lambda r: (math.inf if r.expected_end is None else r.expected_end, r.started_at, r.id),
     )
     scratch = capacity
     start: float | None = now

@@ -164,7 +164,12 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
             if now - r.started_at < config.las_min_runtime_s:
                 continue  # like Tiresias' scheduling interval: a start is not undone at once
             state.decisions.append(
-                Preempt(job_id=r.id, for_job=winners[0][0].id, reason="las: more attained service")
+                Preempt(
+                    job_id=r.id,
+                    for_job=winners[0][0].id,
+                    reason="las: more attained service",
+                    rule="service",
+                )
             )
             need[pool] = need.get(pool, 0) - r.gpus
     for job, pool in winners:

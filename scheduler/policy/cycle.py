@@ -6,8 +6,9 @@ The corral policy, in phases:
      a. reject what no node of this cluster could ever hold;
      b. admit it against its queue's quota (borrowing from the cohort if allowed);
      c. place it on free GPUs, honouring any backfill reservation of its pool;
-     d. if it does not fit: wait for jobs already leaving, else preempt victims, else become
-        its pool's head and take a reservation (EASY backfill), else wait with a reason.
+     d. if it does not fit: wait for jobs already leaving (holding the GPUs it will need, so
+        that later jobs cannot take them), else preempt victims, else become its pool's head
+        and take a reservation (EASY backfill), else wait with a reason.
   3. Stop early when nothing is free and no more preemption may be tried; the jobs not examined
      wait behind the others.
 """
@@ -19,14 +20,15 @@ from dataclasses import dataclass, field
 from scheduler.model.capacity import CapacityError, CapacityIndex
 from scheduler.model.cluster import PoolKey
 from scheduler.model.job import Job, JobSpec, PendingCode, PendingReason
-from scheduler.model.plan import Allocation, Decision, Place, Plan, Preempt, Reject, Reserve
+from scheduler.model.plan import Allocation, Decision, NodeAllocation, Place, Plan, Preempt, Reject, Reserve
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy import backfill, explain
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.order import FairShare, QueueMerger, las_level, pending_key
 from scheduler.policy.place import candidate_pools, find_allocation, residency_check
-from scheduler.policy.preempt import Candidate, choose_victims, victim_candidates
+from scheduler.policy.preempt import VictimCandidates, choose_victims
 from scheduler.policy.quota import QuotaLedger
+from scheduler.policy.words import plural
 
 
 @dataclass
@@ -43,19 +45,25 @@ class CycleState:
     reservations: dict[PoolKey, backfill.Reservation] = field(default_factory=dict)
     unreserved: CapacityIndex | None = None  # capacity without reserved nodes (for long backfill jobs)
     victims_taken: set[str] = field(default_factory=set)
+    taken_gpus: dict[str, dict[str, int]] = field(default_factory=dict)  # type → queue → victims' GPUs
     no_reservation: set[tuple[PoolKey, int, int, bool]] = field(default_factory=set)
     preemptors: int = 0
     preempt_attempts: int = 0
-    version: int = 0  # bumps on every placement: cached reasons and fit checks expire
+    claims: int = 0  # quota claims made (see quota.py): each may change a later job's admission
+    placed: int = 0
+    version: int = 0  # bumps whenever `capacity` shrinks: cached reasons and fit checks expire
     _pools_for: dict[tuple[str, str], list[PoolKey]] = field(default_factory=dict)
     _never: dict[tuple[str, str, str, int, int], PendingReason | None] = field(default_factory=dict)
     _no_fit: dict[PoolKey, list[tuple[int, int]]] = field(default_factory=dict)
     _reasons: dict[tuple[str, str, int, int, int], PendingReason] = field(default_factory=dict)
     _no_victims: dict[tuple[PoolKey, str, str], list[tuple[int, int]]] = field(default_factory=dict)
     _running_by_pool: dict[PoolKey, list[RunningJob]] | None = None
-    _candidates: dict[PoolKey, list[Candidate]] = field(default_factory=dict)
-    _after_leavers: dict[PoolKey, tuple[int, CapacityIndex]] = field(default_factory=dict)
+    _candidates: dict[PoolKey, VictimCandidates] = field(default_factory=dict)
+    _after_leavers: dict[PoolKey, CapacityIndex] = field(default_factory=dict)
+    _no_fit_after_leavers: dict[PoolKey, list[tuple[int, int]]] = field(default_factory=dict)
     _leaving_by_pool: dict[PoolKey, list[RunningJob]] | None = None
+    _leaving_refunds: dict[str, dict[str, int]] = field(default_factory=dict)
+    _admitted_after_leavers: dict[tuple[str, str, int, int, int], bool] = field(default_factory=dict)
 
     @classmethod
     def start(cls, snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> CycleState:
@@ -67,9 +75,9 @@ class CycleState:
             ledger=QuotaLedger(snapshot.queues, snapshot.queue_usage),
         )
 
-    def epoch(self) -> tuple[int, int, int]:
+    def epoch(self) -> tuple[int, int, int, int]:
         """Changes whenever a decision could change the outcome for a later job."""
-        return (self.version, self.preemptors, len(self.reservations))
+        return (self.version, self.preemptors, len(self.reservations), self.claims)
 
     def pools_for(self, spec: JobSpec) -> list[PoolKey]:
         key = (spec.data_region, spec.gpu_type)
@@ -110,35 +118,87 @@ class CycleState:
         return reason
 
     def running_in(self, pool: PoolKey) -> list[RunningJob]:
+        return self._running().get(pool, [])
+
+    def _running(self) -> dict[PoolKey, list[RunningJob]]:
         if self._running_by_pool is None:
             by_pool: dict[PoolKey, list[RunningJob]] = {}
             for r in self.snapshot.running.values():
                 by_pool.setdefault(r.pool, []).append(r)
             self._running_by_pool = by_pool
-        return self._running_by_pool.get(pool, [])
+        return self._running_by_pool
 
-    def candidates_in(self, pool: PoolKey) -> list[Candidate]:
+    def candidates_in(self, pool: PoolKey) -> VictimCandidates:
         found = self._candidates.get(pool)
         if found is None:
-            found = victim_candidates(self.snapshot, self.running_in(pool), self.now, self.config)
+            found = VictimCandidates(self.snapshot, self.running_in(pool), self.now, self.config)
             self._candidates[pool] = found
         return found
 
     def top_level(self, pool: PoolKey) -> int:
-        """The highest service level among the pool's running jobs that could be preempted."""
-        return max((c.level for c in self.candidates_in(pool)), default=-1)
+        """The highest service level among the pool's running jobs that service preemption may take."""
+        return self.candidates_in(pool).top_level()
 
     def leaving_in(self, pool: PoolKey) -> list[RunningJob]:
         """Jobs of the pool in their preemption grace period: their GPUs free up soon."""
-        if self._leaving_by_pool is None:
-            self.running_in(pool)
-            assert self._running_by_pool is not None
-            self._leaving_by_pool = {
-                key: [r for r in rs if r.preempting] for key, rs in self._running_by_pool.items()
-            }
-        return self._leaving_by_pool.get(pool, [])
+        return self._leaving().get(pool, [])
 
-    def place(self, job: Job, pool: PoolKey, allocation: Allocation, borrowed: int, backfilled: bool) -> None:
+    def _leaving(self) -> dict[PoolKey, list[RunningJob]]:
+        if self._leaving_by_pool is None:
+            self._leaving_by_pool = {
+                key: [r for r in rs if r.preempting] for key, rs in self._running().items()
+            }
+        return self._leaving_by_pool
+
+    def admitted_after_leavers(self, spec: JobSpec, gpu_type: str) -> bool:
+        """Would the job's queue take it once every leaving job has given its GPUs back?"""
+        key = (spec.queue, gpu_type, spec.gpus, self.placed, self.claims)  # what changes the ledger
+        ok = self._admitted_after_leavers.get(key)
+        if ok is None:
+            refunds = self._leaving_refunds.get(gpu_type)
+            if refunds is None:
+                refunds = {}
+                for pool, leaving in self._leaving().items():
+                    for r in leaving if pool.gpu_type == gpu_type else ():
+                        refunds[r.queue] = refunds.get(r.queue, 0) + r.gpus
+                self._leaving_refunds[gpu_type] = refunds
+            ok = self.ledger.admit_after(spec.queue, gpu_type, spec.gpus, refunds).ok
+            self._admitted_after_leavers[key] = ok
+        return ok
+
+    def after_leavers(self, pool: PoolKey) -> CapacityIndex:
+        """Free GPUs once the pool's leaving jobs are gone, less what waiting jobs hold.
+
+        Built once per pool and cycle, then kept in step with every change of `capacity`.
+        """
+        scratch = self._after_leavers.get(pool)
+        if scratch is None:
+            scratch = self.capacity
+            for r in self.leaving_in(pool):
+                try:
+                    scratch = scratch.release(r.allocation)
+                except CapacityError:
+                    continue
+            self._after_leavers[pool] = scratch
+        return scratch
+
+    def hold(self, pool: PoolKey, allocation: Allocation, leaving: bool) -> None:
+        """Keep `allocation` for a job that waits for jobs to leave — already leaving (`leaving`)
+        or preempted in this cycle — so that no job after it in this cycle takes its GPUs:
+        the free ones now, the leaving ones once they are free."""
+        free: list[NodeAllocation] = []
+        for na in allocation.nodes:
+            free_now = set(self.capacity.free_on(na.node))
+            if mine := tuple(g for g in na.gpus if g in free_now):
+                free.append(NodeAllocation(node=na.node, gpus=mine))
+        scratch = self.after_leavers(pool).allocate(allocation) if leaving else None
+        if free:
+            self._take(Allocation(nodes=tuple(free)))
+            self.version += 1
+        if scratch is not None:
+            self._after_leavers[pool] = scratch
+
+    def _take(self, allocation: Allocation) -> None:
         self.capacity = self.capacity.allocate(allocation)
         if self.unreserved is not None:
             try:
@@ -146,8 +206,21 @@ class CycleState:
             except CapacityError:
                 # It used reserved nodes (it ends before the reservation): hide them all again.
                 self.unreserved = self.capacity.without_nodes(self._reserved_nodes())
+        # Free in `capacity` means free in the pool's after-leavers index too (leaving jobs only
+        # add free GPUs); only that pool's index is ever asked about that pool.
+        pool = self.capacity.pool_of(allocation.nodes[0].node)
+        scratch = self._after_leavers.get(pool) if pool is not None else None
+        if pool is not None and scratch is not None:
+            self._after_leavers[pool] = scratch.allocate(allocation)
+
+    def place(self, job: Job, pool: PoolKey, allocation: Allocation, borrowed: int, backfilled: bool) -> None:
+        if borrowed:
+            # Carried with the running job: placed on borrowed quota, it is always reclaimable.
+            allocation = allocation.model_copy(update={"borrowed_gpus": borrowed})
+        self._take(allocation)
         self.ledger.charge(job.spec.queue, pool.gpu_type, allocation.gpus)
         self.version += 1
+        self.placed += 1
         self.decisions.append(
             Place(
                 job_id=job.id,
@@ -184,7 +257,7 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
     merger = QueueMerger(snapshot, config, now, pending_key(config, priority_values), fair)
     examined = 0
     fallback = PendingReason(PendingCode.PRIORITY, "behind higher-ordered jobs")
-    outcomes: dict[tuple[object, ...], tuple[tuple[int, int, int], PendingReason]] = {}
+    outcomes: dict[tuple[object, ...], tuple[tuple[int, int, int, int], PendingReason]] = {}
     for job in merger:
         if examined >= config.scan_depth:
             break
@@ -244,7 +317,7 @@ def _may_preempt(state: CycleState) -> bool:
 
 def _consider(state: CycleState, job: Job) -> PoolKey | None:
     """Steps 2a-2d for one job; returns the pool it was placed in, if any."""
-    spec, now = job.spec, state.now
+    spec = job.spec
     # 2a. Reject the impossible.
     impossible = state.never_fits(spec)
     if impossible is not None:
@@ -253,33 +326,53 @@ def _consider(state: CycleState, job: Job) -> PoolKey | None:
     pools = state.pools_for(spec)
     quota_reason: PendingReason | None = None
     admitted: list[tuple[PoolKey, int]] = []
+    owed: set[str] = set()  # GPU types of its queue's own quota, lent out to the cohort
     # 2b. Admit, then 2c. place.
     for pool in pools:
         admission = state.ledger.admit(spec.queue, pool.gpu_type, spec.gpus)
         if not admission.ok:
             quota_reason = PendingReason(PendingCode.QUOTA_EXCEEDED, admission.detail)
+            if state.ledger.within_nominal(spec.queue, pool.gpu_type, spec.gpus):
+                owed.add(pool.gpu_type)
             continue
         admitted.append((pool, admission.borrowed))
         placed = _try_place(state, job, pool, admission.borrowed)
         if placed:
             return pool
-    # 2d. It waits: for leaving jobs, by preempting, or holding a reservation.
+    if _wait(state, job, pools, admitted, quota_reason):
+        # It starts once its victims are gone: what it is owed stays unlent meanwhile (see
+        # quota.py: claims). A job that cannot reclaim claims nothing, so nothing idles for it.
+        for gpu_type in sorted(owed):
+            state.ledger.claim(spec.queue, gpu_type, spec.gpus)
+            state.claims += 1
+    return None
+
+
+def _wait(
+    state: CycleState,
+    job: Job,
+    pools: list[PoolKey],
+    admitted: list[tuple[PoolKey, int]],
+    quota_reason: PendingReason | None,
+) -> bool:
+    """Step 2d: the job waits — for leaving jobs, by preempting, or holding a reservation.
+    True if it starts once jobs leave (preempted now or already leaving)."""
+    spec, now = job.spec, state.now
     for pool in pools:
         leaving = _waiting_for_leavers(state, job, pool)
         if leaving:
-            state.wait(
-                job, PendingReason(PendingCode.RESERVED, f"waiting for {leaving} preempted jobs to exit")
-            )
-            return None
+            detail = f"waiting for {plural(leaving, 'preempted job')} to exit"
+            state.wait(job, PendingReason(PendingCode.RESERVED, detail))
+            return True
     if state.config.preemption and _may_preempt(state):
         for pool in pools:
             if _try_preempt(state, job, pool):
-                return None
+                return True
     if not admitted:
         state.wait(
             job, quota_reason or PendingReason(PendingCode.QUOTA_EXCEEDED, "no quota for this GPU type")
         )
-        return None
+        return False
     if state.config.backfill:
         for pool, _ in admitted:
             if pool in state.reservations:
@@ -295,25 +388,19 @@ def _consider(state: CycleState, job: Job) -> PoolKey | None:
                 state.no_reservation.add(memo)
             else:
                 state.reserve(reservation)
-                # Relative: the same words on the simulator's virtual clock and the live wall clock.
-                when = (
-                    "when running jobs end"
-                    if reservation.start is None
-                    else f"from t={reservation.start:.0f} (in {max(0.0, reservation.start - now):.0f} s)"
-                )
-                detail = f"holds {len(reservation.nodes)} nodes {when}; {state.resources_reason(spec).detail}"
+                detail = explain.reservation(len(reservation.nodes), reservation.start, now)
+                detail += f"; {state.resources_reason(spec).detail}"
                 state.wait(job, PendingReason(PendingCode.RESERVED, detail))
-                return None
+                return False
     for pool, _ in admitted:
         held = state.reservations.get(pool)
         if held is not None and state.find(pool, spec, state.capacity) is not None:
-            # It would fit but for the GPUs held for an earlier job (Slurm says 'Priority' here).
-            when = "until its running jobs end" if held.start is None else f"from t={held.start:.0f}"
-            detail = f"fits, but the free nodes are reserved for {held.job_id} {when}"
-            state.wait(job, PendingReason(PendingCode.PRIORITY, detail))
-            return None
+            # It would fit but for the GPUs held for an earlier job (Slurm says 'Priority' here),
+            # which its team may not own: never named.
+            state.wait(job, PendingReason(PendingCode.PRIORITY, explain.reserved_for_other(held.start, now)))
+            return False
     state.wait(job, state.resources_reason(spec))
-    return None
+    return False
 
 
 def _try_place(state: CycleState, job: Job, pool: PoolKey, borrowed: int) -> bool:
@@ -338,23 +425,23 @@ def _try_place(state: CycleState, job: Job, pool: PoolKey, borrowed: int) -> boo
 
 
 def _waiting_for_leavers(state: CycleState, job: Job, pool: PoolKey) -> int:
-    """How many preempted jobs (still in their grace period) must leave for `job` to fit; 0 if not enough."""
+    """How many preempted jobs (still in their grace period) are leaving the pool, if `job` fits
+    and is admitted once they are gone; 0 if not. If so, it holds those GPUs for this cycle."""
     leaving = state.leaving_in(pool)
     if not leaving:
         return 0
-    cached = state._after_leavers.get(pool)
-    if cached is not None and cached[0] == state.version:
-        scratch = cached[1]
-    else:
-        scratch = state.capacity
-        for r in leaving:
-            try:
-                scratch = scratch.release(r.allocation)
-            except CapacityError:
-                continue
-        state._after_leavers[pool] = (state.version, scratch)
-    if find_allocation(scratch, pool, job.spec.nodes, job.spec.gpus_per_node) is None:
+    # What is free once they leave only shrinks during a cycle: a shape that did not fit never will.
+    n, g = job.spec.nodes, job.spec.gpus_per_node
+    failed = state._no_fit_after_leavers.setdefault(pool, [])
+    if any(n >= fn and g >= fg for fn, fg in failed):
         return 0
+    alloc = find_allocation(state.after_leavers(pool), pool, n, g)
+    if alloc is None:
+        failed.append((n, g))
+        return 0
+    if not state.admitted_after_leavers(job.spec, pool.gpu_type):
+        return 0
+    state.hold(pool, alloc, leaving=True)
     return len(leaving)
 
 
@@ -371,7 +458,7 @@ def _could_preempt(state: CycleState, job: Job, pool: PoolKey) -> bool:
     queue = state.snapshot.queues.get(spec.queue)
     if queue is None:
         return False
-    within = state.ledger.used(spec.queue, pool.gpu_type) + spec.gpus <= queue.nominal(pool.gpu_type)
+    within = state.ledger.within_nominal(spec.queue, pool.gpu_type, spec.gpus)
     return within and state.ledger.borrowers(queue.cohort, pool.gpu_type) > 0
 
 
@@ -385,6 +472,7 @@ def _try_preempt(state: CycleState, job: Job, pool: PoolKey) -> bool:
     if failed and any(n >= fn and g >= fg for fn, fg in failed):
         return False
     state.preempt_attempts += 1
+    taken_gpus = state.taken_gpus.setdefault(pool.gpu_type, {})
     victims = choose_victims(
         state.snapshot,
         state.capacity,
@@ -395,15 +483,18 @@ def _try_preempt(state: CycleState, job: Job, pool: PoolKey) -> bool:
         state.victims_taken,
         state.now,
         state.config,
+        taken_gpus,
     )
     if victims is None:
         state._no_victims.setdefault(memo_key, []).append((n, g))
         return False
     state.preemptors += 1
-    for v in victims.jobs:
+    for v, rule in zip(victims.jobs, victims.rules, strict=True):
         state.victims_taken.add(v.id)
-        state.decisions.append(Preempt(job_id=v.id, for_job=job.id, reason=victims.reason))
-    state.wait(
-        job, PendingReason(PendingCode.RESERVED, f"preempting {len(victims.jobs)} jobs: {victims.reason}")
-    )
+        taken_gpus[v.queue] = taken_gpus.get(v.queue, 0) + v.gpus
+        state.decisions.append(Preempt(job_id=v.id, for_job=job.id, reason=victims.reason, rule=rule))
+    # The free GPUs it counted on stay free until its victims are gone.
+    state.hold(pool, victims.allocation, leaving=False)
+    # The preemptor's team sees why, not whom: the victims may belong to other teams.
+    state.wait(job, PendingReason(PendingCode.RESERVED, explain.preempting(victims.rules)))
     return True

@@ -1,6 +1,13 @@
-"""Pending reasons with numbers: the answer to 'why is my job pending?'."""
+"""Pending reasons with numbers: the answer to 'why is my job pending?'.
+
+A reason is shown to the job's team: it speaks in durations and counts with their plurals, and
+never names another job or another queue (they may belong to other teams). Times are relative,
+so the words are the same on the simulator's virtual clock and the live wall clock.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from scheduler.model.capacity import CapacityIndex
 from scheduler.model.cluster import ANY
@@ -8,14 +15,57 @@ from scheduler.model.job import JobSpec, PendingCode, PendingReason
 from scheduler.model.snapshot import ClusterSnapshot
 from scheduler.policy.place import candidate_pools
 from scheduler.policy.quota import QuotaLedger
+from scheduler.policy.words import duration, plural
 
 
 def shape(spec: JobSpec) -> str:
-    gpu = spec.gpu_type if spec.gpu_type != ANY else "GPUs"
+    """'1 GPU', '4 H100 in cn-north', '2×8 GPUs'."""
     where = f" in {spec.data_region}" if spec.data_region != ANY else ""
+    gpu = spec.gpu_type if spec.gpu_type != ANY else ("GPU" if spec.gpus == 1 else "GPUs")
     if spec.nodes == 1:
         return f"{spec.gpus_per_node} {gpu}{where}"
     return f"{spec.nodes}×{spec.gpus_per_node} {gpu}{where}"
+
+
+def reservation(nodes: int, start: float | None, now: float) -> str:
+    """A job's own backfill reservation, e.g. 'holds 2 nodes, starting in about 59 min when
+    running jobs reach their time limits'."""
+    held = f"holds {plural(nodes, 'node')}"
+    if start is None:
+        return f"{held} until running jobs end (they have no time limits)"
+    if start <= now:
+        return f"{held}, starting when running jobs past their time limits have stopped"
+    return f"{held}, starting in about {duration(start - now)} when running jobs reach their time limits"
+
+
+def reserved_for_other(start: float | None, now: float) -> str:
+    """A job that would fit but for another job's reservation (which its team may not own)."""
+    if start is None:
+        when = "until running jobs there end"
+    elif start <= now:
+        when = "starting now"
+    else:
+        when = f"starting in {duration(start - now)}"
+    return f"fits, but the free nodes are reserved for an earlier job ({when})"
+
+
+_PREEMPTING_WHY = {
+    "priority": "of a lower priority",
+    "reclaim": "on quota its queue lent out",
+    "service": "that ran longer",
+}
+
+
+def preempting(rules: Iterable[str]) -> str:
+    """The preemptor's reason, from each victim's Preempt.rule: counts and rules, never whom.
+
+    e.g. 'preempting 2 jobs (on quota its queue lent out); starts once they have exited'.
+    """
+    rules = list(rules)
+    kinds = [k for k in _PREEMPTING_WHY if any(k in r.split(",") for r in rules)]
+    why = "; ".join(_PREEMPTING_WHY[k] for k in kinds)
+    leave = "it has" if len(rules) == 1 else "they have"
+    return f"preempting {plural(len(rules), 'job')} ({why}); starts once {leave} exited"
 
 
 def never_fits(snapshot: ClusterSnapshot, spec: JobSpec) -> PendingReason | None:
@@ -53,8 +103,10 @@ def never_fits(snapshot: ClusterSnapshot, spec: JobSpec) -> PendingReason | None
         return PendingReason(
             PendingCode.TOPOLOGY, f"needs {spec.gpus_per_node} GPUs per node; the largest node has {widest}"
         )
+    exist = "exists" if most == 1 else "exist"
     return PendingReason(
-        PendingCode.REGION_CAPACITY, f"needs {shape(spec)}; only {most} suitable nodes exist there"
+        PendingCode.REGION_CAPACITY,
+        f"needs {shape(spec)}; only {plural(most, 'suitable node')} {exist} there",
     )
 
 
@@ -63,15 +115,16 @@ def resources(capacity: CapacityIndex, spec: JobSpec) -> PendingReason:
     pools = candidate_pools(capacity, spec)
     free = sum(capacity.pools[k].free_gpus for k in pools)
     nodes_ok = max((capacity.pools[k].eligible(spec.gpus_per_node) for k in pools), default=0)
+    g = spec.gpus_per_node
     if free >= spec.gpus:
         return PendingReason(
             PendingCode.TOPOLOGY,
-            f"needs {shape(spec)}; {free} GPUs free but only {nodes_ok} nodes with {spec.gpus_per_node} free",
+            f"needs {shape(spec)}; {plural(free, 'GPU')} free but only {plural(nodes_ok, 'node')} "
+            f"with {g} free",
         )
-    unit = "node" if nodes_ok == 1 else "nodes"
     return PendingReason(
         PendingCode.RESOURCES,
-        f"needs {shape(spec)}; {free} GPUs free, {nodes_ok} {unit} with {spec.gpus_per_node} free",
+        f"needs {shape(spec)}; {plural(free, 'GPU')} free, {plural(nodes_ok, 'node')} with {g} free",
     )
 
 
@@ -94,6 +147,6 @@ def beyond_quota(snapshot: ClusterSnapshot, ledger: QuotaLedger, spec: JobSpec) 
     most = ", ".join(f"{c} {t}" for t, c in ceilings.items())
     return PendingReason(
         PendingCode.QUOTA_EXCEEDED,
-        f"needs {spec.gpus} GPUs; queue {spec.queue} can never hold more than {most} "
+        f"needs {plural(spec.gpus, 'GPU')}; queue {spec.queue} can never hold more than {most} "
         "(quota plus what its cohort can lend): ask for fewer GPUs or a bigger quota",
     )

@@ -11,6 +11,11 @@ Linear aging means an older job eventually outranks any newer one of a higher cl
 service level, so nothing starves; the fair-share term is the queue's weighted dominant share of
 the cluster, counting both what it holds now and its decayed past usage (as Slurm's fairshare
 factor does).
+
+Before the score (as Kueue's entry ordering, per queue): the jobs of a queue that holds less than
+its nominal quota go before those of queues at or above theirs. Otherwise a borrower ordered first
+would take back the GPUs a lending queue just reclaimed, and the two would preempt each other for
+ever. (Per queue, not per job: a lender's small job must not wait behind its own big head.)
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import heapq
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+from scheduler.model.cluster import ANY
 from scheduler.model.job import Job
 from scheduler.model.snapshot import ClusterSnapshot
 from scheduler.policy.config import PolicyConfig
@@ -81,6 +87,10 @@ class FairShare:
         self._weights = {q.name: q.weight for q in snapshot.queues.values()}
         self._cache: dict[str, float] = {}
 
+    def used(self, queue: str, gpu_type: str) -> int:
+        """GPUs of the type the queue holds, with what this cycle handed it so far."""
+        return self._usage.get(queue, {}).get(gpu_type, 0)
+
     def share(self, queue: str) -> float:
         cached = self._cache.get(queue)
         if cached is not None:
@@ -116,6 +126,8 @@ class QueueMerger:
         self._now = now
         self._key = key
         self._fair_share = fair_share
+        self._queues = snapshot.queues
+        self._types = tuple(snapshot.gpus_by_type)
         self._values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
         self._iters: dict[str, Iterator[Job]] = {}
         self._heap: list[tuple[tuple[float | str, ...], str, Job]] = []
@@ -136,7 +148,16 @@ class QueueMerger:
         neg_score = (
             static - self._now / cfg.aging_s_per_point + cfg.fair_share_weight * self._fair_share.share(queue)
         )
-        return (neg_score, job.submitted_at, job.id)
+        return (self._at_quota(queue, job), neg_score, job.submitted_at, job.id)
+
+    def _at_quota(self, queue: str, job: Job) -> int:
+        """0 if the queue holds less than its nominal quota of a GPU type the job may use, else 1."""
+        q = self._queues.get(queue)
+        fair = self._fair_share
+        if q is None or fair is None:
+            return 0
+        types = self._types if job.spec.gpu_type == ANY else (job.spec.gpu_type,)
+        return 0 if any(fair.used(queue, t) < q.nominal(t) for t in types) else 1
 
     def __iter__(self) -> Iterator[Job]:
         heap = self._heap

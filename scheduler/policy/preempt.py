@@ -1,15 +1,20 @@
 """Step 5, preempt: the cheapest set of running jobs whose GPUs let a waiting job start.
 
-Who may be a victim of `job` (all must be preemptible, past their minimum runtime, and not yet
-preempted `max_preemptions_per_job` times, so nothing thrashes):
-  - a job of a lower priority class in the same queue, if job's class preempts lower ones;
-  - in another queue: a job of a queue that borrows this GPU type (reclaim), or of a lower
-    class when job's class preempts lower ones — in both cases only if job's queue then stays
-    within its nominal quota, so no queue preempts others to borrow;
-  - with service preemption (Tiresias' insight: a job that has run long is likely to run
-    longer still), a job of the same or a lower class whose attained GPU-seconds put it in a
-    higher service level than `job`, in the same queue, in a borrowing queue, or anywhere if
-    job's queue stays within its quota. The per-job preemption cap bounds what it can cost.
+Who may be a victim of `job` (a job protects itself by `preemptible: false`, by its minimum
+runtime and the default one after each start, and by having been preempted
+`max_preemptions_per_job` times, so nothing thrashes):
+  - priority: a job of a lower priority class in the same queue, if job's class preempts lower
+    ones; in another queue too while job's queue then stays within its nominal quota;
+  - reclaim: a job of another queue that borrows this GPU type, while job's queue then stays
+    within its nominal quota (so no queue preempts others to borrow). Protection is granted only
+    on a queue's own quota: a job placed on borrowed quota (`borrowed_gpus > 0`) is a reclaim
+    victim whatever it asked for (Kueue's rule), or a lending queue could wait for ever. Its grace
+    period still applies. Victims are taken from a queue only while it still borrows after the
+    victims taken before them, so reclaim does not push a borrower below its own quota;
+  - service (Tiresias' insight: a job that has run long is likely to run longer still): a job of
+    the same or a lower class whose attained GPU-seconds put it in a higher service level than
+    `job`, in the same queue, in a borrowing queue, or anywhere if job's queue stays within its
+    quota. The per-job preemption cap bounds what it can cost.
 Heuristic (as Kueue's): take candidates cheapest first — lowest class, then least work lost since
 their checkpoint, then biggest — until the job fits; then give back, in reverse, those it does not
 need. If it does not fit with every candidate gone, nobody is preempted.
@@ -17,25 +22,29 @@ need. If it does not fit with every candidate gone, nobody is preempted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from scheduler.model.capacity import CapacityError, CapacityIndex
+from scheduler.model.capacity import CapacityIndex
 from scheduler.model.cluster import PoolKey
 from scheduler.model.job import Job
+from scheduler.model.plan import PREEMPT_RULES, Allocation
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.order import las_level
 from scheduler.policy.place import find_allocation
 from scheduler.policy.quota import QuotaLedger
 
-_PRIORITY, _RECLAIM, _SERVICE = 0, 1, 2  # why a candidate may be preempted
+_PRIORITY, _RECLAIM, _SERVICE = 0, 1, 2  # why a candidate may be preempted (indexes PREEMPT_RULES)
 
 
 @dataclass(frozen=True, slots=True)
 class Victims:
     jobs: tuple[RunningJob, ...]
-    reason: str
+    rules: tuple[str, ...]  # for each victim, Preempt.rule: what its team may be told
+    reason: str  # names jobs and queues: for administrators only
+    allocation: Allocation  # where the job fits once they are gone (free GPUs and theirs)
 
 
 def attained(r: RunningJob, now: float) -> float:
@@ -55,12 +64,18 @@ def protected_for_s(r: RunningJob, config: PolicyConfig) -> float:
 
 
 def can_be_victim(r: RunningJob, now: float, config: PolicyConfig) -> bool:
+    """May any rule preempt it: not protected by its spec, its runtime or its preemption count."""
     spec = r.job.spec
     if not spec.preemptible or r.preempting:
         return False
     if r.job.preemption_count >= config.max_preemptions_per_job:
         return False
     return now - r.started_at >= protected_for_s(r, config)
+
+
+def reclaimable(r: RunningJob) -> bool:
+    """May a lending queue take it back whatever its protection: it was placed on borrowed quota."""
+    return r.borrowed_gpus > 0 and not r.preempting
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,22 +86,55 @@ class Candidate:
     value: int  # its priority class value
     level: int  # its service level (attained GPU-seconds)
     cost: tuple[float, ...]  # cheapest first: class, work lost since checkpoint, size, start
+    protected: bool = False  # only a reclaim may take it (it runs on borrowed quota)
 
 
-def victim_candidates(
-    snapshot: ClusterSnapshot, running: Sequence[RunningJob], now: float, config: PolicyConfig
-) -> list[Candidate]:
-    """The pool's preemptible jobs, cheapest first."""
-    out = []
-    th = config.las_thresholds_gpu_s
-    for r in running:
-        if not can_be_victim(r, now, config):
-            continue
-        value = snapshot.priority_value(r.job)
-        cost = (float(value), r.work_at_risk_s(now) * r.gpus, -float(r.gpus), r.started_at)
-        out.append(Candidate(r, value, las_level(attained(r, now), th), cost))
-    out.sort(key=lambda c: c.cost)
-    return out
+class VictimCandidates:
+    """The pool's jobs that some rule may preempt, cheapest first, sorted lazily.
+
+    A cycle rarely looks past the cheapest few (each preemptor stops at `max_victims`), so the
+    costs go into a heap and a Candidate is built only when iteration reaches it. Iterating again
+    replays the ones already built, then goes on. Ties keep the pool's order (as a stable sort).
+    """
+
+    def __init__(
+        self, snapshot: ClusterSnapshot, running: Sequence[RunningJob], now: float, config: PolicyConfig
+    ) -> None:
+        self._now = now
+        self._thresholds = config.las_thresholds_gpu_s
+        self._heap: list[tuple[tuple[float, ...], int, RunningJob, int, bool]] = []
+        values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
+        for i, r in enumerate(running):  # every running job of the pool: keep this loop lean
+            protected = not can_be_victim(r, now, config)
+            if protected and not reclaimable(r):
+                continue
+            value = values.get(r.job.spec.priority, 0)
+            cost = (float(value), r.work_at_risk_s(now) * r.gpus, -float(r.gpus), r.started_at)
+            self._heap.append((cost, i, r, value, protected))
+        self._unprotected = [r for _, _, r, _, protected in self._heap if not protected]
+        heapq.heapify(self._heap)
+        self._sorted: list[Candidate] = []
+        self._top: int | None = None
+
+    def top_level(self) -> int:
+        """The highest service level among those every rule may take (-1 if none)."""
+        if self._top is None:
+            # The level only grows with attained service: the most attained has the top level.
+            most = max((attained(r, self._now) for r in self._unprotected), default=None)
+            self._top = -1 if most is None else las_level(most, self._thresholds)
+        return self._top
+
+    def __iter__(self) -> Iterator[Candidate]:
+        i = 0
+        while True:
+            if i == len(self._sorted):
+                if not self._heap:
+                    return
+                cost, _, r, value, protected = heapq.heappop(self._heap)
+                level = las_level(attained(r, self._now), self._thresholds)
+                self._sorted.append(Candidate(r, value, level, cost, protected))
+            yield self._sorted[i]
+            i += 1
 
 
 def choose_victims(
@@ -95,11 +143,14 @@ def choose_victims(
     ledger: QuotaLedger,
     job: Job,
     pool: PoolKey,
-    pool_candidates: Sequence[Candidate],
+    pool_candidates: Iterable[Candidate],
     taken: set[str],
     now: float,
     config: PolicyConfig,
+    taken_gpus: Mapping[str, int] | None = None,
 ) -> Victims | None:
+    """The victims that let `job` start in `pool`, or None. `taken` holds the jobs already chosen
+    as victims this cycle and `taken_gpus` their GPUs of this pool's type per queue."""
     spec = job.spec
     value = snapshot.priority_value(job)
     pc = snapshot.priority_classes.get(spec.priority)
@@ -107,36 +158,41 @@ def choose_victims(
     queue = snapshot.queues.get(spec.queue)
     if queue is None:
         return None
-    within_nominal = ledger.used(spec.queue, pool.gpu_type) + spec.gpus <= queue.nominal(pool.gpu_type)
+    within_nominal = ledger.within_nominal(spec.queue, pool.gpu_type, spec.gpus)
     level = las_level(job.attained_gpu_s, config.las_thresholds_gpu_s) if config.service_preemption else 0
 
-    candidates: list[tuple[RunningJob, int]] = []
-    borrowing: dict[str, bool] = {}
+    candidates: list[tuple[RunningJob, tuple[int, ...]]] = []
+    borrows: dict[str, int] = {}  # queue → GPUs of this type it still uses above its quota
     for c in pool_candidates:
         r = c.running
         if r.id in taken:
             continue
         same_queue = r.queue == spec.queue
-        lower = preempts_lower and c.value < value
         lends_back = False
         if not same_queue:
-            lends_back = borrowing.get(r.queue)  # type: ignore[assignment]
-            if lends_back is None:
-                lends_back = borrowing[r.queue] = ledger.over_nominal(r.queue, pool.gpu_type) > 0
-        if lower and (same_queue or within_nominal):
-            why = _PRIORITY
-        elif not same_queue and within_nominal and lends_back:
-            why = _RECLAIM
-        elif (
-            config.service_preemption
+            over = borrows.get(r.queue)
+            if over is None:
+                over = ledger.over_nominal(r.queue, pool.gpu_type) - (taken_gpus or {}).get(r.queue, 0)
+                borrows[r.queue] = over
+            lends_back = over > 0
+        whys: list[int] = []
+        if not c.protected and preempts_lower and c.value < value and (same_queue or within_nominal):
+            whys.append(_PRIORITY)
+        if not same_queue and within_nominal and lends_back:
+            whys.append(_RECLAIM)
+        if (
+            not c.protected
+            and config.service_preemption
             and c.value <= value
             and c.level > level
             and (same_queue or lends_back or within_nominal)
         ):
-            why = _SERVICE
-        else:
+            whys.append(_SERVICE)
+        if not whys:
             continue
-        candidates.append((r, why))
+        candidates.append((r, tuple(whys)))
+        if not same_queue:
+            borrows[r.queue] -= r.gpus  # what its queue borrows once it is gone too
         if len(candidates) >= config.max_victims:
             break
     if not candidates:
@@ -145,50 +201,113 @@ def choose_victims(
     if pool_free + sum(r.gpus for r, _ in candidates) < spec.gpus:
         return None  # not enough GPUs even with every candidate gone
 
-    chosen: list[tuple[RunningJob, int]] = []
-    scratch = capacity
+    n = spec.nodes
+    freed = _Freed(capacity, pool, spec.gpus_per_node)
+    admitted = _Admission(ledger, job, pool)
+    chosen: list[tuple[RunningJob, tuple[int, ...]]] = []
     fits = False
-    for r, why in candidates:
-        try:
-            scratch = scratch.release(r.allocation)
-        except CapacityError:
+    for r, why_set in candidates:
+        if not freed.holds(r):
             continue
-        chosen.append((r, why))
-        if _feasible(scratch, ledger, job, pool, [c for c, _ in chosen]):
+        freed.add(r, 1)
+        admitted.add(r, 1)
+        chosen.append((r, why_set))
+        if freed.fits(n) and admitted.ok():
             fits = True
             break
     if not fits:
         return None
     # Give back, in reverse, every victim the job can do without.
-    for r, _why in reversed(list(chosen)):
-        rest = [c for c, _ in chosen if c.id != r.id]
-        try:
-            without = scratch.allocate(r.allocation)
-        except CapacityError:
-            continue
-        if _feasible(without, ledger, job, pool, rest):
-            scratch = without
+    for r, _whys in reversed(list(chosen)):
+        freed.add(r, -1)
+        admitted.add(r, -1)
+        if freed.fits(n) and admitted.ok():
             chosen = [(c, w) for c, w in chosen if c.id != r.id]
-    kinds = sorted({why for _, why in chosen})
+        else:
+            freed.add(r, 1)
+            admitted.add(r, 1)
+    kinds = sorted({why for _, whys in chosen for why in whys})
     words = {
         _PRIORITY: f"priority: {spec.priority} job {job.id} needs its GPUs",
         _RECLAIM: f"reclaim: queue {spec.queue} takes back its lent {pool.gpu_type} quota for {job.id}",
         _SERVICE: f"service: {job.id} has attained less GPU time",
     }
-    return Victims(jobs=tuple(c for c, _ in chosen), reason="; ".join(words[k] for k in kinds))
+    scratch = capacity
+    for r, _ in chosen:
+        scratch = scratch.release(r.allocation)
+    allocation = find_allocation(scratch, pool, n, spec.gpus_per_node)
+    assert allocation is not None  # enough eligible nodes: find_allocation always assembles a gang
+    return Victims(
+        jobs=tuple(c for c, _ in chosen),
+        rules=tuple(",".join(PREEMPT_RULES[w] for w in whys) for _, whys in chosen),
+        reason="; ".join(words[k] for k in kinds),
+        allocation=allocation,
+    )
 
 
-def _feasible(
-    capacity: CapacityIndex, ledger: QuotaLedger, job: Job, pool: PoolKey, victims: Sequence[RunningJob]
-) -> bool:
-    """Would `job` fit and be admitted with `victims` gone? (Changes nothing.)"""
-    spec = job.spec
-    if find_allocation(capacity, pool, spec.nodes, spec.gpus_per_node) is None:
-        return False
-    if ledger.admit(spec.queue, pool.gpu_type, spec.gpus).ok:
-        return True  # refunds only lower usage: admitted now, admitted with them
-    refunds: dict[str, int] = {}
-    for v in victims:
-        if v.gpu_type == pool.gpu_type:
-            refunds[v.queue] = refunds.get(v.queue, 0) + v.gpus
-    return ledger.admit_after(spec.queue, pool.gpu_type, spec.gpus, refunds).ok
+class _Freed:
+    """Which nodes of the pool could hold `gpus_per_node` once the chosen victims are gone.
+
+    find_allocation places a gang whenever the pool has `nodes` nodes with `gpus_per_node` free
+    (one rack if it can, else across racks), so counting those nodes decides whether the job fits,
+    without building a new free-GPU index per candidate.
+    """
+
+    def __init__(self, capacity: CapacityIndex, pool: PoolKey, gpus_per_node: int) -> None:
+        self._capacity = capacity
+        self._pool = pool
+        self._g = gpus_per_node
+        free = capacity.pool(pool)
+        self._eligible = free.eligible(gpus_per_node) if free is not None else 0
+        self._free: dict[str, int] = {}  # node → free GPUs with the victims chosen so far gone
+
+    def holds(self, r: RunningJob) -> bool:
+        """Are all of its GPUs held in the pool's index (so that its leaving frees them)?"""
+        cap = self._capacity
+        return all(
+            cap.pool_of(na.node) == self._pool and not set(na.gpus).intersection(cap.free_on(na.node))
+            for na in r.allocation.nodes
+        )
+
+    def add(self, r: RunningJob, sign: int) -> None:
+        """Count `r` as gone (sign 1) or back (sign -1)."""
+        for na in r.allocation.nodes:
+            before = self._free.get(na.node)
+            if before is None:
+                before = len(self._capacity.free_on(na.node))
+            after = before + sign * len(na.gpus)
+            self._free[na.node] = after
+            self._eligible += (after >= self._g) - (before >= self._g)
+
+    def fits(self, nodes: int) -> bool:
+        return self._eligible >= nodes
+
+
+class _Admission:
+    """Would the job be admitted with the chosen victims gone (their GPUs refunded to their queues)?"""
+
+    def __init__(self, ledger: QuotaLedger, job: Job, pool: PoolKey) -> None:
+        self._ledger = ledger
+        self._spec = job.spec
+        self._gpu_type = pool.gpu_type
+        # Refunds only lower usage: admitted now, admitted with any victims gone.
+        self._now = ledger.admit(job.spec.queue, pool.gpu_type, job.spec.gpus).ok
+        self._refunds: dict[str, int] = {}
+        self._known: bool | None = self._now  # the answer for the current refunds, if known
+        self._cohort = ledger.cohort_of(job.spec.queue)
+
+    def add(self, r: RunningJob, sign: int) -> None:
+        if self._now or r.gpu_type != self._gpu_type:
+            return  # another type's GPUs change nothing here
+        self._refunds[r.queue] = self._refunds.get(r.queue, 0) + sign * r.gpus
+        if r.queue == self._spec.queue or (
+            self._cohort is not None and self._ledger.cohort_of(r.queue) == self._cohort
+        ):
+            self._known = None  # only its own queue's and its cohort's usage count
+
+    def ok(self) -> bool:
+        if self._known is None:
+            spec = self._spec
+            refunds = {q: g for q, g in self._refunds.items() if g}
+            self._known = self._ledger.admit_after(spec.queue, self._gpu_type, spec.gpus, refunds).ok
+        return self._known

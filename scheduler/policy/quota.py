@@ -4,6 +4,11 @@ A queue may use its nominal quota of each GPU type. Above that it borrows what o
 its cohort leave idle (each lends at most its lending limit), and its borrowed GPUs (all types
 together) stay within its borrowing limit. A queue without a cohort never exceeds its quota.
 Cohort totals are kept incrementally so that an admission check is O(1) however big the cohort.
+
+Claims: a job within its queue's quota that is refused because that quota is lent out claims it
+for the rest of the cycle (`claim`). Claimed quota is not lent again — otherwise the borrowers'
+jobs, requeued by the reclaim, would take back the GPUs it just freed — and later jobs of the same
+queue count it as used when they ask whether they are within the quota (`within_nominal`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from scheduler.model.queue import Queue
+from scheduler.policy.words import plural
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +36,7 @@ class QuotaLedger:
         self._lendable: dict[tuple[str, str], int] = {}  # (cohort, type) → idle quota lent out
         self._borrowed: dict[tuple[str, str], int] = {}  # (cohort, type) → GPUs used above quotas
         self._admitted: dict[tuple[str, str, int], Admission] = {}  # memo until the next charge
+        self._claims: dict[tuple[str, str], dict[str, int]] = {}  # (cohort, type) → queue → claimed
         types = {t for q in queues.values() for t in q.quota} | {t for u in usage.values() for t in u}
         for q in queues.values():
             if q.cohort is None:
@@ -38,6 +45,10 @@ class QuotaLedger:
                 key = (q.cohort, t)
                 self._lendable[key] = self._lendable.get(key, 0) + self.lendable(q, t)
                 self._borrowed[key] = self._borrowed.get(key, 0) + self.over_nominal(q.name, t)
+
+    def cohort_of(self, queue: str) -> str | None:
+        q = self._queues.get(queue)
+        return None if q is None else q.cohort
 
     def used(self, queue: str, gpu_type: str) -> int:
         return self._usage.get(queue, {}).get(gpu_type, 0)
@@ -73,6 +84,40 @@ class QuotaLedger:
         others_lend = self._lendable.get(key, 0) - self.lendable(queue, gpu_type)
         others_borrow = self._borrowed.get(key, 0) - self.over_nominal(queue.name, gpu_type)
         return max(0, others_lend - others_borrow)
+
+    def claimed(self, queue: str, gpu_type: str) -> int:
+        q = self._queues.get(queue)
+        if q is None or q.cohort is None:
+            return 0
+        return self._claims.get((q.cohort, gpu_type), {}).get(queue, 0)
+
+    def claim(self, queue_name: str, gpu_type: str, gpus: int) -> None:
+        """Keep `gpus` of the queue's idle quota from being lent for the rest of the cycle."""
+        q = self._queues.get(queue_name)
+        if q is None or q.cohort is None:
+            return
+        per_queue = self._claims.setdefault((q.cohort, gpu_type), {})
+        per_queue[queue_name] = per_queue.get(queue_name, 0) + gpus
+        self._admitted.clear()
+
+    def within_nominal(self, queue_name: str, gpu_type: str, gpus: int) -> bool:
+        """Would `gpus` more stay within the queue's nominal quota, counting what it claimed?"""
+        q = self._queues.get(queue_name)
+        if q is None:
+            return False
+        held = self.used(queue_name, gpu_type) + self.claimed(queue_name, gpu_type)
+        return held + gpus <= q.nominal(gpu_type)
+
+    def _claimed_by_others(self, queue: Queue, gpu_type: str) -> int:
+        """Idle quota of the rest of the cohort that their waiting jobs claimed (not lendable)."""
+        per_queue = self._claims.get((queue.cohort, gpu_type)) if queue.cohort is not None else None
+        if not per_queue:
+            return 0
+        return sum(
+            min(gpus, self.lendable(self._queues[name], gpu_type))
+            for name, gpus in per_queue.items()
+            if name != queue.name
+        )
 
     def borrowers(self, cohort: str | None, gpu_type: str) -> int:
         """GPUs of `gpu_type` that the cohort's queues use above their quotas."""
@@ -140,16 +185,19 @@ class QuotaLedger:
             borrow += over_before - max(0, now_used - nominal)
         lend += self._lend_at(queue, gpu_type, used) - self._lend_at(queue, gpu_type, used_before)
         borrow += over
+        if over:
+            lend -= self._claimed_by_others(queue, gpu_type)  # new borrowing may not take claimed quota
         if borrow > lend:
+            # Shown to the job's team: its own queue by name, the others only as 'its cohort'.
             if over == 0:
                 detail = (
                     f"queue {queue_name} uses {used_before}/{nominal} {gpu_type}; "
-                    f"its idle quota is lent out to cohort {queue.cohort} and must be reclaimed"
+                    "its idle quota is lent out to its cohort and must be reclaimed"
                 )
             else:
                 detail = (
                     f"queue {queue_name} uses {used_before}/{nominal} {gpu_type}; needs {over} more, "
-                    f"cohort {queue.cohort} lends {max(0, over - (borrow - lend))}"
+                    f"its cohort lends {max(0, over - (borrow - lend))}"
                 )
             return Admission(False, detail=detail)
         borrowed_total = self.borrowed(queue_name) - (
@@ -158,7 +206,7 @@ class QuotaLedger:
         if over and queue.borrowing_limit is not None and borrowed_total + over > queue.borrowing_limit:
             return Admission(
                 False,
-                detail=f"queue {queue_name} would borrow {borrowed_total + over} GPUs, "
+                detail=f"queue {queue_name} would borrow {plural(borrowed_total + over, 'GPU')}, "
                 f"limit {queue.borrowing_limit}",
             )
         return Admission(True, borrowed=over)

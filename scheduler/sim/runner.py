@@ -21,9 +21,9 @@ from scheduler.backends.sim import SimBackend
 from scheduler.clock import VirtualClock
 from scheduler.model.capacity import CapacityIndex
 from scheduler.model.cluster import Node, NodeState
-from scheduler.model.job import Job, JobState
+from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.plan import Place, Plan, Preempt, Reject
-from scheduler.model.queue import ClusterConfig
+from scheduler.model.queue import ClusterConfig, with_defaults
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob, gpus_by_type, pool_shapes
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.decide import decide
@@ -93,6 +93,9 @@ class Simulator:
         self.usage = {q: DecayedUsage(policy.usage_half_life_s) for q in self.queues}
         self.result = RunResult(policy=policy.name, total_gpus=cluster.total_gpus)
         self._trace_by_id = {j.job_id: j for j in self.trace}
+        self._time_limit_defaults = cluster.default_time_limit_s is not None or any(
+            q.default_time_limit_s is not None for q in cluster.queues
+        )
         self._first_start: dict[str, float] = {}
         self._allocated = 0
         self._tick_at = math.inf
@@ -158,7 +161,7 @@ class Simulator:
     def _arrive(self, trace_job: TraceJob) -> None:
         job = Job(
             id=trace_job.job_id,
-            spec=trace_job.spec,
+            spec=self._accepted(trace_job),
             team=trace_job.spec.queue,
             submitted_at=trace_job.submit_time,
             runtime_hint_s=trace_job.duration,
@@ -170,6 +173,13 @@ class Simulator:
             self._finish(job, JobState.FAILED, reason="unknown queue")
             return
         self.pending[job.spec.queue].add(job)
+
+    def _accepted(self, trace_job: TraceJob) -> JobSpec:
+        """The spec as the live controller accepts it: with its queue's or the cluster's default
+        time limit when it has none (so both run the same jobs)."""
+        if not self._time_limit_defaults:
+            return trace_job.spec
+        return with_defaults(trace_job.spec, self.cluster)
 
     def _on_event(self, event: BackendEvent) -> bool:
         if event.kind is EventKind.STARTED:

@@ -94,6 +94,44 @@ def test_bad_options_get_one_line_and_exit_2(args: list[str], fragment: str) -> 
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("scan_depth: [1\n", "p.yaml:2: not valid YAML (expected ',' or ']'"),
+        ("policy:\n  scan_dept: 3\n", "p.yaml: unknown policy knob 'scan_dept'; the knobs are name,"),
+        ("policy: 5\n", "p.yaml: the policy config must be a mapping of knob: value"),
+        ("scan_depth: 0\n", "p.yaml: scan_depth: Input should be greater than or equal to 1"),
+    ],
+)
+def test_a_bad_policy_config_gets_one_line_and_exit_2(tmp_path: Path, text: str, fragment: str) -> None:
+    config = tmp_path / "p.yaml"
+    config.write_text(text)
+    run = corral("sim", "-c", CLUSTER, "-t", DEMO, "--limit", "5", "--policy-config", config)
+    assert run.returncode == 2, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+    assert "--policy-config: " in run.stderr and fragment in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "where", "fragment"),
+    [
+        ("--plot", "file.txt/runs.png", "file.txt is not a directory; create it or choose another path"),
+        ("--events-out", "missing/e.jsonl", "missing is not a directory"),
+        ("--events-out", ".", "is a directory; give a file name"),
+        ("--metrics-out", "file.txt/m.om", "file.txt is not a directory"),
+    ],
+)
+def test_an_unwritable_output_gets_one_line_before_any_simulation(
+    tmp_path: Path, option: str, where: str, fragment: str
+) -> None:
+    (tmp_path / "file.txt").write_text("not a folder")
+    run = corral("sim", "-c", CLUSTER, "-t", DEMO, option, tmp_path / where)
+    assert run.returncode == 2, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+    assert f"{option}: " in run.stderr and fragment in run.stderr, run.stderr
+    assert run.stdout == ""  # refused before replaying anything
+
+
 def test_a_bad_trace_names_file_line_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("job_id,submit_time,duration,gpus\na,0,10,1\nb,5,ten,1\n")

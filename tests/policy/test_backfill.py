@@ -101,7 +101,11 @@ def test_head_job_reserves_the_nodes_that_free_up_first() -> None:
     assert [(r.job_id, r.nodes, r.start) for r in plan.reserves] == [("h", (N0, N2), 1000)]
     reason = plan.reason_for("h")
     assert reason.code is PendingCode.RESERVED
-    assert "holds 2 nodes from t=1000 (in 900 s)" in reason.detail
+    # 900 s from now, in words; then the shortfall.
+    assert reason.detail == (
+        "holds 2 nodes, starting in about 15 min when running jobs reach their time limits; "
+        "needs 2×8 GPUs; 12 GPUs free, 1 node with 8 free"
+    )
     assert plan.places == []
 
 
@@ -141,6 +145,8 @@ def test_a_job_blocked_only_by_a_reservation_is_not_told_it_lacks_resources() ->
     assert plan.places == []
     reason = plan.reason_for("l8")
     assert reason.code is PendingCode.PRIORITY, reason.message
+    # h's reservation starts at t=1000, 900 s from now; h is never named (its team may differ).
+    assert reason.detail == "fits, but the free nodes are reserved for an earlier job (starting in 15 min)"
 
 
 def test_one_reservation_per_pool() -> None:
@@ -163,7 +169,9 @@ def test_unbounded_reservation_only_after_reserve_unbounded_after_s() -> None:
     late = decide(snapshot(NODES, [head(), long8, short], unbounded), cfg, 1800.0)
     assert [(r.job_id, r.start) for r in late.reserves] == [("h", None)]
     assert late.places == []
-    assert "when running jobs end" in late.reason_for("h").detail
+    assert late.reason_for("h").detail.startswith(
+        "holds 2 nodes until running jobs end (they have no time limits); "
+    )
 
 
 def test_no_backfill_when_disabled() -> None:

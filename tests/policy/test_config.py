@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from scheduler.policy.config import POLICY_NAMES, PolicyConfig
+from scheduler.policy.config import POLICY_NAMES, PolicyConfig, PolicyConfigError
 from scheduler.policy.usage import DecayedUsage
 
 
@@ -51,6 +51,30 @@ def test_a_non_mapping_file_is_refused(tmp_path: Path) -> None:
     path.write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="must be a mapping"):
         PolicyConfig.load(path)
+    path.write_text("policy: 5\n")
+    with pytest.raises(PolicyConfigError, match="must be a mapping of knob: value"):
+        PolicyConfig.load(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("scan_depth: [1\n", "p.yaml:2: not valid YAML"),
+        ("scan_depth: 3\n\tbackfill: true\n", "p.yaml:2: not valid YAML"),
+        ("policy:\n  scan_dept: 3\n", "p.yaml: unknown policy knob 'scan_dept'; the knobs are name, "),
+    ],
+)
+def test_a_bad_file_is_one_line_naming_the_file(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(PolicyConfigError) as err:
+        PolicyConfig.load(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(PolicyConfigError, match=r"nope.yaml: cannot read \(No such file or directory\)"):
+        PolicyConfig.load(tmp_path / "nope.yaml")
 
 
 # --- decayed usage (fair share's history) -------------------------------------------------------------

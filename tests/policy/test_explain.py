@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
 from scheduler.model.cluster import NodeState
 from scheduler.model.job import Job, PendingCode
 from scheduler.model.plan import Plan
+from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy import explain
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.decide import decide
@@ -114,3 +121,119 @@ def test_jobs_not_examined_wait_behind_others() -> None:
 def test_shape_words() -> None:
     assert explain.shape(job("a").gpus(4).spec()) == "4 GPUs"
     assert explain.shape(job("a").gpus(8).nodes(2).gpu_type("A100").region("eu").spec()) == "2×8 A100 in eu"
+    assert explain.shape(job("a").gpus(1).spec()) == "1 GPU"
+    assert explain.shape(job("a").gpus(1).gpu_type("H100").spec()) == "1 H100"
+
+
+def test_one_of_a_kind_is_singular() -> None:
+    plan = cycle([cn_job("j", gpus=2)], {N0: tuple(range(8)), N1: tuple(range(7))})
+    assert plan.reason_for("j").detail == "needs 2 H100 in cn-north; 1 GPU free, 0 nodes with 2 free"
+    one_node = [CN[0]]
+    plan = decide(snapshot(one_node, [cn_job("g", nodes=2)]), NO_PREEMPT, 0.0)
+    assert [r.reason for r in plan.rejects] == [
+        "RegionCapacity: needs 2×8 H100 in cn-north; only 1 suitable node exists there"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("start", "text"),
+    [
+        (None, "holds 2 nodes until running jobs end (they have no time limits)"),
+        (3640.0, "holds 2 nodes, starting in about 59 min when running jobs reach their time limits"),
+        (100.0, "holds 2 nodes, starting when running jobs past their time limits have stopped"),
+    ],
+)
+def test_a_reservation_speaks_in_durations(start: float | None, text: str) -> None:
+    assert explain.reservation(2, start, now=100.0) == text
+
+
+def test_a_reservation_for_another_job_never_names_it() -> None:
+    assert explain.reserved_for_other(400.0, now=100.0) == (
+        "fits, but the free nodes are reserved for an earlier job (starting in 5 min)"
+    )
+    assert explain.reserved_for_other(None, now=100.0) == (
+        "fits, but the free nodes are reserved for an earlier job (until running jobs there end)"
+    )
+    assert explain.reserved_for_other(50.0, now=100.0).endswith("(starting now)")
+
+
+def test_preempting_counts_and_rules() -> None:
+    assert explain.preempting(["service", "service"]) == (
+        "preempting 2 jobs (that ran longer); starts once they have exited"
+    )
+    assert explain.preempting(["reclaim,service", "priority"]) == (
+        "preempting 2 jobs (of a lower priority; on quota its queue lent out; that ran longer); "
+        "starts once they have exited"
+    )
+
+
+# --- a reason never names another job or another queue -----------------------------------------------
+# Ids and names no word of a reason could contain by chance.
+QUEUES = ("team-alpha", "team-beta", "team-gamma")
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> tuple[ClusterSnapshot, float]:
+    nodes = cluster(racks=draw(st.integers(1, 2)), nodes_per_rack=draw(st.integers(1, 3)), region="rx")
+    cohort = draw(st.sampled_from([None, "pool"]))
+    queues = [
+        queue(q).quota(H100=draw(st.sampled_from([0, 8, 16, 32]))).cohort(cohort).build() for q in QUEUES
+    ]
+    now = 100_000.0
+    capacity = {n.id: list(range(n.gpus)) for n in nodes}
+    held = []
+    for i in range(draw(st.integers(0, 8))):
+        node_id = draw(st.sampled_from(sorted(capacity)))
+        free = capacity[node_id]
+        gpus = draw(st.sampled_from([1, 2, 4, 8]))
+        if len(free) < gpus:
+            continue
+        taken, capacity[node_id] = free[:gpus], free[gpus:]
+        j = (
+            job(f"run-{i}-zq")
+            .queue(draw(st.sampled_from(QUEUES)))
+            .priority(draw(st.sampled_from(["low", "normal"])))
+            .gpus(gpus)
+            .time_limit(draw(st.sampled_from([None, 3600.0, 7 * 86400.0])))
+            .preemptible(draw(st.booleans()))
+            .submitted(0)
+            .build()
+        )
+        started = now - draw(st.sampled_from([10.0, 5000.0, 90_000.0]))
+        r = running(j, [(node_id, taken)], started, on=nodes, preempting=draw(st.booleans()))
+        if draw(st.booleans()):
+            r = RunningJob(r.job, r.allocation.model_copy(update={"borrowed_gpus": gpus}), r.pool, started)
+        held.append(r)
+    waiting = [
+        job(f"wait-{i}-zq")
+        .queue(draw(st.sampled_from(QUEUES)))
+        .priority(draw(st.sampled_from(["low", "normal", "high"])))
+        .gpus(draw(st.sampled_from([1, 4, 8])))
+        .nodes(draw(st.sampled_from([1, 1, 2, 4])))
+        .time_limit(draw(st.sampled_from([None, 600.0])))
+        .submitted(now - draw(st.sampled_from([1.0, 50_000.0])))
+        .build()
+        for i in range(draw(st.integers(1, 10)))
+    ]
+    return snapshot(nodes, waiting, held, queues=queues), now
+
+
+@settings(max_examples=150, deadline=None)
+@given(world=worlds(), reserve_after=st.sampled_from([0.0, 3600.0]))
+def test_no_reason_names_another_job_or_queue(
+    world: tuple[ClusterSnapshot, float], reserve_after: float
+) -> None:
+    snap, now = world
+    plan = decide(snap, PolicyConfig(reserve_unbounded_after_s=reserve_after), now)
+    jobs = {j.id: j for q in snap.pending.values() for j in q}
+    ids = [*jobs, *snap.running]
+    said = {job_id: reason.message for job_id, reason in plan.pending.items()}
+    said |= {r.job_id: r.reason for r in plan.rejects}
+    assume(said)  # an example where every job started says nothing to check
+    for job_id, text in said.items():
+        own_queue = jobs[job_id].spec.queue
+        others = [i for i in ids if i != job_id] + [q for q in QUEUES if q != own_queue]
+        named = [o for o in others if re.search(rf"\b{re.escape(o)}\b", text)]
+        assert not named, f"{job_id}: {text!r} names {named}"
+        assert not re.search(r"t=\d", text), f"{job_id}: {text!r} shows a raw time"
+    assert all(p.rule for p in plan.preempts)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from scheduler.model.job import Job, PendingCode
-from scheduler.model.plan import Plan
+import pytest
+from pydantic import ValidationError
+
+from scheduler.model.job import MAX_TIME_S, Job, PendingCode
+from scheduler.model.plan import Plan, Preempt
 from scheduler.model.queue import Queue
 from scheduler.model.snapshot import RunningJob
 from scheduler.policy.config import PolicyConfig
@@ -31,7 +34,9 @@ def run(
     preemptions: int = 0,
     min_runtime: float = 0.0,
     preempting: bool = False,
+    borrowed: int = 0,
 ) -> RunningJob:
+    """A running job; `borrowed`: GPUs above its queue's quota when it was placed."""
     b = (
         job(job_id)
         .queue(queue_name)
@@ -44,7 +49,11 @@ def run(
     )
     if preemptions:
         b = b.preemptions(preemptions)
-    return running(b.build(), where, started, on=NODES, checkpoint_interval_s=1000.0, preempting=preempting)
+    r = running(b.build(), where, started, on=NODES, checkpoint_interval_s=1000.0, preempting=preempting)
+    if not borrowed:
+        return r
+    alloc = r.allocation.model_copy(update={"borrowed_gpus": borrowed})
+    return RunningJob(r.job, alloc, r.pool, r.started_at, r.checkpoint_interval_s)
 
 
 def wall(*nodes: str) -> list[RunningJob]:
@@ -89,7 +98,9 @@ def test_preempts_the_cheapest_victims_and_gives_back_the_unneeded() -> None:
     assert plan.preempts[0].reason.startswith("priority: high job h")
     reason = plan.reason_for("h")
     assert reason.code is PendingCode.RESERVED
-    assert "preempting 1 jobs" in reason.detail
+    # Counts and the rule, never whom: the victims may belong to other teams.
+    assert reason.detail == "preempting 1 job (of a lower priority); starts once it has exited"
+    assert plan.preempts[0].rule == "priority"
     assert plan.places == []
 
 
@@ -170,7 +181,7 @@ def test_waits_for_jobs_already_leaving_instead_of_preempting_more() -> None:
     assert plan.preempts == []
     reason = plan.reason_for("h")
     assert reason.code is PendingCode.RESERVED
-    assert "waiting for 1 preempted jobs" in reason.detail
+    assert reason.detail == "waiting for 1 preempted job to exit"
 
 
 def test_preemption_can_be_switched_off() -> None:
@@ -234,6 +245,123 @@ def test_no_priority_preemption_across_queues_to_borrow() -> None:
     assert plan.preempts == []
 
 
+# --- borrowed quota is always reclaimable ------------------------------------------------------------
+def b_jobs(preemptible: bool = True, min_runtime: float = 0.0, preemptions: int = 0) -> list[RunningJob]:
+    """b holds the whole cluster: b0, b1 on its own 16 GPUs, b2, b3 on the 16 it borrowed from a."""
+    return [
+        run(
+            f"b{i}",
+            [n],
+            NOW - 100 * (i + 1),
+            priority="normal",
+            queue_name="b",
+            borrowed=8 * (i >= 2),
+            preemptible=preemptible,
+            min_runtime=min_runtime,
+            preemptions=preemptions,
+        )
+        for i, n in enumerate((N0, N1, N2, N3))
+    ]
+
+
+@pytest.mark.parametrize(
+    "protection",
+    [
+        {"preemptible": False},
+        {"min_runtime": MAX_TIME_S},  # the longest a spec may ask (a year)
+        {"preemptions": 10},  # at the max_preemptions_per_job cap
+    ],
+)
+def test_a_borrower_is_reclaimed_whatever_protection_it_asked_for(protection: dict[str, Any]) -> None:
+    # Every b job is protected; the cheapest *borrowed* one (b2, 300 s of work at risk) goes,
+    # never b0 or b1 (they run on b's own quota, where protection holds).
+    plan = cycle([normal("a1", "a")], b_jobs(**protection), queues=COHORT)
+    assert victims(plan) == ["b2"]
+    assert [(p.for_job, p.rule) for p in plan.preempts] == [("a1", "reclaim")]
+    assert plan.reason_for("a1").detail == (
+        "preempting 1 job (on quota its queue lent out); starts once it has exited"
+    )
+
+
+def test_a_job_within_its_own_quota_keeps_its_protection() -> None:
+    # a (24) lent 16 to b (8): b holds the cluster, b0 on its own quota and b1..b3 borrowed, none
+    # preemptible. a's three jobs are all within a's quota; they reclaim exactly b1..b3 (b0, the
+    # cheapest by work at risk, stays: it was placed within b's quota).
+    queues = [queue("a").quota(H100=24).cohort("c").build(), queue("b").quota(H100=8).cohort("c").build()]
+    jobs = [
+        run(
+            f"b{i}",
+            [n],
+            NOW - 10 * (i + 1),
+            priority="normal",
+            queue_name="b",
+            preemptible=False,
+            borrowed=8 * (i > 0),
+        )
+        for i, n in enumerate((N0, N1, N2, N3))
+    ]
+    plan = cycle([normal("a1", "a"), normal("a2", "a"), normal("a3", "a")], jobs, queues=queues)
+    assert victims(plan) == ["b1", "b2", "b3"]
+    # A fourth job of a would exceed a's quota: it reclaims nothing and b0 is left alone.
+    more = cycle(
+        [normal("a4", "a")],
+        [
+            *jobs[:1],
+            *(
+                run(f"a{i}", [n], NOW - 100, priority="normal", queue_name="a")
+                for i, n in ((1, N1), (2, N2), (3, N3))
+            ),
+        ],
+        queues=queues,
+    )
+    assert more.preempts == []
+    assert more.reason_for("a4").code is PendingCode.QUOTA_EXCEEDED
+
+
+def test_borrowed_jobs_keep_protection_against_priority_and_service_preemption() -> None:
+    # b's own high job may preempt b's low jobs (priority), and service preemption may take any
+    # long runner — but not a protected job, borrowed or not: only a reclaim overrides protection.
+    b_low = [
+        run("b0", [N0], NOW - 100, queue_name="b"),
+        run("b1", [N1], NOW - 100, queue_name="b", preemptible=False, borrowed=8),
+        *wall(N2, N3),
+    ]
+    plan = cycle([high("bh", queue_name="b")], b_low, queues=COHORT)
+    assert victims(plan) == ["b0"]
+    assert plan.preempts[0].rule == "priority"
+    plan = cycle([high("bh", queue_name="b")], [b_low[1], *wall(N0, N2, N3)], queues=COHORT)
+    assert plan.preempts == []
+
+
+def test_reclaim_takes_from_a_queue_only_while_it_borrows() -> None:
+    # a (16) and b (16) in a cohort with c (0). b holds 24 (8 borrowed), c holds 8 (all borrowed).
+    # a's two 8-GPU jobs reclaim 16: one from b (then b is at its quota), one from c — not two
+    # from b, although b's jobs are cheaper (less work at risk), which would leave b below its quota.
+    queues = [*COHORT, queue("c").quota(H100=0).cohort("c").build()]
+    jobs = [
+        run("b0", [N0], NOW - 10, priority="normal", queue_name="b"),
+        run("b1", [N1], NOW - 20, priority="normal", queue_name="b"),
+        run("b2", [N2], NOW - 30, priority="normal", queue_name="b", borrowed=8),
+        run("c0", [N3], NOW - 900, priority="normal", queue_name="c", borrowed=8),
+    ]
+    plan = cycle([normal("a1", "a"), normal("a2", "a")], jobs, queues=queues)
+    assert sorted((p.job_id, p.for_job) for p in plan.preempts) == [("b0", "a1"), ("c0", "a2")]
+    assert {p.rule for p in plan.preempts} == {"reclaim"}
+
+
+def test_rule_lists_every_rule_that_applies() -> None:
+    # a's high job, within a's quota, preempts b's low borrowed job: a lower class and lent quota.
+    jobs = [
+        run(f"b{i}", [n], NOW - 100 * (i + 1), queue_name="b", borrowed=8 * (i >= 2))
+        for i, n in enumerate((N0, N1, N2, N3))
+    ]
+    plan = cycle([high("h", queue_name="a")], jobs, queues=COHORT)
+    assert [(p.job_id, p.rule) for p in plan.preempts] == [("b0", "priority,reclaim")]
+    assert plan.reason_for("h").detail == (
+        "preempting 1 job (of a lower priority; on quota its queue lent out); starts once it has exited"
+    )
+
+
 # --- service preemption --------------------------------------------------------------------------------
 ONE = cluster(racks=1, nodes_per_rack=1)
 
@@ -256,3 +384,14 @@ def test_service_preemption_of_a_long_running_job_by_a_short_waiting_one() -> No
 def test_no_service_preemption_within_the_same_level() -> None:
     # 400 s × 8 GPUs = 3200 GPU-s: still level 0, like the waiting job.
     assert service_cycle(400.0, PolicyConfig()).preempts == []
+
+
+@pytest.mark.parametrize("rule", ["priority", "reclaim", "service", "priority,reclaim", "reclaim,service"])
+def test_preempt_rule_values(rule: str) -> None:
+    assert Preempt(job_id="v", for_job="j", reason="admin detail", rule=rule).rule == rule
+
+
+@pytest.mark.parametrize("rule", ["", "fairness", "priority,priority", "priority, reclaim"])
+def test_preempt_rule_rejects_what_a_victim_could_not_be_told(rule: str) -> None:
+    with pytest.raises(ValidationError, match="rule"):
+        Preempt(job_id="v", for_job="j", reason="x", rule=rule)

@@ -37,7 +37,8 @@ def test_borrowing_from_the_cohorts_idle_quota() -> None:
     assert ok.ok and ok.borrowed == 12
     denied = led.admit("a", "H100", 29)
     assert not denied.ok
-    assert denied.detail == "queue a uses 0/16 H100; needs 13 more, cohort c lends 12"
+    # The job's own queue by name; the others only as 'its cohort'.
+    assert denied.detail == "queue a uses 0/16 H100; needs 13 more, its cohort lends 12"
     led.charge("a", "H100", 28)
     assert led.borrowed("a") == 12
     assert led.borrowers("c", "H100") == 12

@@ -134,6 +134,29 @@ def test_time_limit_gives_timeout() -> None:
     assert [s.end_reason for s in result.spans] == ["timeout"]
 
 
+def test_default_time_limits_apply_at_arrival_as_the_live_controller_applies_them() -> None:
+    # Cluster default 500 s; queue "q" says 700 s; a job's own limit always wins. All run 1000 s
+    # alone on their own node (3 nodes): each ends at its submit time + its limit.
+    nodes = cluster(racks=1, nodes_per_rack=3)
+    queues = [
+        queue("default").quota(H100=1000).build(),
+        queue("q").quota(H100=1000).build().model_copy(update={"default_time_limit_s": 700.0}),
+    ]
+    world = cluster_config(nodes, queues).model_copy(update={"default_time_limit_s": 500.0})
+    jobs = [
+        job("cluster-default").gpus(8).submitted(0).trace(1000),
+        job("queue-default").queue("q").gpus(8).submitted(0).trace(1000),
+        job("own").gpus(8).time_limit(900).submitted(0).trace(1000),
+    ]
+    result = run_bounded(Simulator(world, jobs, PolicyConfig(), SimOptions(validate=True)), 100)
+    ends = {r.job_id: (r.end_state, r.finish_time) for r in result.records}
+    assert ends == {
+        "cluster-default": ("TIMEOUT", 500),
+        "queue-default": ("TIMEOUT", 700),
+        "own": ("TIMEOUT", 900),
+    }
+
+
 def test_a_job_that_fits_its_time_limit_succeeds() -> None:
     rec = by_id(simulate(ONE, [job("j").gpus(8).time_limit(1000).submitted(0).trace(1000)]))["j"]
     assert (rec.end_state, rec.finish_time) == ("SUCCEEDED", 1000)
