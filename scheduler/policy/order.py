@@ -12,10 +12,11 @@ service level, so nothing starves; the fair-share term is the queue's weighted d
 the cluster, counting both what it holds now and its decayed past usage (as Slurm's fairshare
 factor does).
 
-Before the score (as Kueue's entry ordering, per queue): the jobs of a queue that holds less than
-its nominal quota go before those of queues at or above theirs. Otherwise a borrower ordered first
-would take back the GPUs a lending queue just reclaimed, and the two would preempt each other for
-ever. (Per queue, not per job: a lender's small job must not wait behind its own big head.)
+Before the score, three tiers (Kueue orders entries that fit their nominal quota before those that
+borrow): 0, a job that fits within its queue's nominal quota; 1, a job of a queue below its nominal
+quota that would borrow for the rest; 2, a job of a queue at or above its nominal quota. Otherwise a
+borrower ordered first would take the GPUs a lending queue just reclaimed (or is about to), and the
+two would preempt each other for ever.
 """
 
 from __future__ import annotations
@@ -151,13 +152,17 @@ class QueueMerger:
         return (self._at_quota(queue, job), neg_score, job.submitted_at, job.id)
 
     def _at_quota(self, queue: str, job: Job) -> int:
-        """0 if the queue holds less than its nominal quota of a GPU type the job may use, else 1."""
+        """The job's tier (see the module docstring): 0 fits within nominal quota, 1 its queue is
+        below nominal quota but it would borrow, 2 its queue is at or above nominal quota."""
         q = self._queues.get(queue)
         fair = self._fair_share
         if q is None or fair is None:
             return 0
         types = self._types if job.spec.gpu_type == ANY else (job.spec.gpu_type,)
-        return 0 if any(fair.used(queue, t) < q.nominal(t) for t in types) else 1
+        need = job.spec.gpus
+        if any(fair.used(queue, t) + need <= q.nominal(t) for t in types):
+            return 0
+        return 1 if any(fair.used(queue, t) < q.nominal(t) for t in types) else 2
 
     def __iter__(self) -> Iterator[Job]:
         heap = self._heap

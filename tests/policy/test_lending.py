@@ -64,6 +64,16 @@ def test_a_queue_below_its_quota_goes_before_borrowers_whatever_their_age() -> N
     assert [p.job_id for p in plan.places] == ["a-new"]
 
 
+def test_a_job_within_its_quota_goes_before_one_that_would_borrow_even_of_a_queue_below_quota() -> None:
+    # Both queues hold nothing (below their 16). b's older 24-GPU job would borrow 8; a's new 16-GPU
+    # job fits its own quota. Taken first, b's job would borrow the 8 that a's job needs: a lender
+    # reclaiming its quota would see it lent out again at once (found by the live e2e reclaim test).
+    old_b = job("b-big").queue("b").gpus(8).nodes(3).submitted(NOW - 5 * 86400).build()
+    a_fits = job("a-fits").queue("a").gpus(8).nodes(2).submitted(NOW - 1).build()
+    plan = cycle([old_b, a_fits], [])
+    assert [p.job_id for p in plan.places] == ["a-fits"]
+
+
 def test_a_claim_keeps_lent_quota_from_being_lent_again() -> None:
     # a (16), b (16) and c (8) in one cohort; b holds 36: 20 borrowed of the 24 that a and c leave
     # idle. a's 8-GPU job is refused (a would lend 8, less than the 20 borrowed) and claims its 8.
