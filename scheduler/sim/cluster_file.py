@@ -27,6 +27,7 @@ Unknown keys are errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -292,6 +293,11 @@ def _req_or_default(doc: _Doc, obj: Mapping[str, Any], path: _PathT, key: str, d
     return value
 
 
+# Node labels become Ray node labels, which follow Kubernetes' syntax: [prefix/]name, value.
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+_LABEL_PREFIX = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
 def _labels(doc: _Doc, raw: Any, path: _PathT) -> dict[str, str]:
     if raw is None:
         return {}
@@ -299,7 +305,28 @@ def _labels(doc: _Doc, raw: Any, path: _PathT) -> dict[str, str]:
         doc.fail(
             path, f"must be a mapping of strings (got {type(raw).__name__})", "write labels: {key: value}"
         )
-    return {str(k): str(v) for k, v in raw.items()}
+    labels = {str(k): "" if v is None else str(v) for k, v in raw.items()}
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        bad_prefix = prefix and (len(prefix) > 253 or not _LABEL_PREFIX.match(prefix))
+        if not name or not _LABEL_NAME.match(name) or bad_prefix:
+            doc.fail(
+                (*path, key),
+                f"{_short(key)} is not a label key",
+                "use [dns.prefix/]name, name 1-63 letters, digits, '-', '_' or '.'",
+            )
+        if not _LABEL_NAME.match(value):
+            doc.fail(
+                (*path, key),
+                f"{_short(value)} is not a label value",
+                "use up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+            )
+    return labels
+
+
+def _short(text: str, limit: int = 40) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 
 def _queues(doc: _Doc, raw: Any) -> list[Queue]:

@@ -215,3 +215,13 @@ def test_example_philly_cluster_is_sized_from_the_trace() -> None:
     sample = load_trace(EXAMPLES / "traces" / "philly_sample.csv")
     grown = ensure_queues(cluster, sample.queues)
     assert {q.name for q in grown.queues} == set(sample.queues)
+
+
+def test_node_labels_follow_the_kubernetes_label_syntax() -> None:
+    rack = "regions: [{name: a, racks: [{name: r, nodes: 1, gpu_type: H, gpus_per_node: 8, labels: %s}]}]"
+    cluster = parse_cluster(rack % "{team: vision, corral.dev/pool: x1, empty: ''}", "c.yaml")
+    assert cluster.nodes[0].labels == {"team": "vision", "corral.dev/pool": "x1", "empty": ""}
+    assert "'bad key' is not a label key" in _err(rack % '{"bad key": 1}')
+    assert "'v v' is not a label value" in _err(rack % '{k: "v v"}')
+    assert "is not a label key" in _err(rack % "{a/b/c: 1}")
+    assert "\x1b" not in _err(rack % '{k: "\\e[2J"}')
