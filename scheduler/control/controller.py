@@ -271,7 +271,7 @@ class Controller:
         if self._reread_cordons or now - self._last_decide >= self.full_cycle_s:
             self._reread_cordons = False
             self._cordons = controller_state.cordons(self.store)  # an admin may have changed them
-        nodes = self._nodes()
+        nodes = self._nodes(step)
         self._watch_stops(now, step)
         self._dirty = self._dirty or changed or bool(step)
         since = now - self._last_decide
@@ -309,23 +309,26 @@ class Controller:
             return
         if event.kind is EventKind.STARTED and rec.allocation is not None:
             for node in rec.allocation.node_ids:
-                self._start_failures.pop(node, None)
+                step.node_failures[node] = 0
             return
-        if event.kind is not EventKind.START_FAILED or not event.node or rec.stop_reason is not None:
+        if event.kind is not EventKind.START_FAILED or rec.stop_reason is not None:
             return
-        self.metrics.observe_start_failure(rec.job.spec.queue)
-        failures = self._start_failures.get(event.node, 0) + 1
-        self._start_failures[event.node] = failures
-        if failures < CORDON_AFTER_START_FAILURES or event.node in self._cordons:
+        step.failed_starts.append(rec.job.spec.queue)
+        if not event.node:
+            return
+        failures = step.node_failures.get(event.node, self._start_failures.get(event.node, 0)) + 1
+        step.node_failures[event.node] = failures
+        if failures < CORDON_AFTER_START_FAILURES or self._cordoned(event.node, step):
             return
         why = f"{failures} starts in a row failed on it; last: {event.message or 'no cause given'}"
-        cordon = Cordon(event.node, why, now)
-        step.cordons.append(cordon)
-        self._cordons[event.node] = cordon
-        del self._start_failures[event.node]
-        log.warning("cordoned node %s: %s (`corral uncordon %s` when fixed)", event.node, why, event.node)
+        step.cordons.append(Cordon(event.node, why, now))
+        step.node_failures[event.node] = 0
+        log.warning("cordoning node %s: %s (`corral uncordon %s` when fixed)", event.node, why, event.node)
         step.note(rec, "NODE_CORDONED", now, f"node {event.node} cordoned: {why}", node=event.node)
         step.audit.append(AuditRecord(now, "", "cordon", 0, nodes=(event.node,), detail=why))
+
+    def _cordoned(self, node: str, step: Step) -> bool:
+        return node in self._cordons or any(c.node == node for c in step.cordons)
 
     def _current(self, step: Step) -> dict[str, JobRecord]:
         if not step.records:
@@ -351,15 +354,16 @@ class Controller:
                 on_cancel_request(known, now, step)
         return bool(fresh)
 
-    def _nodes(self) -> dict[str, Node]:
-        """The backend's nodes, plus every node seen before that has left, as DOWN.
+    def _nodes(self, step: Step) -> dict[str, Node]:
+        """The backend's nodes (cordoned ones DRAINING), plus every node seen before that has left,
+        as DOWN.
 
         A failed node stays in the snapshot: its jobs' GPUs are accounted until they are stopped,
         and jobs for its region wait for it to come back instead of being rejected as impossible.
         """
         nodes = {
             n.id: n.model_copy(update={"state": NodeState.DRAINING})
-            if n.id in self._cordons and n.state is NodeState.READY
+            if self._cordoned(n.id, step) and n.state is NodeState.READY
             else n
             for n in self.backend.nodes()
         }
@@ -510,6 +514,12 @@ class Controller:
                 self.fence.check()  # never write (or start anything) without holding the lock
             self.store.apply(batch)
         self._usage_dirty.difference_update(dirty)
+        for node, failures in step.node_failures.items():
+            if failures:
+                self._start_failures[node] = failures
+            else:
+                self._start_failures.pop(node, None)
+        self._cordons.update({c.node: c for c in step.cordons})
         self._count(step)
         for job_id, rec in step.records.items():
             if rec.state.terminal or rec.stop_reason is None:
@@ -527,6 +537,8 @@ class Controller:
 
     def _count(self, step: Step) -> None:
         """Metrics for what was just committed (never for a step that failed)."""
+        for queue in step.failed_starts:
+            self.metrics.observe_start_failure(queue)
         for job_id, rec in step.records.items():
             old = self._records.get(job_id)
             if old is not None:

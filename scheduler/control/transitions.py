@@ -61,6 +61,10 @@ class Step:
     pending_reasons: dict[str, str | None] = field(default_factory=dict)
     usage: list[UsageRecord] = field(default_factory=list)
     cordons: list[Cordon] = field(default_factory=list)
+    # Failed starts in a row per node as this step leaves them (0: a start there succeeded); kept
+    # by the controller only once the step is committed, so a failed step counts nothing twice.
+    node_failures: dict[str, int] = field(default_factory=dict)
+    failed_starts: list[str] = field(default_factory=list)  # queues of the starts that failed
 
     def put(self, rec: JobRecord) -> None:
         self.records[rec.id] = rec

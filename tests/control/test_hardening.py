@@ -264,3 +264,32 @@ def test_a_lost_lock_stops_every_write_at_once(store: Store) -> None:
     assert fatal and "lost the controller lock" in fatal[0]
     assert store.get(job).state is JobState.PENDING and not backend.started  # type: ignore[union-attr]
     assert c.health()["controller"].startswith("lost the controller lock")
+
+
+def test_a_failed_step_neither_loses_nor_double_counts_a_failed_start(store: Store) -> None:
+    clock, backend = VirtualClock(1000.0), ScriptedBackend(list(CONFIG.cluster.nodes))
+    c = _controller(store, backend, clock)
+    job = _submit(store, clock, gpus_per_node=8, data_region="cn-north")
+    c.step()
+    node = store.get(job).allocation.node_ids[0]  # type: ignore[union-attr]
+    for attempt in range(2):
+        _fail_start(backend, job, attempt, clock.now(), node=node)
+        c.step()
+        clock.advance_to(store.get(job).retry_at or clock.now())  # type: ignore[union-attr]
+        c.step()
+        assert store.get(job).allocation.node_ids == (node,)  # type: ignore[union-attr]
+    _fail_start(backend, job, 2, clock.now(), node=node)  # the third: the step that cordons fails
+    real_apply = store.apply
+
+    def locked(batch: object) -> None:
+        raise RuntimeError("database is locked")
+
+    store.apply = locked  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        c.step()
+    assert node not in controller_state.cordons(store)
+    store.apply = real_apply  # type: ignore[method-assign]
+    c.step()  # the same events again: counted once, the cordon written
+    assert node in controller_state.cordons(store)
+    assert c._start_failures.get(node, 0) == 0  # reset by the cordon, not left at 4
+    assert [e.kind for e in store.events(job)].count("NODE_CORDONED") == 1
