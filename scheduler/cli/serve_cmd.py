@@ -121,8 +121,8 @@ def serve(
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
     from scheduler.api.deps import ApiSettings
-    from scheduler.control.service import ControllerFailed, JobOptions, ServeError, ServeOptions
-    from scheduler.control.service import serve as run_service
+    from scheduler.serve import ControllerFailed, JobOptions, ServeError, ServeOptions
+    from scheduler.serve import serve as run_service
     from scheduler.store.controller_lock import ControllerLockHeld
 
     # Read the secrets, then drop them from the environment: nothing this process starts inherits them.

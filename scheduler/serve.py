@@ -1,4 +1,5 @@
-"""`corral serve`: one process holding the store, the Ray backend, the controller and the HTTP API.
+"""`corral serve`: the one place that composes the store, the Ray backend, the controller and the HTTP
+API into a process.
 
 Secrets never pass through argv or logs: the database URL (it may hold a password) and the bootstrap
 admin token come from the environment or files (see scheduler/cli/local_cmd.py), the log shows the
