@@ -401,7 +401,9 @@ class Controller:
         self._charge(self._current(step).values(), now)  # placements count from now
         with self._lock:
             self._inputs = inputs
-        self._publish(snapshot, self._current(step), nodes, now, step.pending_reasons)
+        # this step's new cordons are not committed yet, but its nodes already read DRAINING
+        cordons = {**self._cordons, **{c.node: c for c in step.cordons}}
+        self._publish(snapshot, self._current(step), nodes, now, step.pending_reasons, cordons)
 
     def _snapshot_inputs(
         self, current: Mapping[str, JobRecord], nodes: Mapping[str, Node], now: float
@@ -580,6 +582,7 @@ class Controller:
         nodes: Mapping[str, Node],
         now: float,
         reasons: Mapping[str, str | None],
+        cordons: Mapping[str, Cordon],
     ) -> None:
         used: dict[str, int] = {}
         jobs_on: dict[str, list[str]] = {}
@@ -634,7 +637,7 @@ class Controller:
                     used.get(n.id, 0),
                     tuple(jobs_on.get(n.id, ())),
                     self._drift.get(n.id, 0),
-                    self._cordons[n.id].reason if n.id in self._cordons else "",
+                    cordons[n.id].reason if n.id in cordons else "",
                 )
                 for n in sorted(nodes.values(), key=lambda n: n.id)
             ),

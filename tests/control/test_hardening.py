@@ -148,6 +148,10 @@ def test_a_node_that_fails_three_starts_is_cordoned_until_uncordoned(store: Stor
     for attempt in range(3):
         _fail_start(backend, bad, attempt, clock.now(), node=N0)
         c.step()
+        if attempt == 2:  # the view the cordoning step publishes already says why
+            status = {s.node.id: s for s in c.view().nodes}[N0]
+            assert status.node.state.value == "draining"
+            assert "3 starts in a row failed" in status.cordon_reason
         clock.advance_to(clock.now() + 60)
         c.step()
     nodes = {s.node.id: s.node.state.value for s in c.view().nodes}
