@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 import yaml
 
-from scheduler.policy.config import PolicyConfig
+from scheduler.config import resolve_policy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -243,7 +243,7 @@ def main() -> None:
         if "start" in phases:
             result["start_latency_s"] = summary(start_latency(inst, args.starts))
         if "preempt" in phases:
-            protected = PolicyConfig.load(None, **_policy_section(inst.home)).default_min_runtime_s
+            protected = resolve_policy(_policy_section(inst.home), str(inst.home)).default_min_runtime_s
             result["preemption_latency_s"] = round(preemption_latency(inst, args.grace, protected), 3)
             result["preemption_grace_s"] = args.grace
     if "submit" in phases:

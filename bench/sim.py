@@ -37,9 +37,9 @@ from typing import Any
 
 from _common import REPO, emit_json, fmt_s
 
+from scheduler.config.cluster_file import ensure_queues, parse_cluster
 from scheduler.model.queue import ClusterConfig
 from scheduler.policy.config import POLICY_NAMES, PolicyConfig
-from scheduler.sim.cluster_file import ensure_queues, parse_cluster
 from scheduler.sim.records import TraceJob
 from scheduler.sim.report import allocation_rate, summarize
 from scheduler.sim.runner import SimOptions, Simulator

@@ -29,12 +29,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from scheduler import __version__
-from scheduler.control.view import ClusterView
 from scheduler.gpu import GpuSample
 from scheduler.model.cluster import NodeState
 from scheduler.model.job import JobState, PendingCode
 from scheduler.model.plan import Place, Plan, Preempt, Reject, Reserve
-from scheduler.store.records import JobRecord
+from scheduler.model.records import JobRecord
+from scheduler.view import ClusterView
 
 _WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400, float("inf"))
 _CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, float("inf"))

@@ -22,7 +22,7 @@ from scheduler.backends.gpu_monitor import GpuMonitor
 from scheduler.backends.job_user import JobUserError, ensure_job_user
 from scheduler.backends.ray_backend import LABEL_NODE, RayBackend
 from scheduler.clock import WallClock
-from scheduler.control.config import load_live_config
+from scheduler.config.live import load_live_config
 from scheduler.control.controller import Controller
 from scheduler.store.controller_lock import ControllerLock, ControllerLockHeld
 from scheduler.store.store import Store

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from scheduler.bounded_yaml import MAX_DEPTH, YamlInputError, load
-from scheduler.sim.cluster_file import ClusterFileError, parse_cluster
+from scheduler.config.cluster_file import ClusterFileError, parse_cluster
 
 
 def _bomb(levels: int) -> str:

@@ -86,11 +86,11 @@ from scheduler.api.limits import FollowerGate, RateLimiter
 from scheduler.api.logs import EndWatcher
 from scheduler.api.middleware import Authenticate, BodyLimit, error_response
 from scheduler.clock import Clock
-from scheduler.control.view import ControllerHandle
 from scheduler.model.job import JobState
 from scheduler.store.batcher import SubmitBatcher
 from scheduler.store.store import Store
 from scheduler.store.token_store import TokenStore
+from scheduler.view import ControllerHandle
 
 __all__ = ["MAX_BODY_BYTES", "TOKEN_HELP", "ApiSettings", "create_app"]
 

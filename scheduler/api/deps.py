@@ -19,12 +19,12 @@ from scheduler.api.ids import canonical_id
 from scheduler.api.limits import DEFAULT_BURST, DEFAULT_FOLLOWERS, DEFAULT_RATE, FollowerGate
 from scheduler.api.logs import POLL_S, EndWatcher
 from scheduler.clock import Clock
-from scheduler.control.view import ControllerHandle
+from scheduler.model.records import JobRecord
 from scheduler.policy.config import PolicyConfig
 from scheduler.store.batcher import SubmitBatcher
-from scheduler.store.records import JobRecord
 from scheduler.store.store import Store
 from scheduler.store.token_store import TokenStore
+from scheduler.view import ControllerHandle
 
 __all__ = ["ApiSettings", "Deps", "JobId", "VisibleJob", "Who", "deps", "not_found", "team_filter"]
 

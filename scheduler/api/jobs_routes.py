@@ -19,10 +19,10 @@ from scheduler.api.deps import Deps, VisibleJob, Who, deps, not_found, team_filt
 from scheduler.api.errors import ApiError, first_error
 from scheduler.api.ids import MAX_INT64, After, canonical_id
 from scheduler.api.logs import FollowResponse, log_path, read_log
-from scheduler.control.view import SpecError
 from scheduler.model.job import TERMINAL_STATES, JobSpec, JobState
-from scheduler.store.records import AuditRecord, EventRecord
+from scheduler.model.records import AuditRecord, EventRecord
 from scheduler.store.store import IdempotencyConflict, JobNotFound
+from scheduler.view import SpecError
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "NEXT_CURSOR", "register"]
 

@@ -20,8 +20,8 @@ from scheduler.api.auth import Principal
 from scheduler.api.body import quote
 from scheduler.api.deps import Who, deps
 from scheduler.api.errors import ApiError
+from scheduler.model.records import Cordon
 from scheduler.store import controller_state
-from scheduler.store.records import Cordon
 
 __all__ = ["register"]
 

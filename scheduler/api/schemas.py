@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from scheduler.api.auth import Principal
-from scheduler.control.view import DryRun, NodeStatus, QueueStatus
 from scheduler.model.job import MAX_GPUS_PER_NODE, MAX_NODES_PER_JOB, NAME_PATTERN, JobSpec, JobState
 from scheduler.model.plan import Allocation
-from scheduler.store.records import AuditRecord, EventRecord, JobRecord
+from scheduler.model.records import AuditRecord, EventRecord, JobRecord
 from scheduler.store.token_store import TokenLimits, TokenRecord
+from scheduler.view import DryRun, NodeStatus, QueueStatus
 
 
 class ErrorOut(BaseModel):

@@ -37,8 +37,8 @@ import typer
 from scheduler.cli.client import token_problem
 from scheduler.cli.context import Context, ContextError, corral_home, file_token, save_context
 from scheduler.cli.errors import EXIT_UNREACHABLE, EXIT_USAGE, fail
-from scheduler.control.config import default_cluster_yaml, load_live_config
-from scheduler.sim.cluster_file import ClusterFileError
+from scheduler.config.cluster_file import ClusterFileError
+from scheduler.config.live import default_cluster_yaml, load_live_config
 
 STATE_FILE = "local.json"
 MIN_ADMIN_TOKEN = 16

@@ -23,7 +23,7 @@ from scheduler.api.limits import DEFAULT_BURST, DEFAULT_FOLLOWERS, DEFAULT_RATE
 from scheduler.cli.client import token_problem
 from scheduler.cli.errors import EXIT_JOB_FAILED, EXIT_USAGE, fail
 from scheduler.cli.local_cmd import url_for_humans
-from scheduler.sim.cluster_file import ClusterFileError
+from scheduler.config.cluster_file import ClusterFileError
 
 __all__ = ["serve"]
 

@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scheduler.cli.errors import fail
-from scheduler.policy.config import POLICY_NAMES, PolicyConfig, PolicyConfigError
+from scheduler.config import ClusterFileError, PolicyConfigError, ensure_queues, load_cluster, load_policy
+from scheduler.policy.config import POLICY_NAMES, PolicyConfig
 from scheduler.sim.bounds import compute_bounds
-from scheduler.sim.cluster_file import ClusterFileError, ensure_queues, load_cluster
 from scheduler.sim.metrics_out import MetricsWriter
 from scheduler.sim.records import RunResult
 from scheduler.sim.report import comparison_json, comparison_table, summarize
@@ -88,12 +87,9 @@ def sim(
     except OSError as exc:
         fail(f"{exc.filename}: {exc.strerror}")
     try:
-        base = PolicyConfig.load(policy_config)
+        base = load_policy(policy_config)
     except PolicyConfigError as exc:
         fail(f"--policy-config: {exc}")
-    except ValidationError as exc:
-        where = f"{policy_config}: " if policy_config is not None else ""
-        fail(f"--policy-config: {where}{_first_line(exc)} (see PolicyConfig in scheduler/policy/config.py)")
     # Before hours of simulation: every output can be written.
     for option, path in (("--events-out", events_out), ("--plot", plot), ("--metrics-out", metrics_out)):
         if path is not None:
@@ -193,11 +189,3 @@ def _check_writable(option: str, path: Path) -> None:
         fail(f"{option}: {folder} is not a directory; create it or choose another path")
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         fail(f"{option}: {path} is not writable; choose another path")
-
-
-def _first_line(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        return f"{field}: {err['msg']}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

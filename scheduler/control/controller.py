@@ -18,7 +18,7 @@ from typing import Protocol
 
 from scheduler.backends.base import Backend, BackendEvent, EventKind
 from scheduler.clock import Clock
-from scheduler.control.config import LiveConfig
+from scheduler.config.live import LiveConfig
 from scheduler.control.reconcile import reconcile
 from scheduler.control.spec_check import check_spec
 from scheduler.control.transitions import (
@@ -35,20 +35,20 @@ from scheduler.control.transitions import (
     on_cancel_request,
     reject,
 )
-from scheduler.control.view import ClusterView, DryRun, NodeStatus, QueueStatus
 from scheduler.metrics import Metrics
 from scheduler.model.cluster import ANY, Node, NodeState
 from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.plan import Allocation, NodeAllocation, Place, Reject
 from scheduler.model.queue import with_defaults
+from scheduler.model.records import AuditRecord, Batch, Cordon, JobRecord, UsageRecord
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy.decide import decide
 from scheduler.policy.order import pending_key
 from scheduler.policy.usage import DecayedUsage
 from scheduler.store import controller_state
 from scheduler.store.errors import LockLost
-from scheduler.store.records import AuditRecord, Batch, Cordon, JobRecord, UsageRecord
 from scheduler.store.store import Store
+from scheduler.view import ClusterView, DryRun, NodeStatus, QueueStatus
 
 log = logging.getLogger("corral.controller")
 

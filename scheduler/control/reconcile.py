@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from scheduler.backends.base import EventKind
 from scheduler.control.transitions import Start, Step, Stop, end_of_attempt, holds_gpus, requeue, stop_grace
 from scheduler.model.job import JobState
-from scheduler.store.records import JobRecord
+from scheduler.model.records import JobRecord
 
 
 @dataclass(slots=True)

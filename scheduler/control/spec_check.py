@@ -14,10 +14,10 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from scheduler.control.view import SpecError
 from scheduler.model.cluster import ANY, Node
 from scheduler.model.job import JobSpec
 from scheduler.model.queue import PriorityClass, Queue
+from scheduler.view import SpecError
 
 __all__ = ["NodeIndex", "check_spec"]
 

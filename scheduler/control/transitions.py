@@ -14,7 +14,7 @@ from scheduler.backends.base import BackendEvent, EventKind
 from scheduler.model.cluster import ANY, Node
 from scheduler.model.job import Job, JobState
 from scheduler.model.plan import Allocation, Place, Plan, Preempt, Reject
-from scheduler.store.records import AuditRecord, Cordon, EventRecord, JobRecord, StopReason, UsageRecord
+from scheduler.model.records import AuditRecord, Cordon, EventRecord, JobRecord, StopReason, UsageRecord
 
 _HOLDING = frozenset({JobState.STARTING, JobState.RUNNING, JobState.PREEMPTING})
 

@@ -1,24 +1,17 @@
-"""Every policy knob in one validated config: defaults, then a YAML file, then CORRAL_POLICY_* env."""
+"""Every policy knob in one validated, frozen config (scheduler/config reads it from files and env)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 PolicyName = Literal["corral", "fifo", "sjf", "las"]
 POLICY_NAMES: tuple[PolicyName, ...] = ("corral", "fifo", "sjf", "las")
 
 
-class PolicyConfigError(ValueError):
-    """A policy config file that cannot be read as knobs: one line naming the file and the fix."""
-
-
-class PolicyConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CORRAL_POLICY_", frozen=True, extra="forbid")
+class PolicyConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: PolicyName = "corral"
     # Ordering (Slurm multifactor-like): score = class value + waited / aging_s_per_point
@@ -50,40 +43,3 @@ class PolicyConfig(BaseSettings):
     )  # las: a job runs this long before it may lose its GPUs
     service_level_weight: float = Field(default=30000.0, ge=0)  # corral: score points per service level
     service_preemption: bool = True  # corral: long-running jobs yield to waiting short ones
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, **overrides: Any) -> PolicyConfig:
-        """Defaults < the `policy:` mapping (or whole document) of a YAML file < env < overrides.
-
-        A file that cannot be read, is not YAML, is not a mapping or names an unknown knob raises
-        PolicyConfigError; a knob's bad value raises pydantic's ValidationError naming the knob.
-        """
-        data: dict[str, Any] = {} if path is None else cls._read(Path(path))
-        from_env = cls()  # reads CORRAL_POLICY_* variables; they win over the file
-        data.update({name: getattr(from_env, name) for name in from_env.model_fields_set})
-        data.update(overrides)
-        return cls(**data)
-
-    @classmethod
-    def _read(cls, path: Path) -> dict[str, Any]:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a UTF-8 text file"
-            raise PolicyConfigError(f"{path}: cannot read ({why}); check the path") from None
-        try:
-            loaded = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or "not valid YAML"
-            raise PolicyConfigError(f"{path}{where}: not valid YAML ({problem}); fix the syntax") from None
-        section = loaded.get("policy", loaded) if isinstance(loaded, dict) else loaded
-        if not isinstance(section, dict):
-            raise PolicyConfigError(f"{path}: the policy config must be a mapping of knob: value")
-        unknown = sorted(str(k) for k in section if k not in cls.model_fields)
-        if unknown:
-            raise PolicyConfigError(
-                f"{path}: unknown policy knob {unknown[0]!r}; the knobs are {', '.join(cls.model_fields)}"
-            )
-        return dict(section)

@@ -33,11 +33,11 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import RestrictedRegistry
 from prometheus_client.utils import floatToGoString
 
-from scheduler.control.view import ClusterView, NodeStatus, QueueStatus
 from scheduler.metrics import ClusterCollector, Metrics
 from scheduler.model.job import Job, JobState
 from scheduler.model.plan import Plan, Reject
-from scheduler.store.records import JobRecord
+from scheduler.model.records import JobRecord
+from scheduler.view import ClusterView, NodeStatus, QueueStatus
 
 if TYPE_CHECKING:
     from scheduler.sim.runner import Simulator

@@ -10,9 +10,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from scheduler.model.job import JobState
+from scheduler.model.records import Batch, JobRecord
 from scheduler.store import codec
 from scheduler.store.errors import AllocationConflict, JobNotFound
-from scheduler.store.records import Batch, JobRecord
 from scheduler.store.schema import allocations, audit, events, jobs, node_cordons, queue_usage
 
 _CHUNK = 500  # ids per IN (...): far below SQLite's and PostgreSQL's bind-parameter limits

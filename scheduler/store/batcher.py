@@ -15,8 +15,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from scheduler.model.job import JobSpec
+from scheduler.model.records import JobRecord
 from scheduler.store.errors import IdempotencyConflict
-from scheduler.store.records import JobRecord
 from scheduler.store.store import Store
 
 log = logging.getLogger("corral.store")

@@ -8,7 +8,7 @@ from sqlalchemy.engine import RowMapping
 
 from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.plan import Allocation
-from scheduler.store.records import AuditRecord, Cordon, EventRecord, JobRecord, StopReason, UsageRecord
+from scheduler.model.records import AuditRecord, Cordon, EventRecord, JobRecord, StopReason, UsageRecord
 
 MAX_ID = 2**63 - 1  # ids are 64-bit signed integers in both databases
 

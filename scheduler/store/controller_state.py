@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from scheduler.model.records import Cordon, UsageRecord
 from scheduler.store import codec
 from scheduler.store import engine as engines
-from scheduler.store.records import Cordon, UsageRecord
 from scheduler.store.schema import node_cordons, queue_usage
 from scheduler.store.store import Store
 

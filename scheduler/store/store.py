@@ -23,11 +23,11 @@ from sqlalchemy.exc import IntegrityError
 
 from scheduler.model.job import TERMINAL_STATES, Job, JobSpec, JobState, PendingCode
 from scheduler.model.queue import Queue
+from scheduler.model.records import AuditRecord, Batch, EventRecord, JobRecord
 from scheduler.store import codec, migrate
 from scheduler.store import engine as engines
 from scheduler.store.apply import GpuTaken, apply_batch, conflict
 from scheduler.store.errors import AllocationConflict, IdempotencyConflict, JobNotFound, StoreError
-from scheduler.store.records import AuditRecord, Batch, EventRecord, JobRecord
 from scheduler.store.schema import CHANGE_SEQ, allocations, audit, events, jobs, queues
 
 __all__ = [

@@ -31,12 +31,12 @@ from fastapi import FastAPI
 from scheduler.api.app import ApiSettings, create_app
 from scheduler.backends.base import EventKind
 from scheduler.clock import WallClock
-from scheduler.control.config import LiveConfig, parse_live_config
+from scheduler.config.live import LiveConfig, parse_live_config
 from scheduler.control.controller import Controller
 from scheduler.model.cluster import Node
 from scheduler.model.job import Job, JobState
 from scheduler.model.plan import Allocation
-from scheduler.store.records import JobRecord
+from scheduler.model.records import JobRecord
 from scheduler.store.store import Store
 from scheduler.store.token_store import TokenStore
 from tests.control.scripted import ScriptedBackend

@@ -170,7 +170,7 @@ def test_a_team_sees_its_history_without_the_other_teams_job(api: Api) -> None:
 
 def test_history_events_and_audit_show_private_detail_to_the_related_team_only(api: Api) -> None:
     """The visibility rule itself, on entries written straight to the store (as the controller does)."""
-    from scheduler.store.records import AuditRecord, Batch, EventRecord
+    from scheduler.model.records import AuditRecord, Batch, EventRecord
 
     _big_ids(api)
     a_job = api.submit("a", name="a1")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler.config.cluster_file import parse_cluster
 from scheduler.control.spec_check import NodeIndex, check_spec
-from scheduler.control.view import SpecError
 from scheduler.model.job import JobSpec
-from scheduler.sim.cluster_file import parse_cluster
+from scheduler.view import SpecError
 from tests.api.harness import CLUSTER_YAML
 
 CLUSTER = parse_cluster(CLUSTER_YAML)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.cli.context import Context, save_context
-from scheduler.control.config import default_cluster_yaml
+from scheduler.config.live import default_cluster_yaml
 from scheduler.store.store import Store
 from scheduler.store.token_store import TokenStore
 from tests.api.harness import Cli, free_port, one_line_error

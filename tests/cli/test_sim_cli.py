@@ -98,7 +98,7 @@ def test_bad_options_get_one_line_and_exit_2(args: list[str], fragment: str) -> 
     ("text", "fragment"),
     [
         ("scan_depth: [1\n", "p.yaml:2: not valid YAML (expected ',' or ']'"),
-        ("policy:\n  scan_dept: 3\n", "p.yaml: unknown policy knob 'scan_dept'; the knobs are name,"),
+        ("policy:\n  scan_dept: 3\n", "p.yaml: scan_dept: unknown policy knob; the knobs are name,"),
         ("policy: 5\n", "p.yaml: the policy config must be a mapping of knob: value"),
         ("scan_depth: 0\n", "p.yaml: scan_depth: Input should be greater than or equal to 1"),
     ],

@@ -6,7 +6,7 @@ import pytest
 
 from scheduler.backends.base import EventKind
 from scheduler.clock import VirtualClock
-from scheduler.control.config import LiveConfig, default_cluster_yaml, parse_live_config
+from scheduler.config.live import LiveConfig, default_cluster_yaml, parse_live_config
 from scheduler.control.controller import Controller
 from scheduler.model.job import JobSpec, JobState
 from scheduler.store.store import Store

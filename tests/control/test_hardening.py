@@ -10,7 +10,7 @@ import pytest
 
 from scheduler.backends.base import BackendEvent, EventKind
 from scheduler.clock import VirtualClock
-from scheduler.control.config import LiveConfig, parse_live_config
+from scheduler.config.live import LiveConfig, parse_live_config
 from scheduler.control.controller import DRIFT_GRACE_S, Controller, LockLost
 from scheduler.control.transitions import MAX_START_RETRIES, START_BACKOFF_S
 from scheduler.model.job import JobSpec, JobState

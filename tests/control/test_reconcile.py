@@ -8,7 +8,7 @@ from scheduler.control.reconcile import reconcile
 from scheduler.control.transitions import Start, Stop
 from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.plan import Allocation, NodeAllocation
-from scheduler.store.records import JobRecord, StopReason
+from scheduler.model.records import JobRecord, StopReason
 
 ALLOC = Allocation(nodes=(NodeAllocation(node="n1", gpus=(0,)),))
 

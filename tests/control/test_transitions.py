@@ -21,7 +21,7 @@ from scheduler.control.transitions import (
 from scheduler.model.cluster import Node
 from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.plan import Allocation, NodeAllocation, Place, Plan, Preempt
-from scheduler.store.records import JobRecord, StopReason
+from scheduler.model.records import JobRecord, StopReason
 
 NODES = {
     "n1": Node(id="n1", region="cn-north", rack="r1", gpu_type="H100"),

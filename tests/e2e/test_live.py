@@ -111,7 +111,7 @@ def test_high_priority_preempts_low_which_checkpoints_and_resumes(corral: Corral
 
 
 def test_node_removed_from_ray_requeues_its_job(corral: Corral) -> None:
-    from scheduler.control.config import load_live_config
+    from scheduler.config.live import load_live_config
     from scheduler.local.ray_cluster import LocalRayCluster
 
     job_id = corral.submit("--gpus", "8", "--region", "cn-east", "--", "sleep", "600")

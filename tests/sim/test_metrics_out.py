@@ -13,12 +13,12 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from scheduler.cli.sim_cmd import sim
-from scheduler.control.view import ClusterView
 from scheduler.metrics import ClusterCollector, Metrics
 from scheduler.policy.config import PolicyConfig
 from scheduler.sim.metrics_out import MetricsWriter
 from scheduler.sim.runner import SimOptions, Simulator
 from scheduler.sim.traces import load_trace
+from scheduler.view import ClusterView
 from tests.builders import cluster, cluster_config, job
 
 ROOT = Path(__file__).resolve().parents[2]

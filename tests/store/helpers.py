@@ -6,7 +6,7 @@ from typing import Any
 
 from scheduler.model.job import JobSpec, JobState
 from scheduler.model.plan import Allocation, NodeAllocation
-from scheduler.store.records import JobRecord
+from scheduler.model.records import JobRecord
 
 
 def spec(**fields: Any) -> JobSpec:

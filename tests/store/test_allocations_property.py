@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.model.plan import Allocation
+from scheduler.model.records import Batch, JobRecord
 from scheduler.store.errors import AllocationConflict
-from scheduler.store.records import Batch, JobRecord
 from scheduler.store.schema import allocations
 from scheduler.store.store import Store
 from tests.store.helpers import allocation, running, spec

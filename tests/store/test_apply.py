@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler.model.job import JobState
+from scheduler.model.records import AuditRecord, Batch, EventRecord, JobRecord, StopReason
 from scheduler.store.errors import AllocationConflict, JobNotFound
-from scheduler.store.records import AuditRecord, Batch, EventRecord, JobRecord, StopReason
 from scheduler.store.schema import allocations
 from scheduler.store.store import Store
 from tests.store.helpers import allocation, running, spec

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from scheduler.model.job import JobState
+from scheduler.model.records import Batch, JobRecord
 from scheduler.store.errors import JobNotFound
-from scheduler.store.records import Batch, JobRecord
 from scheduler.store.store import Store
 from tests.store.helpers import allocation, running, spec
 

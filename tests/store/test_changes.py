@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from scheduler.model.job import JobState
-from scheduler.store.records import Batch, JobRecord
+from scheduler.model.records import Batch, JobRecord
 from scheduler.store.store import Store
 from tests.store.helpers import spec
 

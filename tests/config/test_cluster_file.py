@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.config.cluster_file import ClusterFileError, ensure_queues, load_cluster, parse_cluster
 from scheduler.model.queue import DEFAULT_PRIORITY_CLASSES, ClusterConfig, Queue
-from scheduler.sim.cluster_file import ClusterFileError, ensure_queues, load_cluster, parse_cluster
 from scheduler.sim.traces import load_trace
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -1,7 +1,8 @@
 """The live controller's configuration: one cluster file (nodes, queues, priority classes, policy).
 
-The same file format as the simulator's (scheduler/sim/cluster_file.py) plus an optional `policy:`
-mapping of PolicyConfig fields, so a policy measured in the simulator ships unchanged.
+The same file format as the simulator's (scheduler/config/cluster_file.py) plus an optional `policy:`
+mapping of PolicyConfig fields, so a policy measured in the simulator ships unchanged. The knobs
+follow the simulator's precedence (scheduler/config/policy.py): the file < CORRAL_POLICY_* env.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
+from scheduler.config.cluster_file import ClusterFileError, parse_cluster
+from scheduler.config.policy import PolicyConfigError, resolve_policy
 from scheduler.model.queue import ClusterConfig
 from scheduler.policy.config import PolicyConfig
-from scheduler.sim.cluster_file import ClusterFileError, parse_cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +34,9 @@ def parse_live_config(text: str, source: str = "<string>") -> LiveConfig:
     if not isinstance(raw, dict):
         raise ClusterFileError(f"{source}: policy: must be a mapping of policy settings")
     try:
-        policy = PolicyConfig.load(None, **raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ClusterFileError(
-            f"{source}: policy.{where}: {err['msg']} (see PolicyConfig in scheduler/policy/config.py)"
-        ) from None
+        policy = resolve_policy(raw, source, where="policy.")
+    except PolicyConfigError as exc:
+        raise ClusterFileError(f"{exc} (see PolicyConfig in scheduler/policy/config.py)") from None
     return LiveConfig(cluster=cluster, policy=policy, source=source)
 
 
