@@ -19,6 +19,7 @@ import pytest
 import typer
 import yaml
 
+from scheduler.config import parse_live_config
 from tests.helm.chart import (
     CHART,
     NAMESPACE,
@@ -32,11 +33,6 @@ from tests.helm.chart import (
     render_raw,
     value_set_names,
 )
-
-try:  # the cluster-file parser is moving into scheduler.config
-    from scheduler.config.live import parse_live_config
-except ImportError:  # pragma: no cover - the tree before the move
-    from scheduler.control.config import parse_live_config  # type: ignore[no-redef]
 
 VALUE_SETS = value_set_names()
 FULLNAME = f"{RELEASE}"  # the release name contains the chart name, so it is used as it is
