@@ -104,6 +104,12 @@ class Metrics:
         self.store_errors = Counter(
             "corral_store_errors", "Controller steps that failed in the store.", registry=r
         )
+        self.residency_conflicts = Gauge(
+            "corral_residency_label_conflicts",
+            "Nodes out of scheduling because their declared region disagrees with their Kubernetes "
+            "node's (or cannot be checked against it).",
+            registry=r,
+        )
         self.leader = Gauge("corral_leader", "1 on the controller that is active.", registry=r)
         build = Gauge("corral_build_info", "Corral's version (always 1).", ["version"], registry=r)
         build.labels(version=__version__).set(1)

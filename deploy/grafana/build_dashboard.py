@@ -532,6 +532,18 @@ def layout() -> list[tuple[Panel, int, int]]:
             12,
             8,
         ),
+        (
+            timeseries(
+                "Residency label conflicts",
+                "Nodes out of scheduling because their declared region disagrees with their Kubernetes "
+                "node's topology.kubernetes.io/region, or cannot be checked against it (Kubernetes "
+                "topology on). The audit log names each node and why; CorralResidencyLabelConflict "
+                "fires at once.",
+                targets(("max(corral_residency_label_conflicts)", "nodes in conflict")),
+            ),
+            12,
+            8,
+        ),
     ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol, runtime_checkable
@@ -33,6 +33,15 @@ class BackendEvent:
     message: str = ""  # why, in words: "command not found: /no/such/binary", "placement timed out ..."
 
 
+@dataclass(frozen=True, slots=True)
+class NodeAddress:
+    """Where a node's agent runs: its IP and host name (in KubeRay, a Ray node is a pod: the pod's IP
+    and, by default, the pod's name)."""
+
+    ip: str
+    hostname: str = ""
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What a controller or simulator needs from a cluster."""
@@ -51,4 +60,14 @@ class Backend(Protocol):
 
     def poll(self) -> list[BackendEvent]:
         """Events since the last poll, oldest first."""
+        ...
+
+
+@runtime_checkable
+class AddressedBackend(Backend, Protocol):
+    """A Backend that says where each of its nodes runs (RayBackend), so that another source (the
+    Kubernetes topology, scheduler/kube) can find the machine under it."""
+
+    def node_addresses(self) -> Mapping[str, NodeAddress]:
+        """Node id → its address, for the nodes `nodes()` returns."""
         ...

@@ -41,7 +41,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from scheduler import faults
 from scheduler.backends import job_log, proc_tree, rank_setup, ray_worker
-from scheduler.backends.base import BackendEvent, EventKind
+from scheduler.backends.base import BackendEvent, EventKind, NodeAddress
 from scheduler.backends.job_log import JobLog
 from scheduler.backends.rank_setup import Launch
 from scheduler.backends.ray_attempt import (
@@ -62,6 +62,7 @@ from scheduler.backends.ray_nodes import (
     LABEL_REGION,
     LABEL_ZONE,
     RAY_NODE_ID_LABEL,
+    address_from_ray,
     node_from_ray,
 )
 from scheduler.backends.ray_state import free_gpus, gcs_health, one_line
@@ -207,6 +208,7 @@ class RayBackend:
         self.on_event: Callable[[], None] | None = None  # called after each event is queued
         self._nodes: dict[str, Node] = {}
         self._ray_ids: dict[str, str] = {}  # Ray's hex node id → Corral's node id, alive GPU nodes
+        self._addresses: dict[str, NodeAddress] = {}  # Corral's node id → its raylet's IP and host
         self._free_gpus: dict[str, float] = {}
         self._refresh_lock = threading.Lock()  # one refresh at a time, so node changes apply in order
         self._closing = threading.Event()
@@ -281,6 +283,12 @@ class RayBackend:
         cached view, refreshed with the node table."""
         with self._lock:
             return dict(self._free_gpus)
+
+    def node_addresses(self) -> dict[str, NodeAddress]:
+        """Where each node of nodes() runs (raylet IP and host name: in KubeRay, its pod's IP and
+        name); a cached view, refreshed with the node table."""
+        with self._lock:
+            return dict(self._addresses)
 
     def health(self) -> str:
         """ "ok", or what is wrong in one line: one small request to Ray's GCS, with a short timeout."""
@@ -683,12 +691,15 @@ class RayBackend:
         with self._refresh_lock:
             fresh: dict[str, Node] = {}
             ray_ids: dict[str, str] = {}
+            addresses: dict[str, NodeAddress] = {}
             for info in ray.nodes():  # type: ignore[no-untyped-call]
                 if (node := node_from_ray(info)) is not None:
                     fresh[node.id] = node
                     ray_ids[str(info["NodeID"])] = node.id
+                    addresses[node.id] = address_from_ray(info)
             with self._lock:
                 self._ray_ids = ray_ids
+                self._addresses = addresses
             self._apply_nodes(fresh, emit)
 
     def _apply_nodes(self, fresh: dict[str, Node], emit: bool) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from scheduler.backends.base import NodeAddress
 from scheduler.model.cluster import Node
 
 log = logging.getLogger(__name__)
@@ -59,3 +60,10 @@ def node_from_ray(info: dict[str, Any]) -> Node | None:
     except ValidationError:
         log.warning("ignoring Ray node %s: not a valid Corral node", node_id, exc_info=True)
         return None
+
+
+def address_from_ray(info: dict[str, Any]) -> NodeAddress:
+    """Where the Ray node of one entry of ray.nodes() runs: its raylet's IP and host name."""
+    return NodeAddress(
+        ip=str(info.get("NodeManagerAddress") or ""), hostname=str(info.get("NodeManagerHostname") or "")
+    )

@@ -131,6 +131,7 @@ class Controller:
         self._cordons: dict[str, Cordon] = {}
         self._reread_cordons = False
         self._start_failures: dict[str, int] = {}  # node → failed starts in a row blamed on it
+        self._residency_conflicts: dict[str, str] = {}  # node → why (audited, committed)
         self._next_retry = float("inf")  # earliest retry_at of a job in start backoff
         self._drift: dict[str, int] = {}  # node → GPUs Corral counts free that Ray does not
         self._drift_since: dict[str, float] = {}
@@ -272,6 +273,7 @@ class Controller:
             self._reread_cordons = False
             self._cordons = controller_state.cordons(self.store)  # an admin may have changed them
         nodes = self._nodes(step)
+        residency_conflicts = self._audit_residency_conflicts(nodes, now, step)
         self._watch_stops(now, step)
         self._dirty = self._dirty or changed or bool(step)
         since = now - self._last_decide
@@ -288,6 +290,7 @@ class Controller:
             check_time_limits(list(self._current(step).values()), now, step)
             self._decide(nodes, now, step)
         self._commit(step)
+        self._residency_conflicts = residency_conflicts  # audited: committed with the step
 
     def _watch_stops(self, now: float, step: Step) -> None:
         """Re-issue a stop that has not completed long after its grace period (a lost backend task)."""
@@ -326,6 +329,50 @@ class Controller:
         log.warning("cordoning node %s: %s (`corral uncordon %s` when fixed)", event.node, why, event.node)
         step.note(rec, "NODE_CORDONED", now, f"node {event.node} cordoned: {why}", node=event.node)
         step.audit.append(AuditRecord(now, "", "cordon", 0, nodes=(event.node,), detail=why))
+
+    def _audit_residency_conflicts(self, nodes: Mapping[str, Node], now: float, step: Step) -> dict[str, str]:
+        """Nodes the backend took out of scheduling because their region labels disagree (or cannot
+        be checked; scheduler/kube): audit each conflict when it starts and when it clears, once
+        (kept only once the step is committed), and export how many there are now."""
+        conflicts_of = getattr(self.backend, "conflicts", None)
+        conflicts: dict[str, str] = dict(conflicts_of()) if callable(conflicts_of) else {}
+        self.metrics.residency_conflicts.set(len(conflicts))
+        for node_id in sorted(conflicts.keys() | self._residency_conflicts.keys()):
+            why, before = conflicts.get(node_id), self._residency_conflicts.get(node_id)
+            if why == before:
+                continue
+            node = nodes.get(node_id)
+            regions = (node.region,) if node is not None else ()
+            if why is None:
+                log.warning("node %s: data-residency conflict cleared (was: %s)", node_id, before)
+                step.audit.append(
+                    AuditRecord(
+                        now,
+                        "",
+                        "residency_conflict_cleared",
+                        0,
+                        nodes=(node_id,),
+                        node_regions=regions,
+                        detail=f"cleared; was: {before}",
+                    )
+                )
+            elif before is None:
+                log.warning("node %s taken out of scheduling: data-residency conflict: %s", node_id, why)
+                step.audit.append(
+                    AuditRecord(
+                        now,
+                        "",
+                        "residency_conflict",
+                        0,
+                        nodes=(node_id,),
+                        node_regions=regions,
+                        residency_ok=False,
+                        detail=why,
+                    )
+                )
+            else:  # still in conflict, for another reason: keep the first audit entry
+                conflicts[node_id] = before
+        return conflicts
 
     def _cordoned(self, node: str, step: Step) -> bool:
         return node in self._cordons or any(c.node == node for c in step.cordons)

@@ -20,6 +20,7 @@ GAUGES = frozenset(
         "corral_queue_fair_share_ratio",
         "corral_jobs",
         "corral_gpu_accounting_drift",
+        "corral_residency_label_conflicts",
         "corral_leader",
         "corral_build_info",
     }
