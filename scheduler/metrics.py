@@ -110,13 +110,18 @@ class Metrics:
             "node's (or cannot be checked against it).",
             registry=r,
         )
-        self.leader = Gauge("corral_leader", "1 on the controller that is active.", registry=r)
+        self.leader = Gauge("corral_leader", "1 on the controller that leads (holds the lease).", registry=r)
+        self._attached = False
         build = Gauge("corral_build_info", "Corral's version (always 1).", ["version"], registry=r)
         build.labels(version=__version__).set(1)
 
     def attach(self, source: ViewSource, leader: Callable[[], bool], job_info: bool = False) -> None:
         """Export the state gauges recounted from `source` at each scrape; `job_info` adds the
-        opt-in per-job series (one per job and node while it holds GPUs)."""
+        opt-in per-job series (one per job and node while it holds GPUs). Only the first call counts:
+        a process whose leadership comes and goes attaches once, with a source that follows it."""
+        if self._attached:
+            return
+        self._attached = True
         self.leader.set_function(lambda: 1.0 if leader() else 0.0)
         self.registry.register(ClusterCollector(source, job_info))
 

@@ -21,10 +21,13 @@ from scheduler.api.app import ApiSettings, create_app
 from scheduler.backends.gpu_monitor import GpuMonitor
 from scheduler.backends.job_user import JobUserError, ensure_job_user
 from scheduler.backends.ray_backend import LABEL_NODE, RayBackend
+from scheduler.backends.ray_state import gcs_reachable
 from scheduler.clock import WallClock
 from scheduler.config.live import load_live_config
-from scheduler.control.controller import Controller
-from scheduler.store.controller_lock import ControllerLock, ControllerLockHeld
+from scheduler.control.controller import Controller, LiveBackend
+from scheduler.control.leadership import Leadership
+from scheduler.metrics import Metrics
+from scheduler.store.lease import DEFAULT_LEASE_S, Lease
 from scheduler.store.store import Store
 from scheduler.store.token_store import BootstrapTokenError, TokenStore
 
@@ -33,11 +36,6 @@ log = logging.getLogger("corral.serve")
 
 class ServeError(ValueError):
     """A start-up problem the operator must fix (one line naming the option)."""
-
-
-class ControllerFailed(RuntimeError):
-    """The controller had to stop while serving (e.g. it lost its lock): the process exits non-zero
-    so that its supervisor (systemd, Kubernetes) restarts it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +60,18 @@ class ServeOptions:
     admin_token: str | None = field(default=None, repr=False)  # stored hashed on start
     api: ApiSettings = field(default_factory=ApiSettings)
     jobs: JobOptions = field(default_factory=JobOptions)
+    lease_duration_s: float = DEFAULT_LEASE_S
+    advertise_url: str = ""  # how other replicas and clients reach this API (default http://host:port)
+    kubernetes: KubernetesOptions | None = None  # read node topology from Kubernetes (Helm)
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesOptions:
+    """The Kubernetes topology source (scheduler/kube): node labels, cordons, readiness."""
+
+    namespace: str | None = None  # the pod's own namespace if None
+    rack_label: str = "corral.dev/rack"
+    pod_selector: str = "ray.io/is-ray-node=yes"
 
 
 def bootstrap_admin(tokens: TokenStore, admin_token: str | None, now: float) -> None:
@@ -91,78 +101,99 @@ def serve(options: ServeOptions) -> None:
     tokens = TokenStore(store.engine)
     try:
         bootstrap_admin(tokens, options.admin_token, clock.now())
-        lock = ControllerLock.acquire(store)
-    except (ServeError, ControllerLockHeld):
+    except ServeError:
         store.close()
         raise
     for name, value in faults.active().items():
         log.warning("fault injection is ON: %s=%s (CORRAL_FAULTS; tests only)", name, value)
     options.log_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        backend = _backend(options, clock)
-    except BaseException:
-        lock.release()
-        store.close()
-        raise
-    fatal: list[str] = []
-    server: uvicorn.Server | None = None
+    if options.jobs.job_user:  # fail at start, not at the first takeover
+        _job_user(options.jobs.job_user)
+    api_url = options.advertise_url or f"http://{options.host}:{options.port}"
+    lease = Lease(store, duration_s=options.lease_duration_s, api_url=api_url)
+    metrics = Metrics()
 
-    def stop_serving(why: str) -> None:
-        fatal.append(why)
-        if server is not None:
-            server.should_exit = True
+    def make_controller(fence: Lease) -> Controller:
+        """A fresh controller and Ray connection for each term as leader."""
+        return Controller(
+            store,
+            _topology(options, _backend(options, clock)),
+            config,
+            clock,
+            metrics=metrics,
+            job_info_metrics=options.job_info_metrics,
+            fence=fence,  # every write checks the lease's epoch in its own transaction
+        )
 
-    controller = Controller(
-        store,
-        backend,
-        config,
-        clock,
+    leadership = Leadership(
+        lease,
+        make_controller,
+        store=store,
+        config=config,
+        clock=clock,
+        metrics=metrics,
+        ray_health=lambda: gcs_reachable(options.ray_address, 2.0),
         job_info_metrics=options.job_info_metrics,
-        fence=lock,  # every commit first checks the lock is still this process's
-        on_fatal=stop_serving,
     )
     gpus = GpuMonitor(LABEL_NODE)  # NVML agents on real-GPU nodes only
-    controller.metrics.attach_gpus(gpus.samples)
+    metrics.attach_gpus(gpus.samples)
     try:
         settings = replace(options.api, default_min_runtime_s=config.policy.default_min_runtime_s)
         app = create_app(  # built (and its imports done) before any thread starts
             store,
-            controller,
+            leadership,
             tokens,
             options.log_dir,
             clock,
             settings=settings,
-            metrics_registry=controller.metrics.registry,
+            metrics_registry=metrics.registry,
         )
         server = uvicorn.Server(
             uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False)
         )
-        controller.start()
+        leadership.start()
         log.info(
-            "API on http://%s:%d, store %s, Ray %s",
+            "API on http://%s:%d (advertised %s), store %s, Ray %s; lease %g s",
             options.host,
             options.port,
+            api_url,
             store.url_for_humans,  # never store.url: it may hold the password
             options.ray_address,
+            options.lease_duration_s,
         )
-        if not fatal:  # the controller may have stopped for good already
-            server.run()
+        server.run()
     finally:
-        controller.stop()
+        leadership.stop()  # gives the lease up: a follower leads at its next try
         gpus.close()
-        backend.close()
-        lock.release()
         store.close()
-    if fatal:
-        raise ControllerFailed(fatal[0])
+
+
+def _topology(options: ServeOptions, backend: RayBackend) -> LiveBackend:
+    """The Ray backend, seen through the Kubernetes topology when asked for."""
+    kube = options.kubernetes
+    if kube is None:
+        return backend
+    from scheduler.kube.wiring import with_kubernetes_topology  # imports kubernetes: only here
+
+    try:
+        return with_kubernetes_topology(
+            backend, namespace=kube.namespace, rack_label=kube.rack_label, pod_selector=kube.pod_selector
+        )
+    except BaseException:
+        backend.close()
+        raise
+
+
+def _job_user(name: str) -> str | None:
+    try:
+        return ensure_job_user(name)
+    except JobUserError as exc:
+        raise ServeError(f"--job-user: {exc}") from None
 
 
 def _backend(options: ServeOptions, clock: WallClock) -> RayBackend:
     jobs = options.jobs
-    try:
-        job_user = ensure_job_user(jobs.job_user) if jobs.job_user else None
-    except JobUserError as exc:
-        raise ServeError(f"--job-user: {exc}") from None
+    job_user = _job_user(jobs.job_user) if jobs.job_user else None
     if job_user is not None:
         log.info("jobs run as user %s", job_user)
     return RayBackend(

@@ -101,3 +101,21 @@ class ControllerHandle(Protocol):
     def health(self) -> Mapping[str, str]:
         """'controller', 'ray', 'store' → 'ok' or a short problem."""
         ...
+
+    def role(self) -> Mapping[str, object]:
+        """{"leader": bool, "epoch": the lease epoch while leading (else 0), "leader_url": str}."""
+        ...
+
+
+class NotLeader(RuntimeError):
+    """Asked of a follower what only the leading controller can answer (a dry run)."""
+
+    def __init__(self, leader_url: str) -> None:
+        where = f" at {leader_url}" if leader_url else ""
+        super().__init__(f"this controller is a follower: the leader{where} answers dry runs; retry")
+        self.leader_url = leader_url
+
+
+def empty_view(priority_classes: Sequence[PriorityClass], time: float = 0.0) -> ClusterView:
+    """What a controller shows before it has seen the cluster."""
+    return ClusterView(nodes=(), queues=(), priority_classes=tuple(priority_classes), time=time)

@@ -24,7 +24,8 @@ and an admin on all (admins may filter or submit for a team with `?team=`).
     DELETE /v1/tokens/{id}                    (admin) revoke → 200 Token; at once for new requests
     POST   /v1/nodes/{node}/cordon            (admin) body {"reason"} (optional): no new jobs there
     POST   /v1/nodes/{node}/uncordon          (admin) take new jobs again; 409 if not cordoned
-    GET    /healthz                           readiness: {"status", "checks"}; 503 if a check fails
+    GET    /healthz                           readiness: {"status", "checks", "leader", "epoch",
+                                              "leader_url"}; 503 if a check fails (followers too)
     GET    /livez                             liveness: 200 while the process serves (no token)
 
 Ids: a job (or token) id is a decimal of at most 19 digits ≤ 2^63−1; leading zeros name the same
@@ -164,7 +165,7 @@ def create_app(
         503 when any fails (a load balancer or Kubernetes then sends no traffic here)."""
         checks = dict(controller.health())
         ok = all(v == "ok" for v in checks.values())
-        body = {"status": "ok" if ok else "degraded", "checks": checks}
+        body = {"status": "ok" if ok else "degraded", "checks": checks, **controller.role()}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/v1/whoami", response_model=s.WhoAmIOut, tags=["meta"])

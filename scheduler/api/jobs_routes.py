@@ -22,7 +22,7 @@ from scheduler.api.logs import FollowResponse, log_path, read_log
 from scheduler.model.job import TERMINAL_STATES, JobSpec, JobState
 from scheduler.model.records import AuditRecord, EventRecord
 from scheduler.store.store import IdempotencyConflict, JobNotFound
-from scheduler.view import SpecError
+from scheduler.view import NotLeader, SpecError
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "NEXT_CURSOR", "register"]
 
@@ -156,11 +156,13 @@ def register(app: FastAPI) -> None:
             raise ApiError(403, denied[1], denied[0])
         try:
             spec = d.controller.check_spec(spec)  # the spec as accepted (default time limit filled in)
+            if dry_run:  # runs decide(): CPU work, off the event loop
+                result = await run_in_threadpool(d.controller.dry_run, spec, owner)
+                return _json(s.dry_run_out(spec, result))
         except SpecError as exc:
             raise ApiError(400, f"spec.{exc.field}: {exc}", exc.field) from None
-        if dry_run:  # runs decide(): CPU work, off the event loop
-            result = await run_in_threadpool(d.controller.dry_run, spec, owner)
-            return _json(s.dry_run_out(spec, result))
+        except NotLeader as exc:  # a follower before any leader published, or a dry run
+            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
         try:
             # async: the request waits for its group commit without holding a worker thread
             record, created = await asyncio.wrap_future(d.batcher.submit(spec, owner, d.clock.now()))

@@ -62,6 +62,11 @@ class GpuMonitor:
             self._stop.wait(self._every_s)
 
     def _sample_once(self) -> None:
+        if not ray.is_initialized():  # a follower controller has no Ray connection
+            self._agents.clear()  # those of an earlier connection died with it
+            with self._lock:
+                self._samples = {}
+            return
         alive: dict[str, Mapping[str, Any]] = {}
         for info in ray.nodes():  # type: ignore[no-untyped-call]
             labels = info.get("Labels") or {}

@@ -8,6 +8,7 @@ no public per-node "available" call with a timeout, so this uses the client Ray 
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,17 @@ def gcs_health(address: str, timeout_s: float) -> str:
     except Exception as exc:
         return f"Ray GCS at {address} did not answer within {timeout_s:g} s: {one_line(exc)}"
     return "ok"
+
+
+def gcs_reachable(address: str, timeout_s: float) -> str:
+    """ "ok" if the GCS port accepts a connection within `timeout_s` (for a process without its own
+    Ray connection, e.g. a follower controller: Ray's GCS client blocks for 40 s on a dead address)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            return "ok"
+    except (OSError, ValueError) as exc:
+        return f"Ray GCS at {address} does not accept connections: {one_line(exc)}"
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

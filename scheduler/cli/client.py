@@ -173,7 +173,7 @@ class ApiClient:
         """Send, retrying 429 answers; the last response (not yet checked)."""
         for attempt in range(self.retries + 1):
             try:
-                response = self._http.send(request, stream=stream)
+                response = self._send_anywhere(request, stream)
             except httpx.TransportError as exc:
                 self.unreachable(exc)
             if response.status_code != 429 or attempt == self.retries:
@@ -183,6 +183,30 @@ class ApiClient:
             note(f"{_message(response)}: retrying in {wait:.0f} s")
             response.close()
             time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send_anywhere(self, request: httpx.Request, stream: bool) -> httpx.Response:
+        """Send to the current API URL; if it cannot be connected to (the request never left),
+        to the context's next URLs in turn (replicated controllers), keeping the one that answers."""
+        urls = self.ctx.api_urls
+        for i, url in enumerate(urls):
+            if i:
+                request.url = _rebased(request.url, url)
+            try:
+                response = self._http.send(request, stream=stream)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                if i == len(urls) - 1:
+                    raise
+                continue
+            except httpx.ReadTimeout:
+                # A replica that accepted the connection but does not answer (paused, overloaded):
+                # safe to send elsewhere only what cannot act twice.
+                if i == len(urls) - 1 or not _repeatable(request):
+                    raise
+                continue
+            if i:
+                self._http.base_url = httpx.URL(url)  # later requests go straight there
+            return response
         raise AssertionError("unreachable")  # pragma: no cover
 
     def request(
@@ -251,6 +275,18 @@ class ApiClient:
             self.unreachable(exc)
         finally:
             response.close()
+
+
+def _repeatable(request: httpx.Request) -> bool:
+    """Whether sending the request again cannot do anything twice (a read, or a keyed submission)."""
+    return request.method in ("GET", "HEAD") or "Idempotency-Key" in request.headers
+
+
+def _rebased(url: httpx.URL, base: str) -> httpx.URL:
+    """`url` (built on one API base URL) on another base URL."""
+    new = httpx.URL(base)
+    path = new.raw_path.rstrip(b"/") + url.raw_path
+    return url.copy_with(scheme=new.scheme, host=new.host, port=new.port, raw_path=path)
 
 
 def client() -> ApiClient:

@@ -46,6 +46,12 @@ class Context:
     api_url: str = DEFAULT_API_URL
     token: str | None = field(default=None, repr=False)
     token_source: str = field(default="CORRAL_TOKEN", compare=False)  # named in token errors
+    # Replicated controllers: more API URLs, tried in order when the first does not answer.
+    fallback_urls: tuple[str, ...] = ()
+
+    @property
+    def api_urls(self) -> tuple[str, ...]:
+        return (self.api_url, *(u for u in self.fallback_urls if u != self.api_url))
 
 
 def corral_home() -> Path:
@@ -82,13 +88,19 @@ def file_token() -> str | None:
 
 
 def load_context() -> Context:
+    """CORRAL_API_URL (one URL, or several separated by commas) wins over the file's api_url and
+    api_urls; the first URL that answers is used."""
     data = _read_file(context_path())
-    api_url = os.environ.get("CORRAL_API_URL") or data.get("api_url") or DEFAULT_API_URL
+    from_env = os.environ.get("CORRAL_API_URL")
+    urls: Any = from_env.split(",") if from_env else data.get("api_urls") or [data.get("api_url")]
     source = "CORRAL_TOKEN" if os.environ.get("CORRAL_TOKEN") else f"{context_path()}: token"
     token = os.environ.get("CORRAL_TOKEN") or data.get("token")
-    if not isinstance(api_url, str) or not isinstance(token, str | None):
+    if not isinstance(urls, list) or not all(isinstance(u, str | None) for u in urls):
+        raise ContextError(f"{context_path()}: api_urls must be a list of URLs: fix or delete it")
+    if not isinstance(token, str | None):
         raise ContextError(f"{context_path()}: api_url and token must be strings: fix or delete it")
-    return Context(api_url=api_url.rstrip("/"), token=token or None, token_source=source)
+    clean = [u.strip().rstrip("/") for u in urls if u and u.strip()] or [DEFAULT_API_URL]
+    return Context(api_url=clean[0], token=token or None, token_source=source, fallback_urls=tuple(clean[1:]))
 
 
 def save_context(ctx: Context) -> Path:
@@ -96,7 +108,9 @@ def save_context(ctx: Context) -> Path:
     with mode 0600 (never written first and restricted after) and then renamed into place."""
     path = context_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = {"api_url": ctx.api_url, "token": ctx.token}
+    data: dict[str, Any] = {"api_url": ctx.api_url, "token": ctx.token}
+    if ctx.fallback_urls:
+        data["api_urls"] = list(ctx.api_urls)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)  # O_EXCL below: a file left over (with any mode) is never reused
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -191,7 +192,12 @@ def submit(
         result = api.post("/v1/jobs", body, params={"dry_run": "true"}).json()
         _print_dry_run(spec, result)
         return
-    response = api.post("/v1/jobs", body)
+    headers = {}
+    if spec.idempotency_key is None and api.ctx.fallback_urls:
+        # Several controllers: a submission that times out on one is sent to the next under the
+        # same key, so it can never make two jobs.
+        headers["Idempotency-Key"] = f"cli-{uuid.uuid4().hex}"
+    response = api.post("/v1/jobs", body, headers=headers)
     job = response.json()
     print(job["id"], flush=True)
     if not quiet:

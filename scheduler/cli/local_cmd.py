@@ -98,8 +98,15 @@ def _read_state(home: Path) -> dict[str, Any]:
         return {}
 
 
-def _server_alive(state: dict[str, Any]) -> bool:
-    pid = state.get("pid")
+def _controllers(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `corral serve` processes `up` started: [{"pid", "api_url"}], the first one first."""
+    listed = state.get("controllers")
+    if isinstance(listed, list) and listed:
+        return [c for c in listed if isinstance(c, dict)]
+    return [{"pid": state.get("pid"), "api_url": state.get("api_url")}] if state.get("pid") else []
+
+
+def _alive(pid: Any) -> bool:
     if not isinstance(pid, int):
         return False
     try:
@@ -109,12 +116,27 @@ def _server_alive(state: dict[str, Any]) -> bool:
         return False
 
 
-def _health(api_url: str) -> dict[str, Any] | None:
+def _server_alive(state: dict[str, Any]) -> bool:
+    """Whether any of the controllers `up` started still runs."""
+    return any(_alive(c.get("pid")) for c in _controllers(state))
+
+
+def _healthz(api_url: str) -> dict[str, Any] | None:
+    """The /healthz body (also when not ready: 503), or None if nothing answers."""
     try:
         r = httpx.get(f"{api_url}/healthz", timeout=2.0)
-        return dict(r.json().get("checks", {})) if r.status_code == 200 else None
+        body = r.json()
     except (httpx.HTTPError, ValueError):
         return None
+    return dict(body) if isinstance(body, dict) else None
+
+
+def _health(api_url: str) -> dict[str, Any] | None:
+    """The checks of a ready API, or None (not ready, or not answering)."""
+    body = _healthz(api_url)
+    if body is None or body.get("status") != "ok":
+        return None
+    return dict(body.get("checks", {}))
 
 
 def _hide_password(url: str) -> str | None:
@@ -165,6 +187,15 @@ def up(
             help="Database URL (default: CORRAL_DB_URL, else SQLite in CORRAL_HOME).", show_default=False
         ),
     ] = None,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=5,
+            help="Controllers on the one store: one leads, the others serve the API and take over "
+            "if it dies (ports PORT, PORT+1, ... or free ones).",
+        ),
+    ] = 1,
 ) -> None:
     """Start the embedded local Corral: a Ray cluster of simulated GPU nodes, the controller and the API."""
     home = corral_home()
@@ -219,37 +250,44 @@ def up(
         except LocalRayClusterError as exc:
             ray_cluster.stop()  # nothing half-started is left behind
             fail(f"the local Ray cluster did not start: {exc}", 1)
-    api_port = port or _free_port()
-    api_url = f"http://127.0.0.1:{api_port}"
+    ports = [port + i if port else _free_port() for i in range(replicas)]
+    api_urls = [f"http://127.0.0.1:{p}" for p in ports]
     logs = home / "logs"
     work_root = _work_root(home)
     # The admin token is in context.yaml before serve stores its digest: a failed start is retried
     # with the same token.
     admin_token = _admin_token()
-    save_context(Context(api_url=api_url, token=admin_token))
-    argv = [
-        sys.executable, "-m", "scheduler.cli", "serve",
-        "--config", str(cluster_file), "--ray-address", address,
-        "--log-dir", str(logs / "jobs"), "--port", str(api_port), "--work-root", str(work_root),
-    ]  # fmt: skip
+    save_context(Context(api_url=api_urls[0], token=admin_token, fallback_urls=tuple(api_urls[1:])))
     child_env = {
         **{k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_API_URL")},
         "CORRAL_ADMIN_TOKEN": admin_token,
         "CORRAL_DB_URL": db_url,
         "RAY_AUTH_MODE": "disabled",  # this Ray cluster listens on 127.0.0.1 only
     }
-    with open(logs / "controller.log", "ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=child_env,
-        )
+    controllers: list[dict[str, Any]] = []
+    for i, (api_port, api_url) in enumerate(zip(ports, api_urls, strict=True)):
+        argv = [
+            sys.executable, "-m", "scheduler.cli", "serve",
+            "--config", str(cluster_file), "--ray-address", address,
+            "--log-dir", str(logs / "jobs"), "--port", str(api_port), "--work-root", str(work_root),
+        ]  # fmt: skip
+        log_file = logs / ("controller.log" if i == 0 else f"controller-{i + 1}.log")
+        with open(log_file, "ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=child_env,
+            )
+        controllers.append({"pid": proc.pid, "api_url": api_url, "log": str(log_file)})
+        if i == 0:  # the first leads: the others start once it has taken the lease
+            _wait_healthy(proc, api_url, log_file)
     state = {
-        "pid": proc.pid,
-        "api_url": api_url,
+        "pid": controllers[0]["pid"],
+        "api_url": api_urls[0],
+        "controllers": controllers,
         "ray_address": address,
         "ray_root": str(root),
         "db_url": shown_db,  # without its password
@@ -257,18 +295,25 @@ def up(
         "work_root": str(work_root),
     }
     (home / STATE_FILE).write_text(json.dumps(state, indent=2))
-    deadline = time.monotonic() + 90
-    while _health(api_url) is None:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log_file = logs / "controller.log"
-            tail = " | ".join(log_file.read_text(errors="replace").splitlines()[-5:])
-            fail(f"the controller did not come up; last lines of {log_file}: {tail}", 1)
-        time.sleep(0.2)
+    for c in controllers[1:]:
+        _wait_healthy(psutil.Process(c["pid"]), c["api_url"], Path(c["log"]))
+    more = f" (+{replicas - 1} standby: {', '.join(api_urls[1:])})" if replicas > 1 else ""
     print(
-        f"corral is up in {time.monotonic() - t0:.0f} s: API {api_url}, Ray {address}, store {shown_db}\n"
+        f"corral is up in {time.monotonic() - t0:.0f} s: API {api_urls[0]}{more}, Ray {address}, "
+        f"store {shown_db}\n"
         f"  CORRAL_HOME={home}; try: corral submit --gpus 1 -- echo hello; corral jobs; corral down",
         file=sys.stderr,
     )
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes] | psutil.Process, api_url: str, log_file: Path) -> None:
+    deadline = time.monotonic() + 90
+    while _health(api_url) is None:
+        exited = proc.poll() is not None if isinstance(proc, subprocess.Popen) else not proc.is_running()
+        if exited or time.monotonic() > deadline:
+            tail = " | ".join(log_file.read_text(errors="replace").splitlines()[-5:])
+            fail(f"the controller did not come up; last lines of {log_file}: {tail}", 1)
+        time.sleep(0.2)
 
 
 def down() -> None:
@@ -276,9 +321,10 @@ def down() -> None:
     home = corral_home()
     state = _read_state(home)
     stopped = False
-    if _server_alive(state):
-        proc = psutil.Process(int(state["pid"]))
+    running = [psutil.Process(c["pid"]) for c in _controllers(state) if _alive(c.get("pid"))]
+    for proc in running:  # standbys first would hand the lease around: all at once instead
         proc.send_signal(signal.SIGTERM)
+    for proc in running:
         try:
             proc.wait(15)
         except psutil.TimeoutExpired:
@@ -303,23 +349,46 @@ def status(
         fail("-o/--output: use table or json", EXIT_USAGE)
     home = corral_home()
     state = _read_state(home)
-    api_url = str(state.get("api_url") or "")
-    health = _health(api_url) if api_url else None
+    controllers: list[dict[str, Any]] = []
+    for c in _controllers(state):
+        alive = _alive(c.get("pid"))
+        body = _healthz(str(c.get("api_url"))) if alive and c.get("api_url") else None
+        checks = dict(body.get("checks", {})) if body else {}
+        controllers.append(
+            {
+                "pid": c.get("pid") if alive else None,
+                "leader": bool(body and body.get("leader")),
+                "api_url": c.get("api_url"),
+                "epoch": int(body.get("epoch") or 0) if body else 0,
+                "state": checks.get("controller", "unknown" if alive else "down"),
+                "ready": bool(body and body.get("status") == "ok"),
+                "checks": checks,
+            }
+        )
+    # The leader's view of things, else the first controller that answers.
+    main = next((c for c in controllers if c["leader"]), None) or next(
+        (c for c in controllers if c["ready"]), controllers[0] if controllers else None
+    )
+    api_url = str(main["api_url"]) if main else str(state.get("api_url") or "")
+    health = main["checks"] if main and main["ready"] else None
     from scheduler.local.ray_cluster import LocalRayCluster
 
     ray_up = LocalRayCluster(Path(state["ray_root"]) if state.get("ray_root") else _ray_root(home)).is_up()
     server = _server_alive(state)
     stored_db = state.get("db_url")
     shown_db = (_hide_password(stored_db) or "(not a database URL)") if isinstance(stored_db, str) else None
-    report = {
+    report: dict[str, Any] = {
         "home": str(home),
         "api_url": api_url or None,
         "metrics_url": f"{api_url}/metrics" if api_url else None,
         "ray": {"state": "up" if ray_up else "down", "address": state.get("ray_address")},
         "controller": {
             "state": (health or {}).get("controller", "down" if not server else "unknown"),
-            "pid": state.get("pid") if server else None,
+            "pid": main["pid"] if main and server else None,
         },
+        "controllers": [
+            {k: c[k] for k in ("pid", "leader", "api_url", "epoch", "state")} for c in controllers
+        ],
         "api": {"state": "up" if health is not None else "down"},
         "store": {"url": shown_db, "state": (health or {}).get("store", "unknown")},
         "work_root": state.get("work_root"),
@@ -328,9 +397,13 @@ def status(
         print(json.dumps(report, indent=2))
     else:
         print(f"home        {home}")
-        print(f"api         {report['api']['state']:<6} {api_url or '-'}")  # type: ignore[index]
-        print(f"controller  {report['controller']['state']}")  # type: ignore[index]
-        print(f"ray         {report['ray']['state']:<6} {state.get('ray_address') or '-'}")  # type: ignore[index]
+        print(f"api         {report['api']['state']:<6} {api_url or '-'}")
+        print(f"controller  {report['controller']['state']}")
+        if len(controllers) > 1:
+            for c in controllers:
+                role = f"leader (epoch {c['epoch']})" if c["leader"] else "standby" if c["pid"] else "down"
+                print(f"  pid {c['pid'] or '-':<8} {role:<18} {c['api_url']}")
+        print(f"ray         {report['ray']['state']:<6} {state.get('ray_address') or '-'}")
         print(f"store       {shown_db or '-'}")
         print(f"jobs' work  {state.get('work_root') or '-'}")
     all_up = ray_up and health is not None and health.get("controller") == "ok"

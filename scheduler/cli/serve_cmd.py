@@ -21,7 +21,7 @@ import typer
 
 from scheduler.api.limits import DEFAULT_BURST, DEFAULT_FOLLOWERS, DEFAULT_RATE
 from scheduler.cli.client import token_problem
-from scheduler.cli.errors import EXIT_JOB_FAILED, EXIT_USAGE, fail
+from scheduler.cli.errors import EXIT_USAGE, fail
 from scheduler.cli.local_cmd import url_for_humans
 from scheduler.config.cluster_file import ClusterFileError
 
@@ -116,14 +116,47 @@ def serve(
             help="Seconds a start may take before it is retried.",
         ),
     ] = 30.0,
+    lease_duration: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            max=600.0,
+            envvar="CORRAL_LEASE_S",
+            help="Seconds a leader's lease lasts without renewal: the longest a failover waits for a "
+            "dead leader (replicas on one store elect one leader).",
+        ),
+    ] = 15.0,
+    advertise_url: Annotated[
+        str,
+        typer.Option(
+            envvar="CORRAL_ADVERTISE_URL",
+            help="How other replicas and clients reach this API (default http://HOST:PORT).",
+        ),
+    ] = "",
+    kubernetes_topology: Annotated[
+        bool,
+        typer.Option(
+            help="Read each Ray node's Kubernetes node (in-cluster): region/zone/rack/GPU labels, "
+            "cordons and readiness; a region that disagrees takes the node out of scheduling."
+        ),
+    ] = False,
+    kubernetes_namespace: Annotated[
+        str | None,
+        typer.Option(envvar="CORRAL_NAMESPACE", help="Namespace of the Ray pods (default: this pod's own)."),
+    ] = None,
+    rack_label: Annotated[
+        str, typer.Option(help="The Kubernetes node label that names its rack.")
+    ] = "corral.dev/rack",
+    kubernetes_pod_selector: Annotated[
+        str, typer.Option(help="Label selector of the Ray pods.")
+    ] = "ray.io/is-ray-node=yes",
 ) -> None:
     """Run the controller and the API in the foreground (what `corral up` starts; Helm runs this too)."""
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
     from scheduler.api.deps import ApiSettings
-    from scheduler.serve import ControllerFailed, JobOptions, ServeError, ServeOptions
+    from scheduler.serve import JobOptions, KubernetesOptions, ServeError, ServeOptions
     from scheduler.serve import serve as run_service
-    from scheduler.store.controller_lock import ControllerLockHeld
 
     # Read the secrets, then drop them from the environment: nothing this process starts inherits them.
     env_db = os.environ.pop("CORRAL_DB_URL", None)
@@ -156,16 +189,18 @@ def serve(
         admin_token=admin_token,
         api=ApiSettings(rate_per_s=rate_limit, burst=rate_burst, max_followers=max_log_followers),
         jobs=JobOptions(job_user or None, work_root, log_cap_mib << 20, start_timeout),
+        lease_duration_s=lease_duration,
+        advertise_url=advertise_url,
+        kubernetes=KubernetesOptions(kubernetes_namespace or None, rack_label, kubernetes_pod_selector)
+        if kubernetes_topology
+        else None,
     )
     try:
         run_service(options)
     except ClusterFileError as exc:
         fail(f"--config: {exc}", EXIT_USAGE)
-    except ControllerFailed as exc:  # it ran, then had to stop (e.g. it lost its lock)
-        fail(str(exc), EXIT_JOB_FAILED)
-    except (ServeError, ControllerLockHeld) as exc:
-        hint = ": stop it first (corral down, or kill that `corral serve`)"
-        fail(f"{exc}{hint if isinstance(exc, ControllerLockHeld) else ''}", EXIT_USAGE)
+    except ServeError as exc:
+        fail(str(exc), EXIT_USAGE)
     except ArgumentError:
         fail("--db: not a database URL: use sqlite:///PATH or postgresql://USER@HOST/DB", EXIT_USAGE)
     except DBAPIError as exc:  # the driver's first line names the problem, never the password

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from scheduler.backends.base import Backend, BackendEvent, EventKind
 from scheduler.clock import Clock
@@ -59,10 +59,20 @@ CORDON_AFTER_START_FAILURES = 3  # failed starts in a row blamed on one node bef
 DRIFT_RECHECK_S = 0.5
 DRIFT_GRACE_S = 30.0
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
 
 class Fence(Protocol):
+    """The controller's right to act (scheduler/store/lease.py): checked before it acts, and
+    inside each of its write transactions."""
+
     def check(self) -> None:
-        """Raise LockLost unless this process still holds the controller lock (re-taking it if it can)."""
+        """Raise LockLost unless this process may still act as the leader."""
+        ...
+
+    def verify(self, connection: Connection) -> None:
+        """Inside a write transaction: raise LockLost (refusing the write) unless still the leader."""
         ...
 
 
@@ -168,7 +178,11 @@ class Controller:
             job_info=self.job_info_metrics,
         )
         self.metrics.initialize(self.queues, {n.region for n in self._known_nodes.values()})
-        self.store.sync_queues(list(self.queues.values()))
+        if self.fence is not None:
+            self.fence.check()
+        self.store.sync_queues(
+            list(self.queues.values()), fence=self.fence.verify if self.fence is not None else None
+        )
         self.recover()
         self._thread = threading.Thread(target=self._run, name="corral-controller", daemon=True)
         self._thread.start()
@@ -225,7 +239,7 @@ class Controller:
                 self.step()
             except LockLost as exc:
                 # Another controller may be writing now: stop deciding at once, for good.
-                self.fatal = f"lost the controller lock: {exc}"
+                self.fatal = f"lost the controller lease: {exc}"
                 log.critical("%s; stopping the controller", self.fatal)
                 self._stopping.set()
                 if self.on_fatal is not None:
@@ -244,6 +258,8 @@ class Controller:
 
     # --- one step ---------------------------------------------------------------------------------
     def step(self) -> None:
+        if self.fence is not None:
+            self.fence.check()  # a leader that was paused past its lease acts no more
         now = self.clock.now()
         seq0 = self._seq
         events = self._retry + self.backend.poll()
@@ -560,8 +576,8 @@ class Controller:
         )
         if batch:
             if self.fence is not None:
-                self.fence.check()  # never write (or start anything) without holding the lock
-            self.store.apply(batch)
+                self.fence.check()  # never write (or start anything) without holding the lease
+            self.store.apply(batch, fence=self.fence.verify if self.fence is not None else None)
         self._usage_dirty.difference_update(dirty)
         for node, failures in step.node_failures.items():
             if failures:
@@ -754,6 +770,11 @@ class Controller:
         backend_health = getattr(self.backend, "health", None)
         ray = str(backend_health()) if callable(backend_health) else "ok"
         return {"controller": controller, "store": store, "ray": ray}
+
+    def role(self) -> Mapping[str, object]:
+        """A controller on its own (no Leadership around it) always leads."""
+        epoch = getattr(self.fence, "epoch", 0)
+        return {"leader": True, "epoch": epoch, "leader_url": getattr(self.fence, "api_url", "")}
 
     def records(self) -> Collection[JobRecord]:
         return tuple(self._records.values())

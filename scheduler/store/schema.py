@@ -134,6 +134,30 @@ node_cordons = sa.Table(
     sa.Column("by", sa.String(128), nullable=False),
 )
 
+# Leader election: one row per lease. `epoch` grows by one at every change of holder (the fencing
+# token); `expires_at` is the database's clock (every replica reads one clock, skew-free).
+controller_lease = sa.Table(
+    "controller_lease",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(256), nullable=False),
+    sa.Column("epoch", sa.BigInteger(), nullable=False),
+    sa.Column("expires_at", sa.Float(), nullable=False),
+    sa.Column("acquired_at", sa.Float(), nullable=False),
+    sa.Column("api_url", sa.Text(), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+)
+
+# The leader's latest ClusterView (JSON), so followers answer `queues`, `nodes` and positions.
+controller_view = sa.Table(
+    "controller_view",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("epoch", sa.BigInteger(), nullable=False),
+    sa.Column("at", sa.Float(), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),
+)
+
 # API tokens: only the SHA-256 digest of a token is kept (the token itself is shown once, at
 # creation); `prefix` is a short, non-secret start of it so people can tell their tokens apart.
 # Limits: queues (null = every queue), the highest priority class (null = any), whether jobs may be

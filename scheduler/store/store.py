@@ -14,7 +14,7 @@ last returned are exactly the ones it has not seen.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 _TERMINAL = [s.value for s in TERMINAL_STATES]
+# Called first inside a controller's write transaction; raises (LockLost) to refuse the write.
+Fence = Callable[[Connection], None]
 _SUBMIT_RETRIES = 3
 _INSERT_EVENT = sa.insert(events)
 _MAX_ID = 2**63 - 1
@@ -94,8 +96,10 @@ class Store:
 
     # --- configuration ---------------------------------------------------------------------------
 
-    def sync_queues(self, new: Sequence[Queue]) -> None:
+    def sync_queues(self, new: Sequence[Queue], fence: Fence | None = None) -> None:
         with engines.write(self._engine) as connection:
+            if fence is not None:
+                fence(connection)
             connection.execute(sa.delete(queues))
             if new:
                 rows = [
@@ -325,12 +329,17 @@ class Store:
 
     # --- controller side -------------------------------------------------------------------------
 
-    def apply(self, batch: Batch) -> None:
-        """Commit everything one controller step changed, or nothing (AllocationConflict, JobNotFound)."""
+    def apply(self, batch: Batch, fence: Fence | None = None) -> None:
+        """Commit everything one controller step changed, or nothing (AllocationConflict, JobNotFound).
+
+        `fence` runs first inside the same transaction (the leader's epoch check: LockLost refuses
+        the whole batch)."""
         if not batch:
             return
         try:
             with engines.write(self._engine) as connection:
+                if fence is not None:
+                    fence(connection)
                 apply_batch(connection, batch)
         except GpuTaken as taken:
             with engines.read(self._engine) as connection:

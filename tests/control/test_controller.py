@@ -55,7 +55,7 @@ def test_a_failed_store_write_loses_no_event_and_no_cancel(store: Store) -> None
     store.request_cancel(other, None, clock.now())
     real_apply = store.apply
 
-    def locked(batch: object) -> None:
+    def locked(batch: object, fence: object = None) -> None:
         raise RuntimeError("database is locked")
 
     store.apply = locked  # type: ignore[method-assign]

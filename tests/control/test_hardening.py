@@ -254,20 +254,25 @@ def test_a_lost_lock_stops_every_write_at_once(store: Store) -> None:
 
         def check(self) -> None:
             if self.lost:
-                raise LockLost("the PostgreSQL session holding it ended")
+                raise LockLost("not renewed within 15 s")
+
+        def verify(self, connection: object) -> None:
+            self.check()
 
     clock, backend = VirtualClock(1000.0), ScriptedBackend(list(CONFIG.cluster.nodes))
     fence, fatal = LostFence(), []
     c = _controller(store, backend, clock, fence=fence, on_fatal=fatal.append)
-    fence.lost = True
-    job = _submit(store, clock, gpus_per_node=1)
     c.poll_s = 0.01
     c.start()
+    fence.lost = True
+    job = _submit(store, clock, gpus_per_node=1)
     c._thread.join(timeout=10)  # type: ignore[union-attr]
     assert not c._thread.is_alive()  # type: ignore[union-attr]
-    assert fatal and "lost the controller lock" in fatal[0]
+    assert fatal and "lost the controller lease" in fatal[0]
     assert store.get(job).state is JobState.PENDING and not backend.started  # type: ignore[union-attr]
-    assert c.health()["controller"].startswith("lost the controller lock")
+    assert c.health()["controller"].startswith("lost the controller lease")
+    with pytest.raises(LockLost):  # nor does a controller start without it
+        _controller(store, backend, clock, fence=fence).start()
 
 
 def test_a_failed_step_neither_loses_nor_double_counts_a_failed_start(store: Store) -> None:
@@ -285,7 +290,7 @@ def test_a_failed_step_neither_loses_nor_double_counts_a_failed_start(store: Sto
     _fail_start(backend, job, 2, clock.now(), node=node)  # the third: the step that cordons fails
     real_apply = store.apply
 
-    def locked(batch: object) -> None:
+    def locked(batch: object, fence: object = None) -> None:
         raise RuntimeError("database is locked")
 
     store.apply = locked  # type: ignore[method-assign]

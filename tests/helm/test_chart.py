@@ -200,24 +200,20 @@ def _serve_options() -> set[str]:
     return {opt for param in serve.params for opt in (*param.opts, *param.secondary_opts)}
 
 
-PENDING_FLAGS = {"--kubernetes-topology", "--rack-label"}  # being added to `corral serve`
-
-
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_every_rendered_flag_exists_in_corral_serve(value_set: str) -> None:
     known = _serve_options()
     flags = {a.split("=", 1)[0] for a in _args(rendered(value_set)) if a.startswith("--")}
     missing = flags - known
-    assert missing <= PENDING_FLAGS, f"`corral serve` has no {sorted(missing)}"
-    if missing:
-        pytest.skip(f"{sorted(missing)} not in `corral serve --help` yet (another change adds them)")
+    assert not missing, f"`corral serve` has no {sorted(missing)}"
 
 
 def test_kubernetes_topology_flags() -> None:
     assert _flag(rendered("postgresql"), "--kubernetes-topology") is None
     out = rendered("raycluster")
     assert _flag(out, "--kubernetes-topology") == ""
-    assert _flag(out, "--rack-label") == "topology.kubernetes.io/rack"
+    assert _flag(out, "--rack-label") == "corral.dev/rack"
+    assert _flag(out, "--lease-duration") == "15"
     assert out.deployment()["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
     assert (
         rendered("postgresql").deployment()["spec"]["template"]["spec"]["automountServiceAccountToken"]
