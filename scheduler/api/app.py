@@ -75,6 +75,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler import __version__
@@ -85,10 +86,11 @@ from scheduler.api.deps import MAX_BODY_BYTES, TOKEN_HELP, ApiSettings, Deps, Wh
 from scheduler.api.errors import ApiError, first_error
 from scheduler.api.limits import FollowerGate, RateLimiter
 from scheduler.api.logs import EndWatcher
-from scheduler.api.middleware import Authenticate, BodyLimit, error_response
+from scheduler.api.middleware import Authenticate, BodyLimit, error_response, store_unavailable
 from scheduler.clock import Clock
 from scheduler.model.job import JobState
 from scheduler.store.batcher import SubmitBatcher
+from scheduler.store.errors import Overloaded, unavailable
 from scheduler.store.store import Store
 from scheduler.store.token_store import TokenStore
 from scheduler.view import ControllerHandle
@@ -216,6 +218,23 @@ def _install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path[:80]}: see /docs"
         return error_response(exc.status_code, message, "body" if exc.status_code == 413 else None)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def store_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        why = unavailable(exc)
+        if why is None:
+            return await internal(request, exc)
+        log.warning("store unavailable on %s %s: %s", request.method, request.url.path[:200], why)
+        return store_unavailable(why)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return error_response(
+            429,
+            f"too many submissions are waiting for the store ({exc.pending}): retry in a second",
+            None,
+            **{"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.api.auth import Principal, TokenCache
 from scheduler.api.limits import RateLimiter, retry_after
+from scheduler.store.errors import unavailable
 
 __all__ = ["Authenticate", "BodyLimit", "error_response"]
 
@@ -29,6 +30,20 @@ def _bearer(scope: Scope) -> str | None:
             scheme, _, token = value.decode("latin-1").partition(" ")
             return token.strip() if scheme.lower() == "bearer" and token.strip() else None
     return None
+
+
+STORE_RETRY_AFTER_S = 2  # what a client is told to wait while the store is unavailable
+
+
+def store_unavailable(why: str) -> JSONResponse:
+    """503 while the store cannot be used: fail closed — nothing is accepted that is not committed."""
+    return error_response(
+        503,
+        f"the store is unavailable ({why}): nothing new was accepted; retry (a submission with an "
+        "Idempotency-Key is safe to retry)",
+        None,
+        **{"Retry-After": str(STORE_RETRY_AFTER_S)},
+    )
 
 
 class Authenticate:
@@ -50,7 +65,14 @@ class Authenticate:
         if token is not None:
             hit, who = self.cache.cached(token)
             if not hit:  # a store query: off the event loop
-                who = await anyio.to_thread.run_sync(self.cache.lookup, token)
+                try:
+                    who = await anyio.to_thread.run_sync(self.cache.lookup, token)
+                except Exception as exc:
+                    why = unavailable(exc)
+                    if why is None:
+                        raise
+                    await store_unavailable(why)(scope, receive, send)
+                    return
         if who is None:
             response = error_response(401, self.token_help, None, **{"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)

@@ -53,6 +53,7 @@ EXIT_BY_STATUS = {
     415: EXIT_USAGE,
     422: EXIT_USAGE,
     429: EXIT_UNREACHABLE,
+    503: EXIT_UNREACHABLE,
 }
 
 
@@ -163,20 +164,22 @@ class ApiClient:
             return response
         code = EXIT_BY_STATUS.get(response.status_code, EXIT_SERVER)
         message = _message(response)
-        if response.status_code == 429:
+        if response.status_code in (429, 503):
             message = f"{message} (gave up after {self.retries} retries)"
         elif code == EXIT_SERVER:
             message = f"the Corral API failed: {message}"
         fail(message, code)
 
     def _send(self, request: httpx.Request, stream: bool = False) -> httpx.Response:
-        """Send, retrying 429 answers; the last response (not yet checked)."""
+        """Send, retrying 429 and 503 answers (honouring Retry-After); the last response (not yet
+        checked). A 503 means the server accepted nothing (its store is down, or it is a follower
+        asked for a dry run), so it is always safe to send again."""
         for attempt in range(self.retries + 1):
             try:
                 response = self._send_anywhere(request, stream)
             except httpx.TransportError as exc:
                 self.unreachable(exc)
-            if response.status_code != 429 or attempt == self.retries:
+            if response.status_code not in (429, 503) or attempt == self.retries:
                 return response
             response.read()
             wait = _wait_s(response, attempt)
@@ -186,26 +189,33 @@ class ApiClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _send_anywhere(self, request: httpx.Request, stream: bool) -> httpx.Response:
-        """Send to the current API URL; if it cannot be connected to (the request never left),
-        to the context's next URLs in turn (replicated controllers), keeping the one that answers."""
-        urls = self.ctx.api_urls
-        for i, url in enumerate(urls):
+        """Send to the current API URL, then to the context's other URLs in turn (replicated
+        controllers) while one cannot be connected to, does not answer a repeatable request, or
+        answers 503; later requests go straight to the one that answered."""
+        current = str(self._http.base_url).rstrip("/")
+        order = [current, *(u for u in self.ctx.api_urls if u != current)]
+        built_on = current
+        for i, url in enumerate(order):
+            last = i == len(order) - 1
             if i:
-                request.url = _rebased(request.url, url)
+                request.url, built_on = _rebased(request.url, url, built_on), url
             try:
                 response = self._http.send(request, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout):
-                if i == len(urls) - 1:
+                if last:
                     raise
                 continue
             except httpx.ReadTimeout:
                 # A replica that accepted the connection but does not answer (paused, overloaded):
                 # safe to send elsewhere only what cannot act twice.
-                if i == len(urls) - 1 or not _repeatable(request):
+                if last or not _repeatable(request):
                     raise
                 continue
+            if response.status_code == 503 and not last:
+                response.close()
+                continue
             if i:
-                self._http.base_url = httpx.URL(url)  # later requests go straight there
+                self._http.base_url = httpx.URL(url)
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -282,11 +292,13 @@ def _repeatable(request: httpx.Request) -> bool:
     return request.method in ("GET", "HEAD") or "Idempotency-Key" in request.headers
 
 
-def _rebased(url: httpx.URL, base: str) -> httpx.URL:
-    """`url` (built on one API base URL) on another base URL."""
-    new = httpx.URL(base)
-    path = new.raw_path.rstrip(b"/") + url.raw_path
-    return url.copy_with(scheme=new.scheme, host=new.host, port=new.port, raw_path=path)
+def _rebased(url: httpx.URL, base: str, built_on: str) -> httpx.URL:
+    """`url`, built on the API base URL `built_on`, on another base URL."""
+    old, new = httpx.URL(built_on), httpx.URL(base)
+    path = url.raw_path[len(old.raw_path.rstrip(b"/")) :]
+    return url.copy_with(
+        scheme=new.scheme, host=new.host, port=new.port, raw_path=new.raw_path.rstrip(b"/") + path
+    )
 
 
 def client() -> ApiClient:

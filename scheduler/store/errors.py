@@ -37,3 +37,25 @@ class AllocationConflict(StoreError):
 class LockLost(StoreError):
     """The controller lock (or lease) is no longer this process's: another controller may be
     writing, so this one must stop writing at once."""
+
+
+class Overloaded(StoreError):
+    """More submissions wait for the store than it may queue: refuse (429) instead of piling up."""
+
+    def __init__(self, pending: int) -> None:
+        super().__init__(f"{pending} submissions are waiting for the store")
+        self.pending = pending
+
+
+def unavailable(exc: BaseException) -> str | None:
+    """If `exc` means the database cannot be reached or used right now (down, restarting, locked,
+    the connection pool exhausted), a one-line reason without secrets; else None."""
+    import sqlalchemy.exc as sa_exc  # the errors module stays importable without SQLAlchemy's engine
+
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError) or (
+        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+    ):
+        orig = getattr(exc, "orig", None)
+        text = " ".join(str(orig if orig is not None else exc).split())
+        return (text[:160] or type(exc).__name__).split(" [SQL:")[0]
+    return None

@@ -76,6 +76,8 @@ class LocalPostgres:
     port: int
     process: subprocess.Popen[bytes]
     databases: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)  # how it was started: restart() runs it again
+    user: Any = None
 
     @property
     def admin_dsn(self) -> str:
@@ -113,7 +115,8 @@ class LocalPostgres:
                     start_new_session=True,  # a Ctrl-C of the test run does not hit it; stop() does
                 )
                 log.close()
-                server = cls(root=root, port=port, process=process)
+                argv = [str(bindir / "postgres"), "-D", str(data), "-p", str(port), *settings]
+                server = cls(root=root, port=port, process=process, argv=argv, user=user)
                 if server._wait_ready(timeout_s):
                     atexit.register(server.stop)  # no orphaned server if the caller forgets
                     return server
@@ -149,6 +152,20 @@ class LocalPostgres:
             return "\n".join((self.root / "postgres.log").read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+    def halt(self) -> None:
+        """Shut the server down (fast shutdown), keeping its data: a store outage, for tests."""
+        self._kill()
+
+    def restart(self, timeout_s: float = 30.0) -> None:
+        """Start the halted server again on the same port and data."""
+        log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 (the server writes it until stop)
+        self.process = _As(self.user).popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        if not self._wait_ready(timeout_s):
+            raise PostgresUnavailable(f"postgres did not restart:\n{self.log_tail()}")
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT), a kill if it hangs, then delete everything."""

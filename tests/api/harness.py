@@ -115,10 +115,10 @@ class ThreadSafeBackend(ScriptedBackend):
 class Harness:
     """Store, controller, backend and app in the folder `tmp`; `open()` starts the controller."""
 
-    def __init__(self, tmp: Path, settings: ApiSettings | None = None) -> None:
+    def __init__(self, tmp: Path, settings: ApiSettings | None = None, db_url: str | None = None) -> None:
         self.config: LiveConfig = parse_live_config(LIVE_YAML)
         self.clock = WallClock()
-        self.store = Store.open(f"sqlite:///{tmp / 'corral.db'}")
+        self.store = Store.open(db_url or f"sqlite:///{tmp / 'corral.db'}")
         self.tokens = TokenStore(self.store.engine)
         self.tokens.ensure_admin(ADMIN_TOKEN, self.clock.now())  # what `corral serve` does
         self.backend = ThreadSafeBackend(list(self.config.cluster.nodes))
@@ -260,9 +260,9 @@ class Server:
 class Served:
     """A Harness behind uvicorn, its controller running and its team tokens made: for CLI tests."""
 
-    def __init__(self, tmp: Path, settings: ApiSettings | None = None) -> None:
+    def __init__(self, tmp: Path, settings: ApiSettings | None = None, db_url: str | None = None) -> None:
         self.tmp = tmp
-        self.h = Harness(tmp, settings)
+        self.h = Harness(tmp, settings, db_url)
         self.server = Server(self.h.app)
 
     def __enter__(self) -> Served:
