@@ -7,18 +7,31 @@ becomes ready), so what is tested is the handling, not a stand-in:
 
     unplaceable_node=NODE   bundles for NODE ask for a node label no node has: starts there time
                             out in Ray, as on a node that cannot start anything
+    crash_at=POINT[@N]      the process kills itself (SIGKILL) the Nth time (default 1st) it
+                            reaches the named crash point — a controller crash at the worst moment:
+        after_commit            the step that places a job is committed, its start not yet issued
+        after_placement_group   the job's placement group exists, its ranks not yet running
+        mid_preemption          a stop (preemption, cancel, timeout) sent SIGTERM, not yet released
 
 `corral serve` logs every active fault at start as a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import threading
 from collections.abc import Mapping
 
-__all__ = ["KNOWN", "active", "parse"]
+__all__ = ["CRASH_POINTS", "KNOWN", "active", "armed", "crash_point", "parse"]
 
-KNOWN = frozenset({"unplaceable_node"})
+KNOWN = frozenset({"unplaceable_node", "crash_at"})
+CRASH_POINTS = frozenset({"after_commit", "after_placement_group", "mid_preemption"})
+
+log = logging.getLogger("corral.faults")
+_hits: dict[str, int] = {}
+_hits_lock = threading.Lock()
 
 
 def parse(text: str) -> dict[str, str]:
@@ -28,8 +41,44 @@ def parse(text: str) -> dict[str, str]:
         name, _, value = item.partition("=")
         if name not in KNOWN:
             raise ValueError(f"CORRAL_FAULTS: unknown fault {name!r}: use one of {', '.join(sorted(KNOWN))}")
+        if name == "crash_at":
+            _crash_spec(value)  # validates it
         faults[name] = value
     return faults
+
+
+def _crash_spec(value: str) -> tuple[str, int]:
+    point, _, nth = value.partition("@")
+    if point not in CRASH_POINTS:
+        raise ValueError(
+            f"CORRAL_FAULTS: crash_at: unknown crash point {point!r}: "
+            f"use one of {', '.join(sorted(CRASH_POINTS))}"
+        )
+    if nth and (not nth.isdigit() or int(nth) < 1):
+        raise ValueError(f"CORRAL_FAULTS: crash_at={value}: N in POINT@N must be a whole number ≥ 1")
+    return point, int(nth or 1)
+
+
+def armed(point: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether `crash_at` names this crash point (cheap: the common case is no faults at all)."""
+    value = environ.get("CORRAL_FAULTS", "")
+    return bool(value) and "crash_at" in value and _crash_spec(active(environ)["crash_at"])[0] == point
+
+
+def crash_point(point: str, environ: Mapping[str, str] = os.environ) -> None:
+    """Kill this process (SIGKILL: no cleanup, as a crash) if `crash_at` names `point` and this is
+    its Nth arrival; otherwise do nothing."""
+    if not armed(point, environ):
+        return
+    _, nth = _crash_spec(active(environ)["crash_at"])
+    with _hits_lock:
+        _hits[point] = _hits.get(point, 0) + 1
+        hit = _hits[point]
+    if hit == nth:
+        log.critical("fault injection: crashing at %s (arrival %d)", point, hit)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def active(environ: Mapping[str, str] = os.environ) -> dict[str, str]:

@@ -345,7 +345,10 @@ class RayBackend:
         ok = False
         why = _StartError("the start did not complete", "")
         try:
-            ok = self._place(run, deadline) and self._launch(run, deadline)
+            ok = self._place(run, deadline)
+            if ok:
+                faults.crash_point("after_placement_group")  # chaos tests only: PG up, no rank yet
+            ok = ok and self._launch(run, deadline)
         except _StartError as exc:
             why = exc
         except Exception as exc:
@@ -589,6 +592,9 @@ class RayBackend:
     def _stop_ranks(handles: _Handles, grace_s: float) -> None:
         """SIGTERM every rank's process group, SIGKILL it after the grace; the actors stay."""
         refs = [actor.terminate.remote(grace_s) for actor in handles.actors]
+        if refs and faults.armed("mid_preemption"):  # chaos tests only
+            ray.wait(refs, num_returns=len(refs), timeout=min(0.5, grace_s))  # the SIGTERMs land
+            faults.crash_point("mid_preemption")
         if refs:
             with contextlib.suppress(Exception):
                 ray.wait(refs, num_returns=len(refs), timeout=grace_s + _RPC_SLACK_S)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
+from scheduler import faults
 from scheduler.backends.base import Backend, BackendEvent, EventKind
 from scheduler.clock import Clock
 from scheduler.config.live import LiveConfig
@@ -597,6 +598,8 @@ class Controller:
             waiting = self._records.get(job_id)
             if waiting is not None:
                 self._records[job_id] = replace(waiting, pending_reason=reason)
+        if any(isinstance(e, Start) for e in step.effects):
+            faults.crash_point("after_commit")  # chaos tests only: placed, not yet started
         for effect in step.effects:
             self._carry_out(effect)
 
