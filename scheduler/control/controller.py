@@ -21,6 +21,7 @@ from scheduler.backends.base import Backend, BackendEvent, EventKind
 from scheduler.clock import Clock
 from scheduler.config.live import LiveConfig
 from scheduler.control.reconcile import reconcile
+from scheduler.control.relabel import region_change, stop_outside_region
 from scheduler.control.spec_check import check_spec
 from scheduler.control.transitions import (
     Effect,
@@ -289,7 +290,7 @@ class Controller:
         if self._reread_cordons or now - self._last_decide >= self.full_cycle_s:
             self._reread_cordons = False
             self._cordons = controller_state.cordons(self.store)  # an admin may have changed them
-        nodes = self._nodes(step)
+        nodes = self._nodes(step, now)
         residency_conflicts = self._audit_residency_conflicts(nodes, now, step)
         self._watch_stops(now, step)
         self._dirty = self._dirty or changed or bool(step)
@@ -418,9 +419,10 @@ class Controller:
                 on_cancel_request(known, now, step)
         return bool(fresh)
 
-    def _nodes(self, step: Step) -> dict[str, Node]:
+    def _nodes(self, step: Step, now: float) -> dict[str, Node]:
         """The backend's nodes (cordoned ones DRAINING), plus every node seen before that has left,
-        as DOWN.
+        as DOWN. A node whose region changed is a new node: the jobs there outside their data region
+        are stopped and requeued (scheduler/control/relabel.py).
 
         A failed node stays in the snapshot: its jobs' GPUs are accounted until they are stopped,
         and jobs for its region wait for it to come back instead of being rejected as impossible.
@@ -431,6 +433,7 @@ class Controller:
             else n
             for n in self.backend.nodes()
         }
+        self._stop_outside_region(nodes, now, step)
         self._known_nodes.update(nodes)
         for node_id, node in self._known_nodes.items():
             if node_id not in nodes:
@@ -441,6 +444,16 @@ class Controller:
                     if na.node not in nodes:  # left before this controller process ever saw it
                         nodes[na.node] = _unseen_node(na.node, rec, max(na.gpus) + 1)
         return nodes
+
+    def _stop_outside_region(self, nodes: Mapping[str, Node], now: float, step: Step) -> None:
+        current = self._current(step)
+        change = region_change(self._known_nodes, nodes, current.values())
+        for node_id, (old, new) in change.moved.items():
+            log.warning("node %s changed region from %s to %s: scheduled as a new node", node_id, old, new)
+            step.node_failures[node_id] = 0  # failed starts were counted against the old node
+        for stop in change.stops:
+            log.warning("stopping job %s: node %s is now outside its data region", stop.job_id, stop.node)
+            stop_outside_region(current[stop.job_id], stop, now, step)
 
     def _decide(self, nodes: dict[str, Node], now: float, step: Step) -> None:
         current = self._current(step)

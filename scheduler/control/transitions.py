@@ -176,6 +176,9 @@ def end_of_attempt(
     if reason is StopReason.NODE_FAIL:
         requeue(rec, now, step, "a node of the job failed: requeued")
         return
+    if reason is StopReason.REGION_CHANGE:
+        requeue(rec, now, step, "a node of the job left its data region: requeued")
+        return
     if reason is None and kind is EventKind.START_FAILED:
         _start_failed(rec, message, now, step)
         return
@@ -216,8 +219,9 @@ def on_backend_event(records: Mapping[str, JobRecord], event: BackendEvent, now:
 
 
 def stop_grace(rec: JobRecord) -> float:
-    """The grace period of the stop under way: none after a node failure, the cancel's if given."""
-    if rec.stop_reason is StopReason.NODE_FAIL:
+    """The grace period of the stop under way: none after a node failure or a node's change of
+    region (the job's data must not stay outside its region), the cancel's if given."""
+    if rec.stop_reason in (StopReason.NODE_FAIL, StopReason.REGION_CHANGE):
         return 0.0
     if rec.stop_reason is StopReason.CANCEL and rec.cancel_grace_s is not None:
         return rec.cancel_grace_s

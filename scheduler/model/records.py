@@ -16,6 +16,8 @@ class StopReason(str, Enum):
     CANCEL = "cancel"  # → CANCELLED
     TIMEOUT = "timeout"  # → TIMEOUT
     NODE_FAIL = "node_fail"  # a node of the gang died → PENDING, restart_count + 1
+    # A node of the job changed region, out of the job's data region → PENDING, restart_count + 1
+    REGION_CHANGE = "region_change"
 
 
 @dataclass(frozen=True, slots=True)
