@@ -13,7 +13,10 @@ becomes ready), so what is tested is the handling, not a stand-in:
         after_placement_group   the job's placement group exists, its ranks not yet running
         mid_preemption          a stop (preemption, cancel, timeout) sent SIGTERM, not yet released
 
-`corral serve` logs every active fault at start as a warning.
+`corral serve` logs every active fault at start as a warning. `CORRAL_FAULTS_FILE=PATH` adds the
+faults written in that file while the process runs (read at each crash point): a chaos harness arms
+a crash point in whichever replica leads by writing the file; the process that crashes removes it
+first, so its successor is not armed too.
 """
 
 from __future__ import annotations
@@ -61,8 +64,10 @@ def _crash_spec(value: str) -> tuple[str, int]:
 
 def armed(point: str, environ: Mapping[str, str] = os.environ) -> bool:
     """Whether `crash_at` names this crash point (cheap: the common case is no faults at all)."""
-    value = environ.get("CORRAL_FAULTS", "")
-    return bool(value) and "crash_at" in value and _crash_spec(active(environ)["crash_at"])[0] == point
+    if not environ.get("CORRAL_FAULTS") and not environ.get("CORRAL_FAULTS_FILE"):
+        return False
+    value = active(environ).get("crash_at")
+    return value is not None and _crash_spec(value)[0] == point
 
 
 def crash_point(point: str, environ: Mapping[str, str] = os.environ) -> None:
@@ -75,6 +80,12 @@ def crash_point(point: str, environ: Mapping[str, str] = os.environ) -> None:
         _hits[point] = _hits.get(point, 0) + 1
         hit = _hits[point]
     if hit == nth:
+        path = environ.get("CORRAL_FAULTS_FILE")
+        if path:
+            try:
+                os.unlink(path)  # disarm: the replica taking over must not crash at once too
+            except OSError:
+                return  # another process crashed on it already: this one lives
         log.critical("fault injection: crashing at %s (arrival %d)", point, hit)
         for handler in logging.getLogger().handlers:
             handler.flush()
@@ -83,4 +94,12 @@ def crash_point(point: str, environ: Mapping[str, str] = os.environ) -> None:
 
 def active(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The faults this process injects (empty in normal operation)."""
-    return parse(environ.get("CORRAL_FAULTS", ""))
+    faults = parse(environ.get("CORRAL_FAULTS", ""))
+    path = environ.get("CORRAL_FAULTS_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                faults.update(parse(f.read()))
+        except (OSError, ValueError):
+            pass  # no file (nothing armed now), or one being written: read it next time
+    return faults

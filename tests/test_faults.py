@@ -49,3 +49,14 @@ def test_a_bad_crash_point_is_refused(value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         faults.parse(f"crash_at={value}")
     assert faults.armed("after_commit", {}) is False
+
+
+def test_a_faults_file_arms_a_running_process_once(tmp_path: pytest.TempPathFactory) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "faults"
+    env = {"CORRAL_FAULTS_FILE": str(path)}
+    assert not faults.armed("after_commit", env)  # no file: nothing armed
+    path.write_text("crash_at=mid_preemption")
+    assert faults.armed("mid_preemption", env) and not faults.armed("after_commit", env)
+    assert faults.active(env) == {"crash_at": "mid_preemption"}

@@ -201,6 +201,9 @@ def up(
     home = corral_home()
     state = _read_state(home)
     if _server_alive(state):
+        dead = [c for c in _controllers(state) if not _alive(c.get("pid"))]
+        if dead:  # replicas that died (or were killed): start them again on their ports
+            _restart_replicas(home, state, dead, db)
         # Never a second controller on the same store: wait for this one to answer instead.
         deadline = time.monotonic() + 60
         while _health(str(state.get("api_url"))) is None:
@@ -266,21 +269,8 @@ def up(
     }
     controllers: list[dict[str, Any]] = []
     for i, (api_port, api_url) in enumerate(zip(ports, api_urls, strict=True)):
-        argv = [
-            sys.executable, "-m", "scheduler.cli", "serve",
-            "--config", str(cluster_file), "--ray-address", address,
-            "--log-dir", str(logs / "jobs"), "--port", str(api_port), "--work-root", str(work_root),
-        ]  # fmt: skip
         log_file = logs / ("controller.log" if i == 0 else f"controller-{i + 1}.log")
-        with open(log_file, "ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=child_env,
-            )
+        proc = _start_serve(cluster_file, address, logs, api_port, work_root, child_env, log_file)
         controllers.append({"pid": proc.pid, "api_url": api_url, "log": str(log_file)})
         if i == 0:  # the first leads: the others start once it has taken the lease
             _wait_healthy(proc, api_url, log_file)
@@ -304,6 +294,64 @@ def up(
         f"  CORRAL_HOME={home}; try: corral submit --gpus 1 -- echo hello; corral jobs; corral down",
         file=sys.stderr,
     )
+
+
+def _start_serve(
+    cluster_file: Path,
+    address: str,
+    logs: Path,
+    port: int,
+    work_root: Path,
+    env: dict[str, str],
+    log_file: Path,
+) -> subprocess.Popen[bytes]:
+    """One `corral serve` in the background (secrets in `env`, never in argv)."""
+    argv = [
+        sys.executable, "-m", "scheduler.cli", "serve",
+        "--config", str(cluster_file), "--ray-address", address,
+        "--log-dir", str(logs / "jobs"), "--port", str(port), "--work-root", str(work_root),
+    ]  # fmt: skip
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+
+
+def _restart_replicas(home: Path, state: dict[str, Any], dead: list[dict[str, Any]], db: str | None) -> None:
+    """Start the dead replicas of a running install again, each on its own port and log."""
+    shown = str(state.get("db_url") or "")
+    db_url = db or os.environ.get("CORRAL_DB_URL") or shown
+    if not db_url or "***" in db_url:  # local.json keeps the URL without its password
+        fail("--db: give the database URL again (--db or CORRAL_DB_URL) to restart a replica", EXIT_USAGE)
+    token = file_token()
+    if token is None:
+        fail(f"{home / 'context.yaml'}: no admin token to restart a replica with: run `corral down` first", 1)
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("CORRAL_TOKEN", "CORRAL_API_URL")},
+        "CORRAL_ADMIN_TOKEN": token,
+        "CORRAL_DB_URL": db_url,
+        "RAY_AUTH_MODE": "disabled",
+    }
+    logs = home / "logs"
+    for c in dead:
+        port = int(str(c["api_url"]).rsplit(":", 1)[1])
+        log_file = Path(c.get("log") or logs / "controller.log")
+        proc = _start_serve(
+            Path(state["config"]), state["ray_address"], logs, port, Path(state["work_root"]), env, log_file
+        )
+        c["pid"] = proc.pid
+        print(f"restarted the controller at {c['api_url']} (pid {proc.pid})", file=sys.stderr)
+    state["pid"] = (state.get("controllers") or dead)[0]["pid"]
+    (home / STATE_FILE).write_text(json.dumps(state, indent=2))
+    for c in dead:
+        _wait_healthy(
+            psutil.Process(c["pid"]), str(c["api_url"]), Path(c.get("log") or logs / "controller.log")
+        )
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes] | psutil.Process, api_url: str, log_file: Path) -> None:

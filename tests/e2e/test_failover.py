@@ -156,7 +156,6 @@ def test_a_paused_leader_is_fenced_and_starts_nothing_twice(pair: Corral) -> Non
 
 
 def test_kill_9_of_the_leader_fails_over_and_adopts_running_jobs(pair: Corral) -> None:
-    # Last in the module: it leaves one controller (the paused one of the test above rejoined).
     leader, _ = _leader(pair)
     running = pair.submit("--gpus", "2", "--", "sleep", "300")
     before = pair.wait_for(running, ["RUNNING"], timeout=60)
@@ -175,3 +174,8 @@ def test_kill_9_of_the_leader_fails_over_and_adopts_running_jobs(pair: Corral) -
     assert pair.wait_for(fresh, ["SUCCEEDED"], timeout=60)["restart_count"] == 0
     pair.run("cancel", running)
     pair.wait_for(running, ["CANCELLED"], timeout=60)
+    # `corral up` again starts the dead replica on its port: two controllers, one leading.
+    restarted = pair.run("up", timeout=120)
+    assert f"restarted the controller at {leader['api_url']}" in restarted.stderr
+    listed = pair.status()["controllers"]
+    assert all(x["pid"] for x in listed) and [x["leader"] for x in listed].count(True) == 1

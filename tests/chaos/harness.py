@@ -1,0 +1,619 @@
+"""The chaos harness: a real local Corral under a steady workload while faults are injected.
+
+Real parts throughout: `corral up --replicas 2` (a local Ray cluster of logical-GPU nodes, two
+controllers on one store — PostgreSQL or SQLite), the HTTP API, Ray worker processes killed with
+SIGKILL, a PostgreSQL server halted and restarted, a SQLite file locked by another process. The
+workload and the faults are drawn from one seeded random generator, so a run is repeatable in
+what it does (timing on a loaded machine still varies).
+
+After every fault, once a leader serves again, and at the end, the invariants are checked from
+the store and from Ray (`corral check`, plus the harness's own count of starts per attempt), and
+at the end every accepted job must reach a correct end state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import yaml
+
+from scheduler.config.live import load_live_config
+from scheduler.local.ray_cluster import LocalRayCluster
+from scheduler.store.local_postgres import LocalPostgres
+from scheduler.store.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = REPO / "tests" / "e2e" / "cluster.yaml"  # cn-north: 2×8 GPUs in one rack; cn-east: 1×8
+LEASE_S = 3.0
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
+FAULT_KINDS = (
+    "kill9_leader",
+    "sigstop_leader",
+    "crash_after_commit",
+    "crash_after_placement_group",
+    "crash_mid_preemption",
+    "node_death",
+    "two_nodes_death",
+    "store_outage",
+    "duplicate_submissions",
+    "burst",
+)
+
+
+@dataclass
+class Counts:
+    faults: Counter[str] = field(default_factory=Counter)
+    accepted: int = 0
+    lost: int = 0
+    double_allocations: int = 0
+    residency_violations: int = 0
+    duplicate_starts: int = 0
+    duplicate_jobs: int = 0  # one idempotency key that made two jobs
+    not_terminal: int = 0
+    wrong_end_states: int = 0
+    checks: int = 0
+    check_violations: int = 0
+    end_states: Counter[str] = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (
+            self.lost
+            or self.double_allocations
+            or self.residency_violations
+            or self.duplicate_starts
+            or self.duplicate_jobs
+            or self.not_terminal
+            or self.wrong_end_states
+            or self.check_violations
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "faults_injected": dict(sorted(self.faults.items())),
+            "faults_total": sum(self.faults.values()),
+            "jobs_accepted": self.accepted,
+            "jobs_lost": self.lost,
+            "double_allocations": self.double_allocations,
+            "residency_violations": self.residency_violations,
+            "duplicate_starts": self.duplicate_starts,
+            "duplicate_jobs_for_one_key": self.duplicate_jobs,
+            "jobs_not_terminal": self.not_terminal,
+            "wrong_end_states": self.wrong_end_states,
+            "invariant_checks": self.checks,
+            "check_violations": self.check_violations,
+            "end_states": dict(sorted(self.end_states.items())),
+            "problems": self.problems[:20],
+        }
+
+
+class Api:
+    """The API over every controller's URL: a request goes to the next URL when one does not
+    connect, times out or answers 503 (its store is down, or it is a follower asked for a dry run).
+    Submissions always carry an Idempotency-Key, so sending one again is safe."""
+
+    def __init__(self, urls: list[str], token: str) -> None:
+        self.urls = urls
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self._http = httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0))
+
+    def call(
+        self, method: str, path: str, *, json_body: Any = None, key: str | None = None, within_s: float = 90
+    ) -> httpx.Response:
+        headers = dict(self.headers) | ({"Idempotency-Key": key} if key else {})
+        deadline = time.monotonic() + within_s
+        last = ""
+        while time.monotonic() < deadline:
+            for url in list(self.urls):
+                try:
+                    r = self._http.request(method, url + path, json=json_body, headers=headers)
+                except httpx.TransportError as exc:
+                    last = f"{url}: {type(exc).__name__}"
+                    if method != "GET" and key is None and isinstance(exc, httpx.ReadTimeout):
+                        raise  # not repeatable: the caller decides
+                    continue
+                if r.status_code in (429, 503):
+                    last = f"{url}: {r.status_code} {r.text[:120]}"
+                    continue
+                return r
+            time.sleep(0.5)
+        raise TimeoutError(f"{method} {path}: no controller answered within {within_s:g} s ({last})")
+
+    def close(self) -> None:
+        self._http.close()
+
+
+@dataclass
+class Accepted:
+    job_id: str
+    key: str
+    kind: str
+
+
+class ChaosRun:
+    def __init__(
+        self,
+        home: Path,
+        seed: int,
+        store: str = "postgresql",
+        burst: int = 1000,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.home = home
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.store_kind = store
+        self.burst_size = burst
+        self.say = say
+        self.counts = Counts()
+        self.accepted: dict[str, Accepted] = {}  # job id → how it was accepted
+        self.keys: dict[str, str] = {}  # idempotency key → job id
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pause_workload = threading.Event()
+        self.postgres: LocalPostgres | None = None
+        self.db_url = ""
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")},
+            "CORRAL_HOME": str(home),
+            "RAY_AUTH_MODE": "disabled",
+            "CORRAL_LEASE_S": str(LEASE_S),
+            "CORRAL_FAULTS_FILE": str(home / "faults"),
+            "CORRAL_TIMEOUT_S": "5",
+        }
+        self.api: Api | None = None
+        self.nodes = {n.id: n for n in load_live_config(CLUSTER).cluster.nodes}
+        self.node_region = {n.id: n.region for n in self.nodes.values()}
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.store_kind == "postgresql":
+            self.postgres = LocalPostgres.start(fast=True)
+            self.db_url = self.postgres.create_database(f"chaos_{uuid.uuid4().hex}")
+        else:
+            self.db_url = f"sqlite:///{self.home / 'corral.db'}"
+        self.corral("up", "--config", str(CLUSTER), "--replicas", "2", "--db", self.db_url, timeout=300)
+        token = str(yaml.safe_load((self.home / "context.yaml").read_text())["token"])
+        self.api = Api([c["api_url"] for c in self.controllers()], token)
+
+    def close(self) -> None:
+        self._stop.set()
+        (self.home / "faults").unlink(missing_ok=True)
+        for c in self.controllers():
+            with _quiet():
+                psutil.Process(c["pid"]).resume()
+        self.corral("down", check=False, timeout=120)
+        if self.api is not None:
+            self.api.close()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+    def corral(
+        self, *args: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        env = dict(self.env)
+        if args and args[0] == "up":
+            env["CORRAL_DB_URL"] = self.db_url
+        proc = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd="/tmp",
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"corral {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
+        return proc
+
+    def controllers(self) -> list[dict[str, Any]]:
+        state = json.loads((self.home / "local.json").read_text())
+        return list(state.get("controllers", []))
+
+    def leader(self, within_s: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            for c in self.controllers():
+                if not psutil.pid_exists(c["pid"]):
+                    continue
+                with _quiet():
+                    body = httpx.get(c["api_url"] + "/healthz", timeout=2).json()
+                    if body.get("leader") and body.get("status") == "ok":
+                        return c
+            time.sleep(0.2)
+        raise AssertionError(f"no leader within {within_s:g} s")
+
+    def heal(self) -> None:
+        """After a fault: every replica running again (`corral up` restarts dead ones), a leader."""
+        (self.home / "faults").unlink(missing_ok=True)
+        for c in self.controllers():
+            with _quiet():
+                psutil.Process(c["pid"]).resume()
+        self.corral("up", timeout=180)
+        self.leader()
+
+    # --- the run ----------------------------------------------------------------------------------
+    def run(self, seconds: float) -> Counts:
+        workload = threading.Thread(target=self._workload, name="chaos-workload", daemon=True)
+        workload.start()
+        deadline = time.monotonic() + seconds
+        kinds = list(FAULT_KINDS)
+        order: list[str] = []
+        while time.monotonic() < deadline:
+            time.sleep(self.rng.uniform(3.0, 8.0))
+            if not order:  # every kind once per round, in a seeded order
+                order = kinds[:]
+                self.rng.shuffle(order)
+            kind = order.pop()
+            self.say(f"[chaos] fault: {kind}")
+            if getattr(self, f"_fault_{kind}")():
+                self.counts.faults[kind] += 1
+            self.heal()
+            self.check(f"after {kind}")
+        self._stop.set()
+        workload.join(60)
+        self.finish()
+        return self.counts
+
+    def _workload(self) -> None:
+        while not self._stop.is_set():
+            if self._pause_workload.is_set():
+                time.sleep(0.1)
+                continue
+            try:
+                self._one_action()
+            except TimeoutError as exc:  # no controller answered for a long while: a finding
+                self.counts.problems.append(f"workload: {exc}")
+            time.sleep(self.rng.uniform(0.1, 0.4))
+
+    def _one_action(self) -> None:
+        roll = self.rng.random()
+        if roll < 0.45:
+            self.submit("small", _small(self.rng))
+        elif roll < 0.55:
+            self.submit("gang", _gang(self.rng))
+        elif roll < 0.65:
+            self.submit("preemptor", _preemptor(self.rng))
+        elif roll < 0.72:
+            self.submit("long", _long(self.rng))
+        elif roll < 0.90:
+            self.cancel_one()
+        else:
+            self.submit_duplicates()
+
+    def submit(self, kind: str, spec: dict[str, Any], key: str | None = None) -> str | None:
+        assert self.api is not None
+        key = key or f"chaos-{uuid.uuid4().hex}"
+        r = self.api.call("POST", "/v1/jobs", json_body=spec, key=key)
+        if r.status_code not in (200, 201):
+            self.counts.problems.append(f"submit {kind} refused: {r.status_code} {r.text[:160]}")
+            return None
+        job_id = str(r.json()["id"])
+        with self._lock:
+            known = self.keys.get(key)
+            if known is not None and known != job_id:
+                self.counts.duplicate_jobs += 1
+                self.counts.problems.append(f"key {key} made jobs {known} and {job_id}")
+            self.keys[key] = job_id
+            self.accepted.setdefault(job_id, Accepted(job_id, key, kind))
+        return job_id
+
+    def submit_duplicates(self) -> None:
+        """One idempotency key sent three times at once: one job."""
+        spec, key = _small(self.rng), f"chaos-dup-{uuid.uuid4().hex}"
+        threads = [threading.Thread(target=self.submit, args=("duplicate", spec, key)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+
+    def cancel_one(self) -> None:
+        assert self.api is not None
+        with self._lock:
+            ids = list(self.accepted)
+        if ids:
+            job_id = self.rng.choice(ids)
+            self.api.call("POST", f"/v1/jobs/{job_id}/cancel", json_body={"grace_s": 1}, key=None)
+
+    # --- faults -----------------------------------------------------------------------------------
+    def _fault_kill9_leader(self) -> bool:
+        os.kill(self.leader()["pid"], signal.SIGKILL)
+        self.leader(within_s=LEASE_S + 30)
+        return True
+
+    def _fault_sigstop_leader(self) -> bool:
+        proc = psutil.Process(self.leader()["pid"])
+        proc.suspend()
+        try:
+            time.sleep(LEASE_S + 2.0)  # past the lease: the other takes over
+            self.leader(within_s=30)
+        finally:
+            proc.resume()
+        time.sleep(1.0)  # the woken one finds its lease gone and steps down
+        return True
+
+    def _crash_at(self, point: str, provoke: Callable[[], None]) -> bool:
+        before = {c["pid"] for c in self.controllers() if psutil.pid_exists(c["pid"])}
+        (self.home / "faults").write_text(f"crash_at={point}")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            provoke()
+            alive = {c["pid"] for c in self.controllers() if psutil.pid_exists(c["pid"])}
+            if alive < before:
+                self.leader(within_s=LEASE_S + 30)
+                return True
+            time.sleep(0.5)
+        return False  # not reached in time (e.g. nothing to place): not counted
+
+    def _fault_crash_after_commit(self) -> bool:
+        return self._crash_at("after_commit", lambda: self.submit("small", _small(self.rng)))
+
+    def _fault_crash_after_placement_group(self) -> bool:
+        return self._crash_at("after_placement_group", lambda: self.submit("small", _small(self.rng)))
+
+    def _fault_crash_mid_preemption(self) -> bool:
+        def provoke() -> None:
+            job_id = self.submit("long", _long(self.rng))
+            time.sleep(1.5)
+            if job_id is not None and self.api is not None:
+                self.api.call("POST", f"/v1/jobs/{job_id}/cancel", json_body={"grace_s": 2})
+
+        return self._crash_at("mid_preemption", provoke)
+
+    def _ray(self) -> LocalRayCluster:
+        state = json.loads((self.home / "local.json").read_text())
+        return LocalRayCluster(Path(state["ray_root"]))
+
+    def _kill_nodes(self, node_ids: list[str]) -> bool:
+        ray_cluster = self._ray()
+        for node_id in node_ids:
+            ray_cluster.kill_node(node_id)
+        time.sleep(4.0)  # Ray notices (fast health checks), the controller requeues their jobs
+        ray_cluster.add_nodes([self.nodes[n] for n in node_ids])
+        return True
+
+    def _fault_node_death(self) -> bool:
+        return self._kill_nodes([self.rng.choice(sorted(self.nodes))])
+
+    def _fault_two_nodes_death(self) -> bool:
+        gang_rack = sorted(n for n in self.nodes if self.nodes[n].region == "cn-north")
+        return self._kill_nodes(gang_rack[:2])
+
+    def _fault_store_outage(self) -> bool:
+        if self.postgres is not None:
+            self.postgres.halt()
+            time.sleep(5.0)
+            self.postgres.restart()
+            return True
+        holder = sqlite3.connect(self.home / "corral.db", timeout=30)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            time.sleep(5.0)
+        finally:
+            holder.rollback()
+            holder.close()
+        return True
+
+    def _fault_duplicate_submissions(self) -> bool:
+        for _ in range(5):
+            self.submit_duplicates()
+        return True
+
+    def _fault_burst(self) -> bool:
+        """`burst_size` submissions at once from 8 clients, then all cancelled (they would keep
+        the cluster busy for a long time): each must end CANCELLED or run, none be lost."""
+        assert self.api is not None
+        self._pause_workload.set()
+        ids: list[str] = []
+        ids_lock = threading.Lock()
+
+        def client(n: int) -> None:
+            for _ in range(n):
+                job_id = self.submit("burst", _tiny())
+                if job_id is not None:
+                    with ids_lock:
+                        ids.append(job_id)
+
+        per = self.burst_size // 8
+        threads = [threading.Thread(target=client, args=(per,)) for _ in range(8)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        self.say(f"[chaos] burst: {len(ids)} accepted in {time.monotonic() - t0:.1f} s")
+        api = self.api
+        with ThreadPoolExecutor(8) as pool:
+            for done in [pool.submit(api.call, "POST", f"/v1/jobs/{j}/cancel", json_body={}) for j in ids]:
+                done.result()
+        self._pause_workload.clear()
+        return True
+
+    # --- checks -----------------------------------------------------------------------------------
+    def check(self, when: str) -> None:
+        """The invariants now: `corral check` (store and Ray), and the harness's own counts."""
+        self.counts.checks += 1
+        for _ in range(3):  # a finding must hold across a short wait: transient states settle
+            found = self._check_once()
+            if not found:
+                return
+            time.sleep(2.0)
+        self.counts.check_violations += len(found)
+        self.counts.problems.extend(f"{when}: {v}" for v in found)
+
+    def _check_once(self) -> list[str]:
+        problems: list[str] = []
+        checked = self.corral("check", "-o", "json", check=False, timeout=120)
+        if checked.returncode not in (0, 1):
+            return [f"corral check exited {checked.returncode}: {checked.stderr.strip()[:200]}"]
+        if checked.returncode == 1:
+            problems += [_one(v) for v in _violations(checked.stdout)]
+        problems += self._store_invariants(final=False)
+        return problems
+
+    def _store_invariants(self, final: bool) -> list[str]:
+        store = Store.open(self.db_url)
+        try:
+            with self._lock:
+                accepted = dict(self.accepted)
+            problems = []
+            records = {}
+            for job_id in accepted:
+                rec = store.get(job_id)
+                if rec is None:
+                    self.counts.lost += final
+                    problems.append(f"accepted job {job_id} is missing from the store")
+                    continue
+                records[job_id] = rec
+                starts = Counter(e.attempt for e in store.events(job_id) if e.kind == "STARTED")
+                twice = [a for a, n in starts.items() if n > 1]
+                if twice:
+                    self.counts.duplicate_starts += final * len(twice)
+                    problems.append(f"job {job_id} attempt(s) {twice} started more than once")
+                spec = rec.job.spec
+                if rec.allocation is not None and spec.data_region not in ("", "any", None):
+                    outside = [
+                        n for n in rec.allocation.node_ids if self.node_region.get(n) != spec.data_region
+                    ]
+                    if outside:
+                        self.counts.residency_violations += final
+                        problems.append(f"job {job_id} ({spec.data_region}) holds GPUs on {outside}")
+            held: dict[tuple[str, int], str] = {}
+            for job_id, rec in records.items():
+                if rec.allocation is None or rec.state.terminal:
+                    continue
+                for na in rec.allocation.nodes:
+                    for gpu in na.gpus:
+                        other = held.setdefault((na.node, gpu), job_id)
+                        if other != job_id:
+                            self.counts.double_allocations += final
+                            problems.append(f"GPU {gpu} of {na.node} held by jobs {other} and {job_id}")
+            return problems
+        finally:
+            store.close()
+
+    def finish(self) -> None:
+        """Cancel what is left, wait until every accepted job ended, then count and check."""
+        assert self.api is not None
+        self.heal()
+        with self._lock:
+            ids = list(self.accepted)
+        for job_id in ids:
+            self.api.call("POST", f"/v1/jobs/{job_id}/cancel", json_body={"grace_s": 0})
+        deadline = time.monotonic() + 300
+        states: dict[str, dict[str, Any]] = {}
+        while time.monotonic() < deadline:
+            states = {j: self.api.call("GET", f"/v1/jobs/{j}").json() for j in ids}
+            if all(s.get("state") in TERMINAL for s in states.values()):
+                break
+            time.sleep(2.0)
+        self.counts.accepted = len(ids)
+        for job_id, job in states.items():
+            state = str(job.get("state"))
+            self.counts.end_states[state] += 1
+            if state not in TERMINAL:
+                self.counts.not_terminal += 1
+                self.counts.problems.append(f"job {job_id} is still {state}")
+            elif state == "FAILED" and not any("StartFailed" in e["message"] for e in job["history"]):
+                # the workload's commands never fail by themselves: only starts that kept failing
+                self.counts.wrong_end_states += 1
+                last = job["history"][-1]["message"] if job["history"] else ""
+                self.counts.problems.append(f"job {job_id} FAILED: {last[:160]}")
+        self.counts.problems.extend(self._store_invariants(final=True))
+        self.check("at the end")
+
+
+# --- specs ----------------------------------------------------------------------------------------
+def _small(rng: random.Random) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": "small",
+        "queue": rng.choice(["default", "vision", "nlp"]),
+        "gpus_per_node": rng.choice([1, 2, 4]),
+        "command": ["sleep", f"{rng.uniform(0.5, 3.0):.1f}"],
+        "time_limit_s": 300,
+        "grace_period_s": 1,
+        "priority": rng.choice(["low", "normal"]),
+    }
+    region = rng.choice([None, "cn-north", "cn-east"])
+    if region:
+        spec["data_region"] = region
+    return spec
+
+
+def _gang(rng: random.Random) -> dict[str, Any]:
+    return {
+        "name": "gang",
+        "nodes": 2,
+        "gpus_per_node": 8,
+        "data_region": "cn-north",
+        "command": ["sleep", f"{rng.uniform(1.0, 4.0):.1f}"],
+        "time_limit_s": 300,
+        "grace_period_s": 2,
+        "priority": "normal",
+    }
+
+
+def _preemptor(rng: random.Random) -> dict[str, Any]:
+    return {
+        "name": "urgent",
+        "gpus_per_node": 8,
+        "data_region": rng.choice(["cn-north", "cn-east"]),
+        "command": ["sleep", "1"],
+        "time_limit_s": 300,
+        "priority": "high",
+    }
+
+
+def _long(rng: random.Random) -> dict[str, Any]:
+    return {
+        "name": "long",
+        "gpus_per_node": rng.choice([2, 4]),
+        "command": ["sleep", "30"],
+        "time_limit_s": 600,
+        "grace_period_s": 2,
+        "priority": "low",
+    }
+
+
+def _tiny() -> dict[str, Any]:
+    return {"name": "burst", "gpus_per_node": 1, "command": ["true"], "time_limit_s": 60, "priority": "low"}
+
+
+def _violations(stdout: str) -> list[Any]:
+    try:
+        data = json.loads(stdout)
+    except ValueError:
+        return [stdout.strip()[:200]]
+    if isinstance(data, dict):
+        found = data.get("violations", [])
+        return list(found) if isinstance(found, list) else [found]
+    return list(data) if isinstance(data, list) else [data]
+
+
+def _one(violation: Any) -> str:
+    return violation if isinstance(violation, str) else json.dumps(violation)[:300]
+
+
+def _quiet() -> AbstractContextManager[None]:
+    """Ignore a process or a replica that is gone or not answering (it is being faulted)."""
+    return suppress(psutil.Error, httpx.HTTPError, ValueError, OSError)

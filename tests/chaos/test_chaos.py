@@ -1,0 +1,31 @@
+"""The chaos suite in CI: a few minutes of faults with fixed seeds, on PostgreSQL and on SQLite.
+Longer runs: python -m tests.chaos --soak MINUTES --seed S (README, Reliability)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chaos.harness import ChaosRun
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
+
+RUN_S = 75.0  # of faults per store: every kind at least once
+
+
+@pytest.mark.parametrize(("store", "seed"), [("postgresql", 11), ("sqlite", 12)])
+def test_invariants_hold_under_a_stream_of_faults(
+    tmp_path: Path, store: str, seed: int, chaos_report: list[dict[str, Any]]
+) -> None:
+    run = ChaosRun(tmp_path / "home", seed, store=store, burst=1000)
+    try:
+        run.start()
+        counts = run.run(RUN_S)
+    finally:
+        run.close()
+    report = {"store": store, "seed": seed, **counts.as_dict()}
+    chaos_report.append(report)
+    assert counts.accepted > 0 and sum(counts.faults.values()) > 0
+    assert counts.clean, report
