@@ -25,7 +25,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from scheduler import __version__
@@ -44,6 +44,15 @@ _UNFINISHED = tuple(s.value for s in (JobState.PENDING, *_HOLDING))
 
 class ViewSource(Protocol):
     def view(self) -> ClusterView: ...
+
+
+class AuditSource(Protocol):
+    """The store, as the audit metrics read it (Store.audit_head, Store.audit_dropped)."""
+
+    def audit_head(self) -> tuple[int, str] | None: ...
+
+    @property
+    def audit_dropped(self) -> int: ...
 
 
 class Metrics:
@@ -115,15 +124,24 @@ class Metrics:
         build = Gauge("corral_build_info", "Corral's version (always 1).", ["version"], registry=r)
         build.labels(version=__version__).set(1)
 
-    def attach(self, source: ViewSource, leader: Callable[[], bool], job_info: bool = False) -> None:
+    def attach(
+        self,
+        source: ViewSource,
+        leader: Callable[[], bool],
+        job_info: bool = False,
+        audit: AuditSource | None = None,
+    ) -> None:
         """Export the state gauges recounted from `source` at each scrape; `job_info` adds the
-        opt-in per-job series (one per job and node while it holds GPUs). Only the first call counts:
-        a process whose leadership comes and goes attaches once, with a source that follows it."""
+        opt-in per-job series (one per job and node while it holds GPUs); `audit` the audit chain's
+        head (on the leader) and dropped denials. Only the first call counts: a process whose
+        leadership comes and goes attaches once, with a source that follows it."""
         if self._attached:
             return
         self._attached = True
         self.leader.set_function(lambda: 1.0 if leader() else 0.0)
         self.registry.register(ClusterCollector(source, job_info))
+        if audit is not None:
+            self.registry.register(AuditCollector(audit, leader))
 
     def attach_gpus(self, samples: Callable[[], Mapping[str, Sequence[GpuSample]]]) -> None:
         """Export measured GPU utilisation and memory (only what `samples` measured)."""
@@ -264,6 +282,35 @@ def _queue_families(view: ClusterView) -> Iterator[Metric]:
             count = view.pending_by_reason.get((status.queue.name, code.value), 0)
             pending.add_metric([status.queue.name, code.value], count)
     yield from (quota, used, borrowed, pending, share)
+
+
+class AuditCollector(Collector):
+    """corral_audit_head_seq (the leader only, read from the store at each scrape: one indexed read)
+    and corral_audit_dropped_total (denied requests this process could not record). The head's hash
+    is not a label: a label changing at every record would make a new series each time; compare
+    `corral audit head` with a stored copy instead (README, "Audit")."""
+
+    def __init__(self, source: AuditSource, leader: Callable[[], bool]) -> None:
+        self._source = source
+        self._leader = leader
+
+    def collect(self) -> Iterator[Metric]:
+        dropped = CounterMetricFamily(
+            "corral_audit_dropped",
+            "Denied requests not recorded in the audit log (its queue was full or the store down); "
+            "the log records each such gap (decision denied-dropped).",
+        )
+        dropped.add_metric([], self._source.audit_dropped)
+        yield dropped
+        if not self._leader():
+            return
+        try:
+            head = self._source.audit_head()
+        except Exception:  # the store is down: no head this scrape (corral_store_errors_total tells)
+            return
+        seq = GaugeMetricFamily("corral_audit_head_seq", "Seq of the last record of the audit hash chain.")
+        seq.add_metric([], head[0] if head is not None else 0)
+        yield seq
 
 
 class GpuCollector(Collector):

@@ -18,6 +18,9 @@ and an admin on all (admins may filter or submit for a team with `?team=`).
     GET    /v1/nodes                          [Node]: GPUs used/free, labels, state, jobs (own only)
     GET    /v1/history?limit=N&after=ID&team=T   [Job + history], finished jobs, newest first
     GET    /v1/audit?job_id=ID&after_seq=N&limit=N&team=T   [Audit]
+    GET    /v1/audit/head                     (admin) {"seq", "hash"}: the audit chain's last record
+    GET    /v1/audit/chain?after_seq=N&since=T&limit=N  (admin) [{"seq", "prev_hash", "hash",
+                                              "canonical"}]: the chain, for client-side checks
     GET    /v1/whoami                         {"team", "admin", "token_id", limits}
     POST   /v1/tokens                         (admin) body TokenIn → 201 with the token, shown once
     GET    /v1/tokens                         (admin) [Token]: never the token nor its digest
@@ -79,8 +82,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler import __version__
-from scheduler.api import jobs_routes, node_routes, token_routes
+from scheduler.api import audit_routes, jobs_routes, node_routes, token_routes
 from scheduler.api import schemas as s
+from scheduler.api.audit_routes import AuditDenied
 from scheduler.api.auth import TokenCache
 from scheduler.api.deps import MAX_BODY_BYTES, TOKEN_HELP, ApiSettings, Deps, Who, deps
 from scheduler.api.errors import ApiError, first_error
@@ -154,6 +158,7 @@ def create_app(
         limiter=RateLimiter(settings.rate_per_s, settings.burst),
         token_help=TOKEN_HELP,
     )
+    app.add_middleware(AuditDenied, store=store, clock=clock)  # outermost: sees every 401 and 403
     _install_error_handlers(app)
 
     # Prometheus scrapes without a token; the families are defined in scheduler/metrics.py.
@@ -190,6 +195,7 @@ def create_app(
 
     token_routes.register(app)
     node_routes.register(app)
+    audit_routes.register(app)
 
     @app.get("/livez", tags=["meta"])
     async def livez() -> dict[str, str]:

@@ -227,7 +227,7 @@ def register(app: FastAPI) -> None:
         openapi_extra=_CANCEL_BODY,
         responses={code: {"model": s.ErrorOut} for code in (404, 409, 415, 422)},
     )
-    async def cancel(request: Request, job: VisibleJob) -> Response:
+    async def cancel(request: Request, job: VisibleJob, who: Who) -> Response:
         """Ask the controller to stop the job (SIGTERM, the grace period, then SIGKILL)."""
         d = deps(request)
         raw = await request.body()
@@ -242,7 +242,8 @@ def register(app: FastAPI) -> None:
         if job.state.terminal:
             raise ApiError(409, f"job {job.id} already finished ({job.state.value}): nothing to cancel")
         try:
-            record = await run_in_threadpool(d.store.request_cancel, job.id, grace_s, d.clock.now())
+            actor = f"{who.team} (token {who.token_id})"
+            record = await run_in_threadpool(d.store.request_cancel, job.id, grace_s, d.clock.now(), actor)
         except JobNotFound:
             raise not_found(job.id) from None
         d.controller.wake()

@@ -57,7 +57,8 @@ def register(app: FastAPI) -> None:
         d = deps(request)
         why = (body or CordonIn()).reason
         record = Cordon(node, " ".join(why.split()), d.clock.now(), by=who.team)
-        await run_in_threadpool(controller_state.cordon, d.store, record)
+        actor = f"{who.team} (token {who.token_id})"
+        await run_in_threadpool(controller_state.cordon, d.store, record, actor)
         d.controller.cordons_changed()
         return await _settled(request, node, "draining", known)
 
@@ -67,7 +68,8 @@ def register(app: FastAPI) -> None:
         _admin_only(who)
         known(request, node)
         d = deps(request)
-        if not await run_in_threadpool(controller_state.uncordon, d.store, node):
+        by = f"{who.team} (token {who.token_id})"
+        if not await run_in_threadpool(controller_state.uncordon, d.store, node, d.clock.now(), by):
             raise ApiError(409, f"node {quote(node, 80)} is not cordoned: nothing to do", "node")
         d.controller.cordons_changed()
         return await _settled(request, node, "ready", known)

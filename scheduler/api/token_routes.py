@@ -144,7 +144,7 @@ def register(app: FastAPI) -> None:
                 "id",
             )
         try:
-            record = d.tokens.revoke(current.id, d.clock.now())
+            record = d.tokens.revoke(current.id, d.clock.now(), by=f"{who.team} (token {who.token_id})")
         except TokenNotFound:
             raise missing from None
         d.cache.invalidate()

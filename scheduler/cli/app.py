@@ -12,6 +12,7 @@ import sys
 import typer
 
 from scheduler import __version__
+from scheduler.cli.audit_cmd import audit_app
 from scheduler.cli.cluster_cmd import cordon, nodes, queues, uncordon
 from scheduler.cli.errors import EXIT_CODES_HELP
 from scheduler.cli.jobs_cmd import cancel, describe, history, jobs, logs, submit
@@ -42,6 +43,7 @@ app.command("down")(down)
 app.command("status")(status)
 app.command("serve")(serve)
 app.add_typer(token_app, name="token")
+app.add_typer(audit_app, name="audit")
 
 
 @app.command(

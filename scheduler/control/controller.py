@@ -36,6 +36,7 @@ from scheduler.control.transitions import (
     on_backend_event,
     on_cancel_request,
     reject,
+    with_node_regions,
 )
 from scheduler.metrics import Metrics
 from scheduler.model.cluster import ANY, Node, NodeState
@@ -178,16 +179,30 @@ class Controller:
             self,
             leader=lambda: self._thread is not None and self._thread.is_alive(),
             job_info=self.job_info_metrics,
+            audit=self.store,
         )
         self.metrics.initialize(self.queues, {n.region for n in self._known_nodes.values()})
         if self.fence is not None:
             self.fence.check()
         self.store.sync_queues(
-            list(self.queues.values()), fence=self.fence.verify if self.fence is not None else None
+            list(self.queues.values()),
+            fence=self.fence.verify if self.fence is not None else None,
+            config=self._config_document(),  # audited when it differs from the last one audited
+            now=self.clock.now(),
         )
         self.recover()
         self._thread = threading.Thread(target=self._run, name="corral-controller", daemon=True)
         self._thread.start()
+
+    def _config_document(self) -> dict[str, object]:
+        """What the config change audit covers: the queues, priority classes, policy and declared nodes."""
+        cluster = self.config.cluster
+        return {
+            "queues": [q.model_dump(mode="json") for q in self.queues.values()],
+            "priority_classes": [p.model_dump(mode="json") for p in cluster.priority_classes],
+            "policy": self.config.policy.model_dump(mode="json"),
+            "nodes": [n.model_dump(mode="json") for n in cluster.nodes],
+        }
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
@@ -583,7 +598,7 @@ class Controller:
         batch = Batch(
             updates=list(step.records.values()),
             events=step.events,
-            audit=step.audit,
+            audit=[with_node_regions(a, self._known_nodes) for a in step.audit],
             pending_reasons=step.pending_reasons,
             usage=usage,
             cordons=step.cordons,

@@ -82,7 +82,9 @@ class Leadership:
 
     # --- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
-        self.metrics.attach(_LeaderOnly(self), leader=self.is_leader, job_info=self.job_info_metrics)
+        self.metrics.attach(
+            _LeaderOnly(self), leader=self.is_leader, job_info=self.job_info_metrics, audit=self.store
+        )
         self.metrics.initialize(
             [q.name for q in self.config.cluster.queues], {n.region for n in self.config.cluster.nodes}
         )

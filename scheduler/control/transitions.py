@@ -132,7 +132,7 @@ def requeue(rec: JobRecord, now: float, step: Step, why: str, preempted: bool = 
     """The attempt is gone and the job waits again, with its identity, history and restart count."""
     step.put(_requeued(rec, now, preempted))
     step.note(rec, "REQUEUED", now, why)
-    step.audit.append(AuditRecord(now, rec.id, "requeue", rec.job.restart_count, detail=why))
+    step.audit.append(_audit(rec, "requeue", now, why))
 
 
 def _start_failed(rec: JobRecord, cause: str, now: float, step: Step) -> None:
@@ -156,9 +156,29 @@ def _start_failed(rec: JobRecord, cause: str, now: float, step: Step) -> None:
         )
     )
     step.note(rec, "REQUEUED", now, f"the start failed ({cause}): {retry}")
-    step.audit.append(
-        AuditRecord(now, rec.id, "requeue", rec.job.restart_count, detail=f"start failed: {cause}")
+    step.audit.append(_audit(rec, "requeue", now, f"start failed: {cause}"))
+
+
+def _audit(rec: JobRecord, decision: str, now: float, why: str) -> AuditRecord:
+    """An audit record of what became of the job's current attempt, on the nodes it held (their
+    regions are filled in by the controller: with_node_regions)."""
+    nodes = rec.allocation.node_ids if rec.allocation is not None else ()
+    return AuditRecord(
+        now,
+        rec.id,
+        decision,
+        rec.job.restart_count,
+        nodes=nodes,
+        data_region=rec.job.spec.data_region,
+        detail=why,
     )
+
+
+def with_node_regions(entry: AuditRecord, nodes: Mapping[str, Node]) -> AuditRecord:
+    """The entry with the regions of its nodes, when it names nodes but not yet their regions."""
+    if not entry.nodes or entry.node_regions:
+        return entry
+    return replace(entry, node_regions=tuple(nodes[n].region if n in nodes else "?" for n in entry.nodes))
 
 
 def end_of_attempt(
@@ -185,9 +205,13 @@ def end_of_attempt(
     if reason is StopReason.CANCEL:
         new = _finished(rec, now, JobState.CANCELLED, exit_code)
         step.note(rec, "CANCELLED", now, "cancelled by request")
+        step.audit.append(_audit(rec, "cancel", now, "cancelled by request: stopped"))
     elif reason is StopReason.TIMEOUT:
         new = _finished(rec, now, JobState.TIMEOUT, exit_code)
         step.note(rec, "TIMEOUT", now, f"time limit of {rec.job.spec.time_limit_s:g} s reached")
+        step.audit.append(
+            _audit(rec, "timeout", now, f"time limit of {rec.job.spec.time_limit_s:g} s reached")
+        )
     elif exit_code == 0:
         new = _finished(rec, now, JobState.SUCCEEDED, 0)
         step.note(rec, "SUCCEEDED", now, "exit code 0")
@@ -250,6 +274,7 @@ def on_cancel_request(rec: JobRecord, now: float, step: Step) -> None:
         )
         step.put(new)
         step.note(rec, "CANCELLED", now, "cancelled by request while pending")
+        step.audit.append(_audit(rec, "cancel", now, "cancelled by request while pending"))
         return
     grace = rec.cancel_grace_s if rec.cancel_grace_s is not None else rec.job.spec.grace_period_s
     if rec.stop_reason is not None:

@@ -67,11 +67,15 @@ class EventRecord:
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    """One placement-relevant decision with its data-residency check (invariant 6)."""
+    """One audited decision or action: who (`actor`), what (`decision`, the job, the nodes with their
+    regions), why (`detail`) and the data-residency check (invariant 6). The store chains every record
+    to the one before it by hash (scheduler/model/audit_chain.py)."""
 
     time: float
     job_id: str
-    decision: str  # place | preempt | reject | requeue | cancel
+    # place | place-refused | preempt | requeue | reject | cancel | timeout | cordon | uncordon |
+    # residency_conflict[_cleared] | token-create | token-revoke | config | denied | denied-dropped
+    decision: str
     attempt: int = 0
     nodes: tuple[str, ...] = ()
     node_regions: tuple[str, ...] = ()
@@ -81,6 +85,7 @@ class AuditRecord:
     seq: int = 0
     private_detail: str = ""  # what only an admin, or the team of related_job, may read
     related_job: str = ""
+    actor: str = "controller"  # who: the controller, or a token ("team (token 7)", "anonymous", ...)
 
 
 @dataclass(frozen=True, slots=True)

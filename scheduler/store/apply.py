@@ -11,9 +11,9 @@ from sqlalchemy.exc import IntegrityError
 
 from scheduler.model.job import JobState
 from scheduler.model.records import Batch, JobRecord
-from scheduler.store import codec
+from scheduler.store import audit_log, codec
 from scheduler.store.errors import AllocationConflict, JobNotFound
-from scheduler.store.schema import allocations, audit, events, jobs, node_cordons, queue_usage
+from scheduler.store.schema import allocations, events, jobs, node_cordons, queue_usage
 
 _CHUNK = 500  # ids per IN (...): far below SQLite's and PostgreSQL's bind-parameter limits
 _T = TypeVar("_T")
@@ -33,8 +33,6 @@ def apply_batch(connection: Connection, batch: Batch) -> None:
         _update_jobs(connection, batch.updates)
     if batch.events:
         connection.execute(sa.insert(events), [codec.event_columns(e) for e in batch.events])
-    if batch.audit:
-        connection.execute(sa.insert(audit), [codec.audit_columns(a) for a in batch.audit])
     reasons = [
         {"b_id": pk, "pending_reason": reason}
         for job_id, reason in batch.pending_reasons.items()
@@ -54,6 +52,8 @@ def apply_batch(connection: Connection, batch: Batch) -> None:
             sa.delete(node_cordons).where(node_cordons.c.node.in_([c.node for c in batch.cordons]))
         )
         connection.execute(sa.insert(node_cordons), [codec.cordon_columns(c) for c in batch.cordons])
+    if batch.audit:  # last: the audit lock is held only from here to the commit
+        audit_log.append(connection, batch.audit)
 
 
 def _update_jobs(connection: Connection, updates: list[JobRecord]) -> None:

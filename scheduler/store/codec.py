@@ -118,6 +118,7 @@ def audit_columns(record: AuditRecord) -> dict[str, Any]:
         "detail": record.detail,
         "private_detail": record.private_detail,
         "related_job": record.related_job,
+        "actor": record.actor,
     }
 
 
@@ -135,6 +136,7 @@ def audit_record(row: RowMapping) -> AuditRecord:
         seq=row["seq"],
         private_detail=row["private_detail"],
         related_job=row["related_job"],
+        actor=row["actor"],
     )
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from scheduler.model.records import Cordon, UsageRecord
-from scheduler.store import codec
+from scheduler.model.records import AuditRecord, Cordon, UsageRecord
+from scheduler.store import audit_log, codec
 from scheduler.store import engine as engines
 from scheduler.store.schema import node_cordons, queue_usage
 from scheduler.store.store import Store
@@ -32,10 +32,14 @@ def cordons(store: Store) -> dict[str, Cordon]:
         return {row["node"]: codec.cordon_record(row) for row in rows}
 
 
-def uncordon(store: Store, node: str) -> bool:
-    """Let the node take new jobs again; False if it was not cordoned."""
+def uncordon(store: Store, node: str, now: float = 0.0, by: str = "admin") -> bool:
+    """Let the node take new jobs again (audited as `by`'s); False if it was not cordoned."""
     with engines.write(store.engine) as connection:
-        return connection.execute(sa.delete(node_cordons).where(node_cordons.c.node == node)).rowcount > 0
+        done = connection.execute(sa.delete(node_cordons).where(node_cordons.c.node == node)).rowcount > 0
+        if done:
+            entry = AuditRecord(now, "", "uncordon", nodes=(node,), detail="uncordoned", actor=by)
+            audit_log.append(connection, [entry])
+        return done
 
 
 def ping(store: Store) -> None:
@@ -44,8 +48,13 @@ def ping(store: Store) -> None:
         connection.execute(sa.text("SELECT 1")).scalar_one()
 
 
-def cordon(store: Store, record: Cordon) -> None:
-    """Take a node out of scheduling (an admin's cordon; the controller writes its own in its steps)."""
+def cordon(store: Store, record: Cordon, actor: str = "") -> None:
+    """Take a node out of scheduling (an admin's cordon, audited as `actor`'s, else `record.by`'s;
+    the controller writes its own in its steps)."""
     with engines.write(store.engine) as connection:
         connection.execute(sa.delete(node_cordons).where(node_cordons.c.node == record.node))
         connection.execute(sa.insert(node_cordons), [codec.cordon_columns(record)])
+        entry = AuditRecord(
+            record.at, "", "cordon", nodes=(record.node,), detail=record.reason, actor=actor or record.by
+        )
+        audit_log.append(connection, [entry])

@@ -29,6 +29,7 @@ BUSY_TIMEOUT_S = 10.0
 # pg_advisory_xact_lock keys.
 CHANGE_LOCK = 0x636F7272616C01  # orders jobs.change_seq values by commit (Store.changed_since)
 MIGRATE_LOCK = 0x636F7272616C02  # one schema upgrade at a time
+AUDIT_LOCK = 0x636F7272616C03  # appends to the audit hash chain, one transaction at a time (taken last)
 
 
 def normalize_url(url: str | URL) -> URL:

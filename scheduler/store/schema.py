@@ -99,7 +99,14 @@ audit = sa.Table(
     sa.Column("detail", sa.Text(), nullable=False),
     sa.Column("private_detail", sa.Text(), nullable=False, server_default=""),
     sa.Column("related_job", sa.String(32), nullable=False, server_default=""),
+    # Who (the controller, or a token), and the hash chain (scheduler/model/audit_chain.py): each
+    # row's hash covers its content and the previous row's hash. Rows are appended with an explicit
+    # seq (last + 1) under the audit lock (scheduler/store/audit_log.py).
+    sa.Column("actor", sa.String(256), nullable=False, server_default="controller"),
+    sa.Column("prev_hash", sa.String(64), nullable=False, server_default=""),
+    sa.Column("hash", sa.String(64), nullable=False, server_default=""),
     sa.Index("ix_audit_job_id", "job_id", "seq"),
+    sa.Index("ix_audit_decision", "decision", "seq"),
     sqlite_autoincrement=True,
 )
 

@@ -14,17 +14,21 @@ last returned are exactly the ones it has not seen.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from scheduler.model.audit_chain import ChainEntry, canonical_json
 from scheduler.model.job import TERMINAL_STATES, Job, JobSpec, JobState, PendingCode
 from scheduler.model.queue import Queue
 from scheduler.model.records import AuditRecord, Batch, EventRecord, JobRecord
-from scheduler.store import codec, migrate
+from scheduler.store import audit_log, codec, migrate
 from scheduler.store import engine as engines
 from scheduler.store.apply import GpuTaken, apply_batch, conflict
 from scheduler.store.errors import AllocationConflict, IdempotencyConflict, JobNotFound, StoreError
@@ -51,6 +55,8 @@ class Store:
         """Use Store.open(url): it also brings the schema to head."""
         self._engine = engine
         self._dialect = engine.dialect.name
+        self._denied: audit_log.DeniedWriter | None = None
+        self._denied_lock = threading.Lock()
         # Built once: building and cache-keying statements per call was most of submit()'s time.
         next_seq = _next_change_seq(self._dialect)
         self._insert_job = sa.insert(jobs).values(change_seq=next_seq)
@@ -75,6 +81,8 @@ class Store:
         return cls(engine)
 
     def close(self) -> None:
+        if self._denied is not None:
+            self._denied.close()
         self._engine.dispose()
 
     @property
@@ -96,7 +104,17 @@ class Store:
 
     # --- configuration ---------------------------------------------------------------------------
 
-    def sync_queues(self, new: Sequence[Queue], fence: Fence | None = None) -> None:
+    def sync_queues(
+        self,
+        new: Sequence[Queue],
+        fence: Fence | None = None,
+        *,
+        config: Mapping[str, Any] | None = None,
+        now: float = 0.0,
+    ) -> bool:
+        """Store the queues; with `config` (queues, priority classes, policy as JSON), also audit it
+        when it differs from the config last audited (decision `config`: its sha256 in the detail,
+        the document itself in the private detail). True if a config change was audited."""
         with engines.write(self._engine) as connection:
             if fence is not None:
                 fence(connection)
@@ -107,6 +125,12 @@ class Store:
                     for i, queue in enumerate(new)
                 ]
                 connection.execute(sa.insert(queues), rows)
+            if config is None:
+                return False
+            record = _config_change(connection, config, now)
+            if record is not None:
+                audit_log.append(connection, [record])
+            return record is not None
 
     def queues(self) -> list[Queue]:
         with engines.read(self._engine) as connection:
@@ -185,22 +209,37 @@ class Store:
         row = connection.execute(query).mappings().first()
         return None if row is None else codec.job_record(row)
 
-    def request_cancel(self, job_id: str, grace_s: float | None, now: float) -> JobRecord:
-        """Record a cancel request (once, and only for a live job); the controller carries it out."""
+    def request_cancel(self, job_id: str, grace_s: float | None, now: float, actor: str = "api") -> JobRecord:
+        """Record a cancel request (once, and only for a live job), audited as `actor`'s; the
+        controller carries it out."""
         pk = _pk(job_id)
         if pk is None:
             raise JobNotFound(job_id)
         with engines.write(self._engine) as connection:
             engines.lock(connection, engines.CHANGE_LOCK)
             request = {"b_id": pk, "cancel_requested_at": now, "cancel_grace_s": grace_s}
-            if connection.execute(self._request_cancel, request).rowcount == 1:
-                message = "cancel requested" if grace_s is None else f"cancel requested, grace {grace_s:g} s"
+            requested = connection.execute(self._request_cancel, request).rowcount == 1
+            message = "cancel requested" if grace_s is None else f"cancel requested, grace {grace_s:g} s"
+            if requested:
                 event = EventRecord(job_id=job_id, time=now, kind="CANCEL_REQUESTED", message=message)
                 connection.execute(_INSERT_EVENT, codec.event_columns(event))
             row = connection.execute(sa.select(jobs).where(jobs.c.id == pk)).mappings().first()
             if row is None:
                 raise JobNotFound(job_id)
-            return codec.job_record(row)
+            record = codec.job_record(row)
+            if requested:
+                entry = AuditRecord(
+                    now,
+                    job_id,
+                    "cancel-request",
+                    record.job.restart_count,
+                    nodes=record.allocation.node_ids if record.allocation is not None else (),
+                    data_region=record.job.spec.data_region,
+                    detail=message,
+                    actor=actor,
+                )
+                audit_log.append(connection, [entry])
+            return record
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -317,6 +356,49 @@ class Store:
         with engines.read(self._engine) as connection:
             return [codec.audit_record(row) for row in connection.execute(query).mappings()]
 
+    # --- the audit chain (scheduler/store/audit_log.py) ------------------------------------------
+
+    def append_audit(self, records: Sequence[AuditRecord]) -> tuple[int, str]:
+        """Chain these records in one transaction of their own; the new head (seq, hash)."""
+        with engines.write(self._engine) as connection:
+            return audit_log.append(connection, records)
+
+    def audit_head(self) -> tuple[int, str] | None:
+        """(seq, hash) of the last audit record; None while there is none."""
+        with engines.read(self._engine) as connection:
+            return audit_log.head(connection)
+
+    def audit_chain(
+        self, *, after_seq: int = 0, limit: int | None = 1000, since: float | None = None
+    ) -> list[ChainEntry]:
+        """Records of the chain in seq order (all of them, with their hashes and canonical content);
+        `since` starts at the first record at or after that time instead of after `after_seq`."""
+        with engines.read(self._engine) as connection:
+            if since is not None:
+                first = audit_log.first_seq_since(connection, since)
+                if first is None:
+                    return []
+                after_seq = max(after_seq, first - 1)
+            return audit_log.entries(connection, after_seq, limit)
+
+    def audit_denied(self, record: AuditRecord) -> bool:
+        """Queue a denied request for the chain (batched, bounded: see DeniedWriter); False if dropped."""
+        with self._denied_lock:
+            if self._denied is None:
+                self._denied = audit_log.DeniedWriter(self._engine)
+            writer = self._denied
+        return writer.put(record)
+
+    @property
+    def audit_dropped(self) -> int:
+        """Denied requests not recorded since this process started (the queue was full, the store down)."""
+        return 0 if self._denied is None else self._denied.dropped
+
+    def flush_denied(self, timeout: float = 5.0) -> None:
+        """Wait until queued denials are written (tests)."""
+        if self._denied is not None:
+            self._denied.flush(timeout)
+
     def held_gpus(self) -> dict[tuple[str, int], str]:
         """(node, gpu) → id of the job holding it, from the allocations table (for reconciliation)."""
         query = sa.select(allocations.c.node, allocations.c.gpu, allocations.c.job_id)
@@ -344,6 +426,31 @@ class Store:
         except GpuTaken as taken:
             with engines.read(self._engine) as connection:
                 raise conflict(connection, taken) from taken.__cause__
+
+
+def _config_change(connection: Connection, config: Mapping[str, Any], now: float) -> AuditRecord | None:
+    """The `config` audit record for this config, or None when it is the one last audited."""
+    document = canonical_json(config)
+    digest = hashlib.sha256(document.encode("utf-8")).hexdigest()
+    query = (
+        sa.select(audit.c.detail, audit.c.private_detail)
+        .where(audit.c.decision == "config")
+        .order_by(audit.c.seq.desc())
+        .limit(1)
+    )
+    last = connection.execute(query).first()
+    if last is not None and str(last.detail).startswith(f"sha256:{digest}"):
+        return None
+    try:
+        before = json.loads(last.private_detail) if last is not None else None
+    except ValueError:
+        before = None
+    if isinstance(before, dict):
+        changed = sorted(k for k in {*before, *config} if before.get(k) != config.get(k)) or ["format"]
+        what = "changed: " + ", ".join(changed)
+    else:
+        what = "first config audited"
+    return AuditRecord(now, "", "config", detail=f"sha256:{digest} ({what})", private_detail=document)
 
 
 def _next_change_seq(dialect: str) -> Any:

@@ -22,6 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from scheduler.model.records import AuditRecord
+from scheduler.store import audit_log
 from scheduler.store import engine as engines
 from scheduler.store.schema import tokens
 
@@ -113,6 +115,24 @@ def _record(row: RowMapping) -> TokenRecord:
     )
 
 
+def _audit(record: TokenRecord, decision: str, now: float, actor: str) -> AuditRecord:
+    """The audit record of a token's creation or revocation: never the token, only its id and prefix."""
+    limits = record.limits
+    what = "admin" if record.admin else "team"
+    parts = [f"token {record.id} ({record.prefix}) of {what} {record.team}"]
+    if limits.queues is not None:
+        parts.append(f"queues={','.join(limits.queues)}")
+    if limits.max_priority is not None:
+        parts.append(f"max-priority={limits.max_priority}")
+    if limits.max_gpus_per_job is not None:
+        parts.append(f"max-gpus={limits.max_gpus_per_job}")
+    if limits.allow_protection:
+        parts.append("non-preemptible ok")
+    return AuditRecord(
+        now, "", decision, detail=" ".join(parts), private_detail=record.description, actor=actor
+    )
+
+
 def _pk(token_id: str) -> int | None:
     if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 19:
         return None
@@ -155,7 +175,9 @@ class TokenStore:
             key = connection.execute(sa.insert(tokens), values).inserted_primary_key
             assert key is not None
             row = connection.execute(sa.select(tokens).where(tokens.c.id == key[0])).mappings().one()
-        return plain, _record(row)
+            record = _record(row)
+            audit_log.append(connection, [_audit(record, "token-create", now, created_by)])
+        return plain, record
 
     def by_token(self, token: str) -> TokenRecord | None:
         """The active token's record, or None (unknown or revoked)."""
@@ -187,21 +209,25 @@ class TokenStore:
         with engines.read(self._engine) as connection:
             return int(connection.execute(query).scalar_one())
 
-    def revoke(self, token_id: str, now: float) -> TokenRecord:
-        """Revoke (once; revoking again changes nothing) and return the record; TokenNotFound."""
+    def revoke(self, token_id: str, now: float, by: str = "") -> TokenRecord:
+        """Revoke (once; revoking again changes nothing) and return the record; TokenNotFound. The
+        revoke is audited (decision token-revoke, actor `by`) in the same transaction."""
         pk = _pk(token_id)
         if pk is None:
             raise TokenNotFound(token_id)
         with engines.write(self._engine) as connection:
-            connection.execute(
+            changed = connection.execute(
                 sa.update(tokens)
                 .where(tokens.c.id == pk, tokens.c.revoked_at.is_(None))
                 .values(revoked_at=now)
-            )
+            ).rowcount
             row = connection.execute(sa.select(tokens).where(tokens.c.id == pk)).mappings().first()
-        if row is None:
-            raise TokenNotFound(token_id)
-        return _record(row)
+            if row is None:
+                raise TokenNotFound(token_id)
+            record = _record(row)
+            if changed:
+                audit_log.append(connection, [_audit(record, "token-revoke", now, by or "unknown")])
+        return record
 
     def ensure_admin(self, token: str, now: float, created_by: str = "corral serve") -> TokenRecord:
         """The admin row of this bootstrap token, stored (hashed) the first time; BootstrapTokenError if

@@ -23,6 +23,7 @@ GAUGES = frozenset(
         "corral_residency_label_conflicts",
         "corral_leader",
         "corral_build_info",
+        "corral_audit_head_seq",
     }
 )
 COUNTERS = frozenset(
@@ -35,6 +36,7 @@ COUNTERS = frozenset(
         "corral_residency_rejections_total",
         "corral_store_errors_total",
         "corral_start_failures_total",
+        "corral_audit_dropped_total",
     }
 )
 HISTOGRAMS = frozenset({"corral_job_wait_seconds", "corral_scheduling_cycle_seconds"})
