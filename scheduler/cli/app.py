@@ -13,6 +13,7 @@ import typer
 
 from scheduler import __version__
 from scheduler.cli.audit_cmd import audit_app
+from scheduler.cli.check_cmd import check
 from scheduler.cli.cluster_cmd import cordon, nodes, queues, uncordon
 from scheduler.cli.errors import EXIT_CODES_HELP
 from scheduler.cli.jobs_cmd import cancel, describe, history, jobs, logs, submit
@@ -42,6 +43,7 @@ app.command("up")(up)
 app.command("down")(down)
 app.command("status")(status)
 app.command("serve")(serve)
+app.command("check")(check)
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
 
