@@ -59,7 +59,8 @@ def check(
     output: Annotated[str, typer.Option("-o", "--output", help="table or json")] = "table",
 ) -> None:
     """Verify what must always hold (no GPU held twice, capacity, Ray's view, quotas, gangs, data
-    regions, no stray placement group, no lost job); exit 1 with each violation if one does not."""
+    regions, no stray placement group, no lost job). Exit 0 all hold, 1 a violation (each printed
+    with its ids), 2 usage, 5 the store or Ray unreachable."""
     if output not in ("table", "json"):
         fail("-o/--output: use table or json", EXIT_USAGE)
     local = _local_state()
