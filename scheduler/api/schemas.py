@@ -81,6 +81,7 @@ class AuditOut(BaseModel):
     detail: str
     private_detail: str = ""
     related_job: str = ""
+    actor: str = ""  # who: "controller", or the token that asked ("team (token 7)")
 
 
 class JobDetailOut(JobOut):
@@ -283,6 +284,7 @@ def audit_out(a: AuditRecord, private: bool) -> AuditOut:
         detail=a.detail,
         private_detail=a.private_detail if private else "",
         related_job=a.related_job if private else "",
+        actor=a.actor,
     )
 
 

@@ -144,7 +144,7 @@ def verify(head: HeadOpt = None, db_url_file: DbUrlFileOpt = None) -> None:
     where = "the database" if db_url_file is not None else "the API"
     checked = f"; head {expected[0]}:{expected[1][:12]}… found" if expected else ""
     print(
-        f"ok: {verifier.count} audit records from {where} chain unbroken, head "
+        f"ok: {verifier.count} audit records, chain unbroken (read from {where}), head "
         f"{verifier.last_seq}:{verifier.last_hash}{checked}"
     )
 
