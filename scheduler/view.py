@@ -107,7 +107,12 @@ class ControllerHandle(Protocol):
         ...
 
 
-class NotLeader(RuntimeError):
+class NotReady(RuntimeError):
+    """The controller cannot answer yet (it has not seen the cluster: just started or took over);
+    the API answers 503 with Retry-After, and the client retries."""
+
+
+class NotLeader(NotReady):
     """Asked of a follower what only the leading controller can answer (a dry run)."""
 
     def __init__(self, leader_url: str) -> None:

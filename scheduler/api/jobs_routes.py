@@ -22,7 +22,7 @@ from scheduler.api.logs import FollowResponse, log_path, read_log
 from scheduler.model.job import TERMINAL_STATES, JobSpec, JobState
 from scheduler.model.records import AuditRecord, EventRecord
 from scheduler.store.store import IdempotencyConflict, JobNotFound
-from scheduler.view import NotLeader, SpecError
+from scheduler.view import NotReady, SpecError
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "NEXT_CURSOR", "register"]
 
@@ -161,7 +161,7 @@ def register(app: FastAPI) -> None:
                 return _json(s.dry_run_out(spec, result))
         except SpecError as exc:
             raise ApiError(400, f"spec.{exc.field}: {exc}", exc.field) from None
-        except NotLeader as exc:  # a follower before any leader published, or a dry run
+        except NotReady as exc:  # starting or taking over, or a dry run asked of a follower
             raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
         try:
             # async: the request waits for its group commit without holding a worker thread

@@ -51,7 +51,7 @@ from scheduler.policy.usage import DecayedUsage
 from scheduler.store import controller_state
 from scheduler.store.errors import LockLost
 from scheduler.store.store import Store
-from scheduler.view import ClusterView, DryRun, NodeStatus, QueueStatus
+from scheduler.view import ClusterView, DryRun, NodeStatus, NotReady, QueueStatus
 
 log = logging.getLogger("corral.controller")
 
@@ -752,6 +752,8 @@ class Controller:
 
     def check_spec(self, spec: JobSpec) -> JobSpec:
         view = self.view()
+        if self.cycles == 0:  # its first cycle has not seen the nodes yet (a start, a takeover)
+            raise NotReady("the controller is starting and has not seen the cluster yet; retry")
         check_spec(
             spec,
             [n.node for n in view.nodes],

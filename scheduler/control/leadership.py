@@ -34,7 +34,7 @@ from scheduler.store.errors import LockLost
 from scheduler.store.lease import Lease, current_lease
 from scheduler.store.store import Store
 from scheduler.store.view_store import PublishedView, publish_view, read_view
-from scheduler.view import ClusterView, DryRun, NotLeader, empty_view
+from scheduler.view import ClusterView, DryRun, NotLeader, NotReady, empty_view
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +173,8 @@ class Leadership:
         if controller is not None:
             return controller.check_spec(spec)
         published = self._published()
-        if published is None:
-            raise NotLeader(self._leader_url())
+        if published is None or not published.view.nodes:  # no leader has seen the cluster yet
+            raise NotReady("no controller has seen the cluster yet (a leader is starting); retry")
         check_spec(
             spec,
             [n.node for n in published.view.nodes],

@@ -115,3 +115,22 @@ def test_overload_is_429_with_backpressure(tmp_path: Path) -> None:
             for t in waiting:
                 t.join(30)
         assert _submit(http, served).status_code == 201  # the queue drained: accepted again
+
+
+def test_a_controller_that_has_not_seen_the_cluster_answers_503_not_400(tmp_path: Path) -> None:
+    """Just started or just took over: its first cycle has not read the nodes yet. A valid spec
+    must not be refused as "no nodes in region": 503 + Retry-After, and the client retries."""
+    from tests.api.harness import Harness, Server
+
+    h = Harness(tmp_path)  # not opened: the controller has made no cycle
+    try:
+        with Server(h.app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+            r = http.post("/v1/jobs", json={**BODY, "data_region": "cn-north"}, headers=h.auth("admin"))
+            assert r.status_code == 503 and r.headers["Retry-After"] == "1", r.text
+            assert "has not seen the cluster yet" in r.json()["error"]
+            assert h.store.jobs() == []
+            h.open()  # its first cycle: the same spec is accepted
+            ok = http.post("/v1/jobs", json={**BODY, "data_region": "cn-north"}, headers=h.auth("admin"))
+            assert ok.status_code == 201, ok.text
+    finally:
+        h.close()

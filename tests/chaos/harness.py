@@ -67,6 +67,7 @@ class Counts:
     residency_violations: int = 0
     duplicate_starts: int = 0
     duplicate_jobs: int = 0  # one idempotency key that made two jobs
+    wrongly_refused: int = 0  # a valid submission answered with a 4xx
     not_terminal: int = 0
     wrong_end_states: int = 0
     checks: int = 0
@@ -82,6 +83,7 @@ class Counts:
             or self.residency_violations
             or self.duplicate_starts
             or self.duplicate_jobs
+            or self.wrongly_refused
             or self.not_terminal
             or self.wrong_end_states
             or self.check_violations
@@ -97,6 +99,7 @@ class Counts:
             "residency_violations": self.residency_violations,
             "duplicate_starts": self.duplicate_starts,
             "duplicate_jobs_for_one_key": self.duplicate_jobs,
+            "valid_submissions_refused": self.wrongly_refused,
             "jobs_not_terminal": self.not_terminal,
             "wrong_end_states": self.wrong_end_states,
             "invariant_checks": self.checks,
@@ -305,7 +308,8 @@ class ChaosRun:
         assert self.api is not None
         key = key or f"chaos-{uuid.uuid4().hex}"
         r = self.api.call("POST", "/v1/jobs", json_body=spec, key=key)
-        if r.status_code not in (200, 201):
+        if r.status_code not in (200, 201):  # every spec the workload sends is valid here
+            self.counts.wrongly_refused += 1
             self.counts.problems.append(f"submit {kind} refused: {r.status_code} {r.text[:160]}")
             return None
         job_id = str(r.json()["id"])
@@ -463,7 +467,13 @@ class ChaosRun:
 
     def _check_once(self) -> list[str]:
         problems: list[str] = []
-        checked = self.corral("check", "-o", "json", check=False, timeout=120)
+        with self._lock:
+            acknowledged = sorted(self.accepted, key=int)
+        ids_file = self.home / "acknowledged.txt"
+        ids_file.write_text("".join(f"{j}\n" for j in acknowledged))
+        checked = self.corral(
+            "check", "-o", "json", "--acknowledged", str(ids_file), check=False, timeout=120
+        )
         if checked.returncode not in (0, 1):
             return [f"corral check exited {checked.returncode}: {checked.stderr.strip()[:200]}"]
         if checked.returncode == 1:
@@ -520,7 +530,7 @@ class ChaosRun:
             ids = list(self.accepted)
         for job_id in ids:
             self.api.call("POST", f"/v1/jobs/{job_id}/cancel", json_body={"grace_s": 0})
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 150
         states: dict[str, dict[str, Any]] = {}
         while time.monotonic() < deadline:
             states = {j: self.api.call("GET", f"/v1/jobs/{j}").json() for j in ids}
@@ -533,7 +543,10 @@ class ChaosRun:
             self.counts.end_states[state] += 1
             if state not in TERMINAL:
                 self.counts.not_terminal += 1
-                self.counts.problems.append(f"job {job_id} is still {state}")
+                story = "; ".join(
+                    f"{e['kind']}@{e['attempt']}: {e['message'][:80]}" for e in job["history"][-8:]
+                )
+                self.counts.problems.append(f"job {job_id} is still {state}: {story}")
             elif state == "FAILED" and not any("StartFailed" in e["message"] for e in job["history"]):
                 # the workload's commands never fail by themselves: only starts that kept failing
                 self.counts.wrong_end_states += 1
