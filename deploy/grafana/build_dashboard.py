@@ -544,6 +544,21 @@ def layout() -> list[tuple[Panel, int, int]]:
             12,
             8,
         ),
+        (
+            timeseries(
+                "Audit log",
+                "The audit chain's head (its last record's seq, exported by the leader) and denied "
+                "requests the log could not record one by one (each gap is itself a record); "
+                "CorralAuditRecordsDropped fires at once. Keep `corral audit head` elsewhere and "
+                "check the chain with `corral audit verify --head`.",
+                targets(
+                    ("max(corral_audit_head_seq)", "head seq"),
+                    ("sum(increase(corral_audit_dropped_total[$__rate_interval]))", "dropped denials"),
+                ),
+            ),
+            12,
+            8,
+        ),
     ]
 
 
