@@ -236,7 +236,7 @@ class RayBackend:
         run = _Run.of(job, allocation)
         with self._lock:
             self._runs[run.key] = run
-        self._submit(self._start_run, run)
+        self._submit(self._guarded, self._start_run, run)
 
     def stop(self, job: Job, grace_s: float) -> None:
         with self._lock:
@@ -253,7 +253,7 @@ class RayBackend:
             run.stop_grace = grace_s
             if run.phase is _Phase.RUNNING:
                 run.phase = _Phase.STOPPING
-                self._submit(self._stop_run, run)
+                self._submit(self._guarded, self._stop_run, run)
             # STARTING: the start thread sees stop_grace; FINISHING: it ends with EXITED.
 
     def poll(self) -> list[BackendEvent]:
@@ -321,7 +321,7 @@ class RayBackend:
         run = _Run.of(job, allocation)
         with self._lock:
             self._runs[run.key] = run
-        self._submit(self._adopt_run, run)
+        self._submit(self._guarded, self._adopt_run, run)
 
     def remove(self, job_id: str, attempt: int) -> None:
         """Orphan cleanup (blocking, bounded): SIGKILL its processes, kill its actors, remove its PG."""
@@ -752,6 +752,29 @@ class RayBackend:
     def _notify(self) -> None:
         if self.on_event is not None:
             self.on_event()  # the controller's wake(): it takes the event now, not at its next poll
+
+    def _guarded(self, task: Callable[[_Run], None], run: _Run) -> None:
+        """Run a start, adoption or stop of `run`; if it fails unexpectedly (a Ray call raising
+        where none was expected), end the attempt anyway — STOPPED if a stop was asked, else
+        START_FAILED (retried with backoff) — after removing what runs under its names, so the
+        controller never waits for an event that would never come (a stop re-issued for ever)."""
+        try:
+            task(run)
+        except Exception as exc:
+            log.exception(
+                "ray backend: %s of job %s attempt %d failed", task.__name__, run.job.id, run.attempt
+            )
+            with self._lock:
+                lost = self._runs.get(run.key) is run and run.phase in (_Phase.STARTING, _Phase.STOPPING)
+            if not lost:
+                return
+            with contextlib.suppress(Exception):
+                self._teardown(self._find_named(run.job.id, run.attempt), 0.0)
+            why = f"the backend lost track of attempt {run.attempt}: {one_line(exc)}"
+            if run.stop_grace is not None:
+                self._end(run, EventKind.STOPPED, message=why)
+            else:
+                self._end(run, EventKind.START_FAILED, message=why)
 
     def _submit(self, fn: Callable[..., None], *args: Any) -> None:
         if self._closing.is_set():

@@ -374,3 +374,24 @@ def test_a_new_controller_adopts_running_jobs_and_removes_orphans(env: Env) -> N
     wait_until(lambda: pg_state("adopt-run") is None and pg_state("adopt-done") is None, timeout=10)
     assert env.events.of("adopt-done") == [EventKind.EXITED]  # it had ended: no STARTED
     assert not {"adopt-run", "adopt-done", "orphan"} & set(env.backend.attempts())
+
+
+def test_an_attempt_whose_adoption_or_stop_fails_unexpectedly_still_ends(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ray call raising where none was expected must not leave an attempt tracked for ever: the
+    controller would re-issue its stop without end (seen under the chaos suite)."""
+    real = env.backend._find_named
+    calls = {"n": 0}
+
+    def flaky(job_id: str, attempt: int) -> object:
+        if job_id == "flaky" and calls["n"] == 0:
+            calls["n"] += 1
+            raise RuntimeError("GCS hiccup")
+        return real(job_id, attempt)
+
+    monkeypatch.setattr(env.backend, "_find_named", flaky)
+    env.backend.adopt(job("flaky", "true"), alloc("n3"))
+    ended = env.events.wait_job("flaky", EventKind.START_FAILED, timeout=10)
+    assert ended.message.startswith("the backend lost track of attempt 0: RuntimeError: GCS hiccup")
+    assert "flaky" not in env.backend.attempts()
