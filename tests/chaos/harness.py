@@ -28,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ class Counts:
     duplicate_starts: int = 0
     duplicate_jobs: int = 0  # one idempotency key that made two jobs
     wrongly_refused: int = 0  # a valid submission answered with a 4xx
+    harness_errors: int = 0  # a workload call that got no answer in time
     not_terminal: int = 0
     wrong_end_states: int = 0
     checks: int = 0
@@ -84,6 +86,7 @@ class Counts:
             or self.duplicate_starts
             or self.duplicate_jobs
             or self.wrongly_refused
+            or self.harness_errors
             or self.not_terminal
             or self.wrong_end_states
             or self.check_violations
@@ -100,6 +103,7 @@ class Counts:
             "duplicate_starts": self.duplicate_starts,
             "duplicate_jobs_for_one_key": self.duplicate_jobs,
             "valid_submissions_refused": self.wrongly_refused,
+            "requests_unanswered": self.harness_errors,
             "jobs_not_terminal": self.not_terminal,
             "wrong_end_states": self.wrong_end_states,
             "invariant_checks": self.checks,
@@ -120,8 +124,16 @@ class Api:
         self._http = httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0))
 
     def call(
-        self, method: str, path: str, *, json_body: Any = None, key: str | None = None, within_s: float = 90
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        key: str | None = None,
+        within_s: float = 90,
+        repeatable: bool = False,
     ) -> httpx.Response:
+        """`repeatable`: sending it twice does no harm (a cancel: the second is a no-op)."""
         headers = dict(self.headers) | ({"Idempotency-Key": key} if key else {})
         deadline = time.monotonic() + within_s
         last = ""
@@ -131,7 +143,12 @@ class Api:
                     r = self._http.request(method, url + path, json=json_body, headers=headers)
                 except httpx.TransportError as exc:
                     last = f"{url}: {type(exc).__name__}"
-                    if method != "GET" and key is None and isinstance(exc, httpx.ReadTimeout):
+                    if (
+                        method != "GET"
+                        and key is None
+                        and not repeatable
+                        and isinstance(exc, httpx.ReadTimeout)
+                    ):
                         raise  # not repeatable: the caller decides
                     continue
                 if r.status_code in (429, 503):
@@ -285,8 +302,9 @@ class ChaosRun:
                 continue
             try:
                 self._one_action()
-            except TimeoutError as exc:  # no controller answered for a long while: a finding
-                self.counts.problems.append(f"workload: {exc}")
+            except Exception as exc:  # e.g. no controller answered for 90 s: a finding, go on
+                self.counts.harness_errors += 1
+                self.counts.problems.append(f"workload: {type(exc).__name__}: {str(exc)[:160]}")
             time.sleep(self.rng.uniform(0.1, 0.4))
 
     def _one_action(self) -> None:
@@ -337,7 +355,7 @@ class ChaosRun:
             ids = list(self.accepted)
         if ids:
             job_id = self.rng.choice(ids)
-            self.api.call("POST", f"/v1/jobs/{job_id}/cancel", json_body={"grace_s": 1}, key=None)
+            self.api.call("POST", f"/v1/jobs/{job_id}/cancel", json_body={"grace_s": 1}, repeatable=True)
 
     # --- faults -----------------------------------------------------------------------------------
     def _fault_kill9_leader(self) -> bool:
@@ -380,7 +398,7 @@ class ChaosRun:
             job_id = self.submit("long", _long(self.rng))
             time.sleep(1.5)
             if job_id is not None and self.api is not None:
-                self.api.call("POST", f"/v1/jobs/{job_id}/cancel", json_body={"grace_s": 2})
+                self.api.call("POST", f"/v1/jobs/{job_id}/cancel", json_body={"grace_s": 2}, repeatable=True)
 
         return self._crash_at("mid_preemption", provoke)
 
@@ -448,7 +466,8 @@ class ChaosRun:
         self.say(f"[chaos] burst: {len(ids)} accepted in {time.monotonic() - t0:.1f} s")
         api = self.api
         with ThreadPoolExecutor(8) as pool:
-            for done in [pool.submit(api.call, "POST", f"/v1/jobs/{j}/cancel", json_body={}) for j in ids]:
+            cancel = partial(api.call, "POST", json_body={}, repeatable=True)
+            for done in [pool.submit(cancel, f"/v1/jobs/{j}/cancel") for j in ids]:
                 done.result()
         self._pause_workload.clear()
         return True
@@ -529,7 +548,7 @@ class ChaosRun:
         with self._lock:
             ids = list(self.accepted)
         for job_id in ids:
-            self.api.call("POST", f"/v1/jobs/{job_id}/cancel", json_body={"grace_s": 0})
+            self.api.call("POST", f"/v1/jobs/{job_id}/cancel", json_body={"grace_s": 0}, repeatable=True)
         deadline = time.monotonic() + 150
         states: dict[str, dict[str, Any]] = {}
         while time.monotonic() < deadline:
