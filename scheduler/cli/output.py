@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
@@ -25,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from scheduler.cli.errors import fail
+from scheduler.client.errors import safe
 
 __all__ = [
     "FORMATS",
@@ -50,25 +50,6 @@ Column = tuple[str, Callable[[dict[str, Any]], str]]  # header, cell from a row
 _PIPED_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 1000
 stdout = Console(soft_wrap=False, width=_PIPED_WIDTH)
 stderr = Console(stderr=True, soft_wrap=True)
-
-
-# C0 and C1 controls, DEL, and the Unicode format characters that reorder or hide text (bidi
-# overrides, zero-width joiners): each is shown as an escape instead of acting on the terminal.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(match: re.Match[str]) -> str:
-    ch = match.group()
-    if ch in _NAMED:
-        return _NAMED[ch]
-    code = ord(ch)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
-def safe(text: object) -> str:
-    """`text` with every control character escaped (`\x1b`, `\n`, ...): safe to print."""
-    return _UNSAFE.sub(_escape, str(text))
 
 
 def note(message: str) -> None:

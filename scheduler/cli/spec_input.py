@@ -26,11 +26,12 @@ from pydantic import ValidationError
 from scheduler import bounded_yaml
 from scheduler.api.errors import describe_error
 from scheduler.cli.errors import fail
-from scheduler.model.job import MAX_NODES_PER_JOB, JobSpec
+from scheduler.client import spec as client_spec
+from scheduler.client.spec import DEFAULT_NODE_GPUS
+from scheduler.model.job import JobSpec
 
 __all__ = ["DEFAULT_NODE_GPUS", "FLAG_OF", "SpecInput", "gang_shape", "parse_duration"]
 
-DEFAULT_NODE_GPUS = 8  # the node width assumed for --gpus when none is given
 MAX_SPEC_BYTES = 64 * 1024  # the API's body limit: a bigger spec could never be submitted
 
 FLAG_OF: Mapping[str, str] = {
@@ -86,32 +87,11 @@ def _quoted(text: str, limit: int = 40) -> str:
 
 
 def gang_shape(gpus: int, nodes: int | None, width: int | None, where: str) -> tuple[int, int]:
-    """(nodes, gpus_per_node) for a total of `gpus`; `width` is the node's GPUs when known."""
-    if gpus < 1:
-        fail(f"{where}: must be ≥ 1 (got {gpus}) — ask for at least 1 GPU")
-    if nodes is not None:
-        if nodes < 1 or gpus % nodes:
-            fail(
-                f"{where}: {gpus} GPUs do not split evenly over {nodes} nodes — "
-                "give a multiple of --nodes, or use --gpus-per-node instead of --gpus"
-            )
-        return nodes, gpus // nodes
-    node_gpus = width or DEFAULT_NODE_GPUS
-    if gpus <= node_gpus:
-        return 1, gpus
-    if gpus % node_gpus:
-        fail(
-            f"{where}: {gpus} GPUs is more than one {node_gpus}-GPU node and not a whole number of them — "
-            f"use --nodes N --gpus-per-node G (e.g. --nodes {math.ceil(gpus / node_gpus)} "
-            f"--gpus-per-node {node_gpus})"
-        )
-    count = gpus // node_gpus
-    if count > MAX_NODES_PER_JOB:
-        fail(
-            f"{where}: {gpus} GPUs would need {count} nodes of {node_gpus} GPUs; a job spans at most "
-            f"{MAX_NODES_PER_JOB} nodes — ask for fewer GPUs"
-        )
-    return count, node_gpus
+    """(nodes, gpus_per_node) for a total of `gpus` (scheduler.client.spec's rules); exit 2 if none."""
+    try:
+        return client_spec.gang_shape(gpus, nodes, width, where)
+    except client_spec.ShapeError as exc:
+        fail(str(exc))
 
 
 def _one_line(text: str) -> str:

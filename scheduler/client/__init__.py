@@ -1,0 +1,35 @@
+"""The Corral Python client: `Client` and its typed errors (also exported by `scheduler`)."""
+
+from __future__ import annotations
+
+from scheduler.client.client import Client
+from scheduler.client.context import ContextError
+from scheduler.client.errors import (
+    BadApiUrl,
+    CorralError,
+    InvalidSpec,
+    NotFound,
+    PermissionDenied,
+    ServerError,
+    Unreachable,
+)
+from scheduler.client.models import Job, JobState, Node, NodeAllocation, Queue
+from scheduler.model.job import JobSpec
+
+__all__ = [
+    "BadApiUrl",
+    "Client",
+    "ContextError",
+    "CorralError",
+    "InvalidSpec",
+    "Job",
+    "JobSpec",
+    "JobState",
+    "Node",
+    "NodeAllocation",
+    "NotFound",
+    "PermissionDenied",
+    "Queue",
+    "ServerError",
+    "Unreachable",
+]
