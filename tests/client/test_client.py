@@ -301,3 +301,42 @@ def test_client_finds_the_api_in_the_environment_then_the_context_file(
     with pytest.raises(Unreachable):
         Client(retries=0).jobs()
     assert Client(served.server.url, served.h.secrets["vision"]).whoami()["team"] == "vision"  # args win
+
+
+def test_the_readme_example_runs(
+    served: Served, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's notebook-style example, as written, against the live API: a sweep of three jobs
+    that the backend runs (each writes a log line and exits 0)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Python client") :]
+    example = section[section.index("```python\n") + 10 : section.index("\n```\n")]
+    monkeypatch.setenv("CORRAL_API_URL", served.server.url)
+    monkeypatch.setenv("CORRAL_TOKEN", served.h.secrets["a"])
+    stop = threading.Event()
+
+    def backend() -> None:
+        done: set[str] = set()
+        while not stop.is_set():
+            for record in served.h.store.jobs():
+                if record.job.id not in done:
+                    served.h.start(record.job.id)
+                    (served.h.log_dir / f"{record.job.id}.log").write_text(f"{record.job.spec.name}: ok\n")
+                    served.h.exit(record.job.id, 0)
+                    done.add(record.job.id)
+            time.sleep(0.05)
+
+    worker = threading.Thread(target=backend, daemon=True)
+    worker.start()
+    try:
+        exec(compile(example, "README.md", "exec"), {})
+    finally:
+        stop.set()
+        worker.join(30)
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in out[:3]] == [
+        ["lr-0.0001", "SUCCEEDED", "0"],
+        ["lr-0.0003", "SUCCEEDED", "0"],
+        ["lr-0.001", "SUCCEEDED", "0"],
+    ]
+    assert out[3:] == ["lr-0.0001: ok", "lr-0.001: ok"]
