@@ -55,16 +55,14 @@ class Client:
         timeout_s: float = TIMEOUT_S,
         retries: int = RETRIES,
     ) -> None:
-        ctx = load_context()
-        if api_url is None:
-            urls: list[str] = list(ctx.api_urls)
-        else:
-            given = api_url.split(",") if isinstance(api_url, str) else list(api_url)
-            urls = [u.strip().rstrip("/") for u in given if u and u.strip()] or list(ctx.api_urls)
-        source = "token" if token else ctx.token_source
-        self._http = Transport(
-            urls, token or ctx.token, timeout_s=timeout_s, retries=retries, token_source=source
-        )
+        given = api_url.split(",") if isinstance(api_url, str) else list(api_url or [])
+        urls = [u.strip().rstrip("/") for u in given if u and u.strip()]
+        source = "token"
+        if not urls or not token:  # only then is the environment or the context file read
+            ctx = load_context()
+            urls = urls or list(ctx.api_urls)
+            token, source = (token, source) if token else (ctx.token, ctx.token_source)
+        self._http = Transport(urls, token, timeout_s=timeout_s, retries=retries, token_source=source)
 
     @property
     def api_url(self) -> str:

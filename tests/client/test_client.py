@@ -340,3 +340,17 @@ def test_the_readme_example_runs(
         ["lr-0.001", "SUCCEEDED", "0"],
     ]
     assert out[3:] == ["lr-0.0001: ok", "lr-0.001: ok"]
+
+
+def test_explicit_url_and_token_need_no_context_file(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "broken-home"
+    home.mkdir()
+    (home / "context.yaml").write_text("[not: a mapping")
+    monkeypatch.setenv("CORRAL_HOME", str(home))
+    assert client(served).whoami()["team"] == "ml-a"
+    from scheduler.client import ContextError
+
+    with pytest.raises(ContextError, match="not valid YAML"):
+        Client(served.server.url)  # the token would come from the broken file
