@@ -139,6 +139,7 @@ class _Run:
     phase: _Phase = _Phase.STARTING
     waits: dict[Any, int] = field(default_factory=dict)  # ObjectRef of a rank's wait() → rank
     stop_grace: float | None = None  # set once stop() was asked
+    stop_asked_at: float = 0.0  # monotonic time of that first stop()
     node_lost: bool = False  # NODE_LOST for this job was emitted
 
     @classmethod
@@ -213,6 +214,8 @@ class RayBackend:
         self._refresh_lock = threading.Lock()  # one refresh at a time, so node changes apply in order
         self._closing = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="corral-ray")
+        # Forced stops (a stop re-issued by the controller's watchdog) never queue behind starts.
+        self._rescue = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-ray-rescue")
         self._refresh_nodes(emit=False)
         self._refresh_free_gpus()
         self._threads = [
@@ -249,8 +252,13 @@ class RayBackend:
                     run.stop_grace = grace_s
                     for actor in run.held.actors:
                         actor.terminate.remote(grace_s)
+                elif self._overdue(run) and not self._closing.is_set():
+                    # Asked again long after its grace (the controller's watchdog): its start or stop
+                    # task is stuck or still queued behind others. End it by its names now.
+                    self._rescue.submit(_logged, self._force_stop, run)
                 return
             run.stop_grace = grace_s
+            run.stop_asked_at = time.monotonic()
             if run.phase is _Phase.RUNNING:
                 run.phase = _Phase.STOPPING
                 self._submit(self._guarded, self._stop_run, run)
@@ -337,10 +345,15 @@ class RayBackend:
         for thread in self._threads:
             thread.join(timeout=5)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._rescue.shutdown(wait=True, cancel_futures=True)
         ray.shutdown()
 
     # --- start -------------------------------------------------------------------------------
     def _start_run(self, run: _Run) -> None:
+        if self._aborted(run):  # stopped while this start waited in the queue: start nothing
+            if not self._closing.is_set():
+                self._end(run, EventKind.STOPPED)
+            return
         deadline = time.monotonic() + self._start_timeout_s
         ok = False
         why = _StartError("the start did not complete", "")
@@ -569,10 +582,28 @@ class RayBackend:
     def _release_untracked(self, job_id: str, attempt: int) -> None:
         self._teardown(self._find_named(job_id, attempt), 0.0)
 
+    def _overdue(self, run: _Run) -> bool:
+        """Whether the run's stop should have completed long ago (its grace, the RPCs and a start's
+        own timeout, all past)."""
+        limit = (run.stop_grace or 0.0) + _RPC_SLACK_S + self._start_timeout_s
+        return time.monotonic() - run.stop_asked_at > limit
+
+    def _force_stop(self, run: _Run) -> None:
+        """End an attempt whose stop did not complete: remove what runs under its names (SIGKILL
+        after no grace), then STOPPED. A start still running for it finds it ended and stops."""
+        with self._lock:
+            if run.phase is _Phase.DONE or self._runs.get(run.key) is not run:
+                return
+        log.warning("stop of job %s attempt %d did not complete: forcing it", run.job.id, run.attempt)
+        self._teardown(self._find_named(run.job.id, run.attempt), 0.0)
+        self._end(run, EventKind.STOPPED)
+
     def _end(
         self, run: _Run, kind: EventKind, exit_code: int | None = None, message: str = "", node: str = ""
     ) -> None:
         with self._lock:
+            if run.phase is _Phase.DONE:  # ended already (a forced stop): one end event per attempt
+                return
             run.phase = _Phase.DONE
             if self._runs.get(run.key) is run:
                 del self._runs[run.key]

@@ -395,3 +395,36 @@ def test_an_attempt_whose_adoption_or_stop_fails_unexpectedly_still_ends(
     ended = env.events.wait_job("flaky", EventKind.START_FAILED, timeout=10)
     assert ended.message.startswith("the backend lost track of attempt 0: RuntimeError: GCS hiccup")
     assert "flaky" not in env.backend.attempts()
+
+
+def test_a_stop_asked_again_long_after_its_grace_is_forced(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start stuck (or still queued behind others) never sees its stop: when the controller's
+    watchdog asks again, the attempt is ended by its names, and a late start starts nothing."""
+    queued: list[tuple[object, ...]] = []
+    real_submit = env.backend._submit
+
+    def hold_starts(fn: object, *args: object) -> None:
+        if getattr(args[0] if args else None, "__name__", "") == "_start_run":
+            queued.append(args)  # the start waits in the queue (pool saturated)
+            return
+        real_submit(fn, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(env.backend, "_submit", hold_starts)
+    stuck = job("stuck", "sleep 30")
+    env.backend.start(stuck, alloc("n3"))
+    assert queued, "the start was not queued"
+    env.backend.stop(stuck, 1.0)  # noticed by nobody: the start never ran
+    time.sleep(0.5)
+    assert env.events.of("stuck") == []
+    env.backend.stop(stuck, 1.0)  # asked again at once: not overdue, nothing forced
+    time.sleep(0.5)
+    assert env.events.of("stuck") == []
+    run = env.backend._runs[("stuck", 0)]
+    run.stop_asked_at -= 1000  # the watchdog's re-issue comes long after the grace
+    env.backend.stop(stuck, 1.0)
+    assert env.events.wait_job("stuck", EventKind.STOPPED, timeout=15)
+    monkeypatch.setattr(env.backend, "_submit", real_submit)
+    task, late = queued[0]
+    task(late)  # the start finally runs: it finds the attempt ended and starts nothing
+    time.sleep(1.0)
+    assert env.events.of("stuck") == [EventKind.STOPPED] and pg_state("stuck") is None
