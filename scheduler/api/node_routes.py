@@ -39,9 +39,16 @@ def _admin_only(who: Principal) -> None:
 
 def register(app: FastAPI) -> None:
     def known(request: Request, node: str) -> s.NodeOut:
-        for status in deps(request).controller.view().nodes:
+        view = deps(request).controller.view()
+        for status in view.nodes:
             if status.node.id == node:
                 return s.node_out(status, list(status.jobs))
+        if not view.nodes:  # a controller that just started or took over has not seen them yet
+            raise ApiError(
+                503,
+                "the controller has not seen the cluster's nodes yet; retry",
+                headers={"Retry-After": "1"},
+            )
         raise ApiError(404, f"node {quote(node, 80)} not found: see `corral nodes`", "node")
 
     @app.post("/v1/nodes/{node}/cordon", response_model=s.NodeOut, tags=["cluster"])

@@ -533,8 +533,11 @@ class ChaosRun:
                         self.counts.residency_violations += final
                         problems.append(f"job {job_id} ({spec.data_region}) holds GPUs on {outside}")
             held: dict[tuple[str, int], str] = {}
-            for job_id, rec in records.items():
-                if rec.allocation is None or rec.state.terminal:
+            # One query, one snapshot: reading jobs one by one while the controller runs would
+            # see a GPU's old holder and its new one (a false double allocation).
+            for rec in store.active():
+                job_id = rec.id
+                if rec.allocation is None or rec.state.value == "PENDING":
                     continue
                 for na in rec.allocation.nodes:
                     for gpu in na.gpus:
