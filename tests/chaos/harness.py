@@ -34,11 +34,13 @@ from typing import Any
 
 import httpx
 import psutil
+import sqlalchemy as sa
 import yaml
 
 from scheduler.config.live import load_live_config
 from scheduler.local.ray_cluster import LocalRayCluster
 from scheduler.store.local_postgres import LocalPostgres
+from scheduler.store.schema import events
 from scheduler.store.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -379,7 +381,7 @@ class ChaosRun:
         time.sleep(1.0)  # the woken one finds its lease gone and steps down
         return True
 
-    def _crash_at(self, point: str, provoke: Callable[[], None]) -> bool:
+    def _crash_at(self, point: str, provoke: Callable[[], object]) -> bool:
         before = {c["pid"] for c in self.controllers() if psutil.pid_exists(c["pid"])}
         (self.home / "faults").write_text(f"crash_at={point}")
         deadline = time.monotonic() + 30
@@ -511,19 +513,18 @@ class ChaosRun:
             with self._lock:
                 accepted = dict(self.accepted)
             problems = []
-            records = {}
+            # Whole-table reads, not one query per job: a soak accepts tens of thousands.
+            records = {rec.id: rec for rec in store.jobs()}
             for job_id in accepted:
-                rec = store.get(job_id)
-                if rec is None:
+                if job_id not in records:
                     self.counts.lost += final
                     problems.append(f"accepted job {job_id} is missing from the store")
-                    continue
-                records[job_id] = rec
-                starts = Counter(e.attempt for e in store.events(job_id) if e.kind == "STARTED")
-                twice = [a for a, n in starts.items() if n > 1]
-                if twice:
-                    self.counts.duplicate_starts += final * len(twice)
-                    problems.append(f"job {job_id} attempt(s) {twice} started more than once")
+            for job_id, attempt, n in _starts_more_than_once(store):
+                if job_id in accepted:
+                    self.counts.duplicate_starts += final
+                    problems.append(f"job {job_id} attempt {attempt} started {n} times")
+            for job_id in accepted.keys() & records.keys():
+                rec = records[job_id]
                 spec = rec.job.spec
                 if rec.allocation is not None and spec.data_region not in ("", "any", None):
                     outside = [
@@ -549,38 +550,71 @@ class ChaosRun:
         finally:
             store.close()
 
+    def _all_jobs(self, *, active_only: bool = False) -> dict[str, dict[str, Any]]:
+        """Every job by id, a page of 1,000 at a time (a soak accepts tens of thousands:
+        one GET per job would take longer than the run)."""
+        assert self.api is not None
+        query = "limit=1000" + ("" if active_only else "&all=true")
+        jobs: dict[str, dict[str, Any]] = {}
+        after = ""
+        while True:
+            r = self.api.call("GET", f"/v1/jobs?{query}{after}")
+            r.raise_for_status()
+            jobs.update({str(j["id"]): j for j in r.json()})
+            cursor = r.headers.get("X-Next-Cursor")
+            if not cursor:
+                return jobs
+            after = f"&after={cursor}"
+
     def finish(self) -> None:
         """Cancel what is left, wait until every accepted job ended, then count and check."""
         assert self.api is not None
         self.heal()
         with self._lock:
             ids = list(self.accepted)
-        for job_id in ids:
+        for job_id in self._all_jobs(active_only=True):
             self.api.call("POST", f"/v1/jobs/{job_id}/cancel", json_body={"grace_s": 0}, repeatable=True)
         deadline = time.monotonic() + 150
         states: dict[str, dict[str, Any]] = {}
         while time.monotonic() < deadline:
-            states = {j: self.api.call("GET", f"/v1/jobs/{j}").json() for j in ids}
+            listed = self._all_jobs()
+            states = {j: listed.get(j, {"state": "MISSING"}) for j in ids}
             if all(s.get("state") in TERMINAL for s in states.values()):
                 break
             time.sleep(2.0)
         self.counts.accepted = len(ids)
-        for job_id, job in states.items():
-            state = str(job.get("state"))
+        for job_id, listed_job in states.items():
+            state = str(listed_job.get("state"))
             self.counts.end_states[state] += 1
+            if state in TERMINAL and state != "FAILED":
+                continue
+            # only the suspicious ones are read in full, with their history
+            job = self.api.call("GET", f"/v1/jobs/{job_id}").json() if state != "MISSING" else {}
+            history = job.get("history", [])
             if state not in TERMINAL:
                 self.counts.not_terminal += 1
-                story = "; ".join(
-                    f"{e['kind']}@{e['attempt']}: {e['message'][:80]}" for e in job["history"][-8:]
-                )
+                story = "; ".join(f"{e['kind']}@{e['attempt']}: {e['message'][:80]}" for e in history[-8:])
                 self.counts.problems.append(f"job {job_id} is still {state}: {story}")
-            elif state == "FAILED" and not any("StartFailed" in e["message"] for e in job["history"]):
+            elif not any("StartFailed" in e["message"] for e in history):
                 # the workload's commands never fail by themselves: only starts that kept failing
                 self.counts.wrong_end_states += 1
-                last = job["history"][-1]["message"] if job["history"] else ""
+                last = history[-1]["message"] if history else ""
                 self.counts.problems.append(f"job {job_id} FAILED: {last[:160]}")
         self.counts.problems.extend(self._store_invariants(final=True))
         self.check("at the end")
+
+
+def _starts_more_than_once(store: Store) -> list[tuple[str, int, int]]:
+    """(job id, attempt, how many STARTED events) for every attempt started more than once."""
+    count = sa.func.count()
+    query = (
+        sa.select(events.c.job_id, events.c.attempt, count)
+        .where(events.c.kind == "STARTED")
+        .group_by(events.c.job_id, events.c.attempt)
+        .having(count > 1)
+    )
+    with store.engine.connect() as connection:
+        return [(str(j), int(a), int(n)) for j, a, n in connection.execute(query)]
 
 
 # --- specs ----------------------------------------------------------------------------------------
