@@ -38,7 +38,7 @@ import sqlalchemy as sa
 import yaml
 
 from scheduler.config.live import load_live_config
-from scheduler.local.ray_cluster import LocalRayCluster
+from scheduler.local.ray_cluster import LocalRayCluster, LocalRayClusterError
 from scheduler.store.local_postgres import LocalPostgres
 from scheduler.store.schema import events
 from scheduler.store.store import Store
@@ -76,6 +76,7 @@ class Counts:
     wrong_end_states: int = 0
     checks: int = 0
     check_violations: int = 0
+    node_rejoin_retries: int = 0  # the test bed's Ray nodes slow to come back (not a Corral fault)
     end_states: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
@@ -108,6 +109,7 @@ class Counts:
             "requests_unanswered": self.harness_errors,
             "jobs_not_terminal": self.not_terminal,
             "wrong_end_states": self.wrong_end_states,
+            "node_rejoin_retries": self.node_rejoin_retries,
             "invariant_checks": self.checks,
             "check_violations": self.check_violations,
             "end_states": dict(sorted(self.end_states.items())),
@@ -418,8 +420,27 @@ class ChaosRun:
         for node_id in node_ids:
             ray_cluster.kill_node(node_id)
         time.sleep(4.0)  # Ray notices (fast health checks), the controller requeues their jobs
-        ray_cluster.add_nodes([self.nodes[n] for n in node_ids])
+        self._rejoin(ray_cluster, node_ids)
         return True
+
+    def _rejoin(self, ray_cluster: LocalRayCluster, node_ids: list[str]) -> None:
+        """Bring the killed nodes back. On a saturated machine a raylet can miss Ray's fixed 30 s
+        start-up deadline several times (`add_nodes` already tries 3 times): that is the test bed
+        failing, not Corral, so keep trying for a few minutes and count it."""
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                ray_cluster.add_nodes([self.nodes[n] for n in node_ids])
+                return
+            except LocalRayClusterError:
+                if time.monotonic() > deadline:
+                    raise
+                self.counts.node_rejoin_retries += 1
+                self.say(f"nodes {node_ids} did not rejoin; retrying in 10 s")
+                for node_id in node_ids:  # a half-started node would make add_nodes refuse
+                    with suppress(LocalRayClusterError):
+                        ray_cluster.kill_node(node_id)
+                time.sleep(10.0)
 
     def _fault_node_death(self) -> bool:
         return self._kill_nodes([self.rng.choice(sorted(self.nodes))])
