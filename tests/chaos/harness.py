@@ -385,16 +385,20 @@ class ChaosRun:
 
     def _crash_at(self, point: str, provoke: Callable[[], object]) -> bool:
         before = {c["pid"] for c in self.controllers() if psutil.pid_exists(c["pid"])}
-        (self.home / "faults").write_text(f"crash_at={point}")
-        deadline = time.monotonic() + 30
+        armed = self.home / "faults"
+        armed.write_text(f"crash_at={point}")
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             provoke()
             alive = {c["pid"] for c in self.controllers() if psutil.pid_exists(c["pid"])}
-            if alive < before:
+            # The crashing process removes the file first; `corral up` may already have restarted
+            # it under a new pid, so "fewer pids" would miss it: any pid of before gone counts.
+            if not armed.exists() or before - alive:
                 self.leader(within_s=LEASE_S + 30)
                 return True
             time.sleep(0.5)
-        return False  # not reached in time (e.g. nothing to place): not counted
+        armed.unlink(missing_ok=True)  # not reached in time (nothing to place): disarm, not counted
+        return False
 
     def _fault_crash_after_commit(self) -> bool:
         return self._crash_at("after_commit", lambda: self.submit("small", _small(self.rng)))
