@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from scheduler.store import engine as engines
 from scheduler.store.errors import LockLost
@@ -99,6 +99,7 @@ class Lease:
         started = time.monotonic()
         try:
             with engines.write(self.store.engine) as connection:
+                self._bound_by_lease(connection, waiting=True)
                 now = db_now(connection)
                 row = (
                     connection.execute(sa.select(controller_lease).where(_T.name == NAME).with_for_update())
@@ -126,6 +127,11 @@ class Lease:
         except IntegrityError:  # two first candidates inserted at once (PostgreSQL): the other won
             self.epoch = 0
             return False
+        except OperationalError as exc:
+            if not _lock_timed_out(exc):
+                raise
+            self.epoch = 0  # the holder sits on the row (paused?): its session ends by itself, try again
+            return False
         self.epoch = epoch
         self._valid_until = started + self.duration_s - self.margin_s
         return True
@@ -136,6 +142,7 @@ class Lease:
             raise LockLost("this controller does not hold the lease")
         started = time.monotonic()
         with engines.write(self.store.engine) as connection:
+            self._bound_by_lease(connection)
             now = db_now(connection)
             renewed = connection.execute(
                 sa.update(controller_lease)
@@ -160,6 +167,7 @@ class Lease:
 
     def verify(self, connection: Connection) -> None:
         """Inside a write transaction: LockLost unless the epoch is still ours (the fence itself)."""
+        self._bound_by_lease(connection)
         row = connection.execute(
             sa.select(_T.holder, _T.epoch).where(_T.name == NAME).with_for_update(read=True)
         ).first()
@@ -183,6 +191,19 @@ class Lease:
         self.epoch = 0
         self._valid_until = 0.0
 
+    def _bound_by_lease(self, connection: Connection, waiting: bool = False) -> None:
+        """PostgreSQL: a holder paused inside a transaction (SIGSTOP, a long GC, a frozen VM) would keep
+        its lock on the lease row, and with it every takeover waiting, for as long as the pause lasts.
+        So the server ends any lease transaction left idle longer than the lease (the paused
+        holder's commit then fails: fenced by the database itself), and a candidate stops waiting for
+        the row after the lease and tries again. SQLite: one writer at a time, nothing to bound."""
+        if connection.dialect.name != "postgresql":
+            return
+        limit_ms = max(int(self.duration_s * 1000), 100)
+        connection.execute(sa.text(f"SET LOCAL idle_in_transaction_session_timeout = {limit_ms}"))
+        if waiting:
+            connection.execute(sa.text(f"SET LOCAL lock_timeout = {limit_ms}"))
+
     def _columns(self, epoch: int, now: float) -> dict[str, object]:
         return {
             "name": NAME,
@@ -193,3 +214,8 @@ class Lease:
             "api_url": self.api_url,
             "pid": os.getpid(),
         }
+
+
+def _lock_timed_out(exc: OperationalError) -> bool:
+    """PostgreSQL's lock_not_available (55P03): lock_timeout passed while waiting for a row."""
+    return getattr(exc.orig, "sqlstate", None) == "55P03"

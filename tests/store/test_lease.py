@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from scheduler.model.queue import DEFAULT_PRIORITY_CLASSES
 from scheduler.model.records import Batch, EventRecord
@@ -107,3 +108,45 @@ def test_candidates_racing_for_a_free_lease_elect_exactly_one(db_url: str) -> No
 def test_expiry_runs_on_the_database_clock(store: Store) -> None:
     with engines.read(store.engine) as connection:
         assert abs(db_now(connection) - time.time()) < 5  # same machine here: the clocks agree
+
+
+# PostgreSQL only: on SQLite a paused writer holds the whole store's write lock (README, known limits).
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_leader_paused_inside_its_transaction_does_not_block_the_takeover(
+    store: Store, db_url: str
+) -> None:
+    """Found by the chaos soak: a leader SIGSTOPped in the middle of a controller transaction kept
+    its lock on the lease row (the fence reads it FOR SHARE), and the follower's takeover waited on
+    that lock for as long as the pause lasted. Now the database ends a lease holder's transaction
+    that sits idle past the lease, and a candidate gives up waiting for the row after the lease."""
+    other_store = _other(db_url)
+    try:
+        old = Lease(store, duration_s=1.0)
+        assert old.try_acquire()
+        new = Lease(other_store, duration_s=1.0)
+        took: list[float] = []
+
+        def candidate() -> None:
+            started = time.monotonic()
+            while time.monotonic() - started < 20 and not new.try_acquire():
+                time.sleep(0.2)
+            if new.epoch:
+                took.append(time.monotonic() - started)
+
+        with (
+            pytest.raises(sa.exc.DBAPIError, match="idle-in-transaction"),
+            engines.write(store.engine) as connection,
+        ):
+            old.verify(connection)  # the fence: the lease row locked FOR SHARE
+            thread = threading.Thread(target=candidate, daemon=True)
+            thread.start()
+            thread.join(25)  # "paused": this transaction does nothing meanwhile
+            assert took, "the follower never took the lease while the leader was paused"
+            assert took[0] < 5.0  # lease expiry (1 s) + the idle limit (1 s) + slack
+            # The paused leader wakes up: its session is gone, its write cannot commit.
+            connection.execute(sa.text("SELECT 1"))
+        assert new.epoch == old.epoch + 1
+        info = current_lease(store)
+        assert info is not None and info.holder == new.holder
+    finally:
+        other_store.close()
