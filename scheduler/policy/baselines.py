@@ -27,6 +27,8 @@ from scheduler.policy.quota import QuotaLedger
 def _admit_and_place(state: CycleState, job: Job, prefer: PoolKey | None = None) -> bool:
     """Place the job if some pool (`prefer` first) admits and fits it, else record why. False if it waits."""
     spec = job.spec
+    if state.array_capped(job):
+        return True  # as in Slurm, a task held back by its array's cap does not block the line
     impossible = state.never_fits(spec)
     if impossible is not None:
         state.decisions.append(Reject(job_id=job.id, reason=impossible.message))
@@ -131,7 +133,9 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
             break
         examined += 1
         spec = next_pending.spec
-        if state.never_fits(spec) is not None:
+        if state.array_capped(next_pending):
+            pass
+        elif state.never_fits(spec) is not None:
             _admit_and_place(state, next_pending)  # records the rejection
         else:
             for pool in candidate_pools(snapshot.capacity, spec):

@@ -2,7 +2,8 @@
 
 The corral policy, in phases:
   1. Order the pending jobs: merge queue heads by score (class, aging, fair share).
-  2. For each job, up to the scan depth:
+  2. For each job, up to the scan depth (a task of a job array already running as many tasks as
+     its `%N` cap allows waits as JobArrayTaskLimit, before any of these):
      a. reject what no node of this cluster could ever hold;
      b. admit it against its queue's quota (borrowing from the cohort if allowed);
      c. place it on free GPUs, honouring any backfill reservation of its pool;
@@ -64,6 +65,7 @@ class CycleState:
     _leaving_by_pool: dict[PoolKey, list[RunningJob]] | None = None
     _leaving_refunds: dict[str, dict[str, int]] = field(default_factory=dict)
     _admitted_after_leavers: dict[tuple[str, str, int, int, int], bool] = field(default_factory=dict)
+    _array_running: dict[str, int] | None = None  # array id → its tasks holding GPUs (now and placed)
 
     @classmethod
     def start(cls, snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> CycleState:
@@ -213,7 +215,33 @@ class CycleState:
         if pool is not None and scratch is not None:
             self._after_leavers[pool] = scratch.allocate(allocation)
 
+    def array_capped(self, job: Job) -> bool:
+        """Whether the job is a task of an array that already holds GPUs for as many tasks as its
+        `%N` allows (running, starting, leaving, or placed in this cycle); if so it waits, saying so.
+        Checked before anything else: a capped task neither takes GPUs nor preempts for them."""
+        cap = job.array_max_running
+        if cap is None or job.array_id is None:
+            return False
+        running = self._arrays().get(job.array_id, 0)
+        if running < cap:
+            return False
+        detail = f"array {job.array_id} already runs {running} of its tasks, its limit (%{cap})"
+        self.wait(job, PendingReason(PendingCode.ARRAY_TASK_LIMIT, detail))
+        return True
+
+    def _arrays(self) -> dict[str, int]:
+        if self._array_running is None:
+            counts: dict[str, int] = {}
+            for r in self.snapshot.running.values():
+                if r.job.array_id is not None:
+                    counts[r.job.array_id] = counts.get(r.job.array_id, 0) + 1
+            self._array_running = counts
+        return self._array_running
+
     def place(self, job: Job, pool: PoolKey, allocation: Allocation, borrowed: int, backfilled: bool) -> None:
+        if job.array_id is not None:
+            arrays = self._arrays()
+            arrays[job.array_id] = arrays.get(job.array_id, 0) + 1
         if borrowed:
             # Carried with the running job: placed on borrowed quota, it is always reclaimable.
             allocation = allocation.model_copy(update={"borrowed_gpus": borrowed})
@@ -262,6 +290,8 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
         if examined >= config.scan_depth:
             break
         examined += 1
+        if state.array_capped(job):
+            continue
         # 3. Nothing is free: only a preemption could start a job. Stop once no more may be
         # tried; until then pass quickly over the jobs that could not preempt anyone.
         if state.capacity.free_gpus() == 0:
