@@ -30,10 +30,6 @@ class ArrayRange:
     indices: tuple[int, ...]
     max_running: int | None
 
-    def compact(self) -> str:
-        """The indices as Slurm prints them: `3-15`, `0,2,4-6`."""
-        return compact(self.indices)
-
 
 def parse_array(text: str) -> ArrayRange:
     """`0-15%4` → indices 0..15, at most 4 running; raises ArrayError naming the fix."""
@@ -50,12 +46,8 @@ def parse_array(text: str) -> ArrayRange:
     if not body:
         raise ArrayError("is empty: give indices such as 0-15, 1,3,5 or 0-15:2")
     indices: set[int] = set()
-    for part in body.split(","):
+    for part in body.split(","):  # every index is ≤ MAX_ARRAY_INDEX: at most MAX_ARRAY_SIZE tasks
         indices.update(_part(part.strip()))
-        if len(indices) > MAX_ARRAY_SIZE:
-            break
-    if len(indices) > MAX_ARRAY_SIZE:
-        raise ArrayError(f"has more than {MAX_ARRAY_SIZE:,} tasks: split the sweep into several arrays")
     return ArrayRange(indices=tuple(sorted(indices)), max_running=max_running)
 
 

@@ -57,6 +57,8 @@ def decide_fifo(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> 
     state = CycleState.start(snapshot, config, now)
     examined = 0
     for job in _ordered(snapshot, config, now):
+        if state.array_capped(job):
+            continue
         if examined >= config.scan_depth:
             break
         examined += 1
@@ -67,6 +69,7 @@ def decide_fifo(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> 
         pending=state.pending,
         examined=examined,
         fallback=PendingReason(PendingCode.PRIORITY, "behind the head of the FIFO line"),
+        array_limits=state.array_limits(),
     )
 
 
@@ -74,11 +77,18 @@ def decide_sjf(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     state = CycleState.start(snapshot, config, now)
     examined = 0
     for job in _ordered(snapshot, config, now):
+        if state.array_capped(job):
+            continue
         if examined >= config.scan_depth or state.capacity.free_gpus() == 0:
             break
         examined += 1
         _admit_and_place(state, job)
-    return Plan(decisions=tuple(state.decisions), pending=state.pending, examined=examined)
+    return Plan(
+        decisions=tuple(state.decisions),
+        pending=state.pending,
+        examined=examined,
+        array_limits=state.array_limits(),
+    )
 
 
 def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> Plan:
@@ -178,4 +188,9 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
             need[pool] = need.get(pool, 0) - r.gpus
     for job, pool in winners:
         _admit_and_place(state, job, prefer=pool)
-    return Plan(decisions=tuple(state.decisions), pending=state.pending, examined=examined)
+    return Plan(
+        decisions=tuple(state.decisions),
+        pending=state.pending,
+        examined=examined,
+        array_limits=state.array_limits(),
+    )

@@ -87,3 +87,31 @@ def test_tasks_are_preempted_one_by_one() -> None:
     plan = decide(snapshot(TWO, [urgent], busy), PolicyConfig(), 1000.0)
     victims = [d.job_id for d in plan.decisions if isinstance(d, Preempt)]
     assert len(victims) == 1 and victims[0] in {"10.0", "10.1"}
+
+
+@pytest.mark.parametrize("policy", ["corral", "fifo", "sjf"])
+def test_capped_tasks_do_not_use_up_the_scan_depth(policy: str) -> None:
+    """A big capped array ahead in line neither hides the jobs behind it nor loses its reason."""
+    array = tasks("10", "0-49%1", range(50))
+    busy = [running(array[0], [(TWO[0].id, (0,))], 50.0, on=TWO)]
+    later = job("later").gpus(1).submitted(100.0).build()
+    config = PolicyConfig(name=policy, scan_depth=5)
+    plan = decide(snapshot(TWO, [*array[1:], later], busy), config, 200.0)
+    assert placed(plan.decisions) == ["later"]
+    expected = "JobArrayTaskLimit: array 10 already runs 1 of its tasks, its limit (%1)"
+    assert all(plan.reason_for(j.id, j.array_id).message == expected for j in array[1:])
+
+
+def test_tasks_no_cycle_reached_get_their_arrays_reason() -> None:
+    """The cluster is full: the cycle stops at its first job, and the capped array's tasks still say why."""
+    array = tasks("10", "0-9%2", range(10))
+    busy = [running(t, [(TWO[0].id, (i,))], 50.0, on=TWO) for i, t in enumerate(array[:2])]
+    rest = job("rest").gpus(6).submitted(0).build()
+    full = job("full").gpus(8).submitted(0).build()
+    busy.append(running(rest, [(TWO[0].id, (2, 3, 4, 5, 6, 7))], 50.0, on=TWO))
+    busy.append(running(full, [(TWO[1].id, tuple(range(8)))], 50.0, on=TWO))
+    other = job("other").gpus(8).submitted(1).build()
+    plan = decide(snapshot(TWO, [other, *array[2:]], busy), PolicyConfig(preemption=False), 200.0)
+    assert plan.examined == 1 and not plan.pending  # it broke off at `other`
+    assert plan.reason_for("10.9", "10").message.startswith("JobArrayTaskLimit: array 10 already runs 2")
+    assert plan.reason_for("other").code is PendingCode.RESOURCES
