@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 
@@ -41,18 +43,14 @@ def test_idempotent_by_key_and_conflict_for_another_spec(store: Store) -> None:
 
 
 def test_all_or_nothing(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A failure part-way through leaves no task behind."""
-    real = Store._insert
-    calls = 0
+    """A failure after the rows are written leaves no task behind, not even the first."""
+    real = Store._insert_tasks
 
-    def failing(self: Store, *args: object, **kwargs: object) -> JobRecord:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise RuntimeError("disk full")
-        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+    def failing(self: Store, *args: Any, **kwargs: Any) -> list[JobRecord]:
+        real(self, *args, **kwargs)
+        raise RuntimeError("disk full")
 
-    monkeypatch.setattr(Store, "_insert", failing)
+    monkeypatch.setattr(Store, "_insert_tasks", failing)
     with pytest.raises(RuntimeError):
         store.submit_array(spec(array="0-4"), list(range(5)), "team-a", 1.0)
     with store.engine.connect() as connection:
@@ -89,3 +87,12 @@ def test_a_large_array_is_one_transaction(store: Store) -> None:
     tasks, _ = store.submit_array(spec(array="0-1999"), indices, "team-a", 1.0)
     assert [t.job.array_index for t in tasks] == indices
     assert len({t.id for t in tasks}) == 2000
+    assert store.array_tasks(tasks[0].id) == tasks
+    assert len(store.events(limit=None)) == 2000
+    seen, _ = store.changed_since(0)
+    assert len(seen) == 2000  # each its own change_seq
+    counter = store.change_counter()
+    after = store.request_cancel_array(tasks[0].id, None, 2.0)
+    assert all(t.cancel_requested_at == 2.0 for t in after)
+    changed, _ = store.changed_since(counter)
+    assert len(changed) == 2000  # the controller sees every task's cancel request
