@@ -8,6 +8,7 @@ and an admin on all (admins may filter or submit for a team with `?team=`).
 
     POST   /v1/jobs[?dry_run=true][&team=T]  body: JobSpec JSON; header Idempotency-Key (optional)
            201 Job (new) | 200 Job (the key's existing job) | 200 DryRun
+           | 201/200 Array {"array_id", "array", "max_running", "tasks": [Job]} for a spec with `array`
            | 400/403/409/413/415/422/429 error
     GET    /v1/jobs?state=S&queue=Q&all=true&team=T&limit=N&after=ID   [Job] by id (default: unfinished)
     GET    /v1/jobs/{id}                      Job + history (events) + audit (first 1,000 of each)
