@@ -92,6 +92,13 @@ class JobBuilder:
         self._spec["grace_period_s"] = seconds
         return self
 
+    def array(self, expression: str, array_id: str, index: int) -> JobBuilder:
+        """A task of job array `array_id` (`expression` as submitted, e.g. "0-7%2")."""
+        self._spec["array"] = expression
+        self._job["array_id"] = array_id
+        self._job["array_index"] = index
+        return self
+
     # --- job ------------------------------------------------------------------------------
     def submitted(self, t: float) -> JobBuilder:
         self._job["submitted_at"] = t

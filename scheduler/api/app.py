@@ -8,10 +8,13 @@ and an admin on all (admins may filter or submit for a team with `?team=`).
 
     POST   /v1/jobs[?dry_run=true][&team=T]  body: JobSpec JSON; header Idempotency-Key (optional)
            201 Job (new) | 200 Job (the key's existing job) | 200 DryRun
+           | 201/200 Array {"array_id", "array", "max_running", "tasks": [Job]} for a spec with `array`
            | 400/403/409/413/415/422/429 error
     GET    /v1/jobs?state=S&queue=Q&all=true&team=T&limit=N&after=ID   [Job] by id (default: unfinished)
     GET    /v1/jobs/{id}                      Job + history (events) + audit (first 1,000 of each)
     POST   /v1/jobs/{id}/cancel               body {"grace_s": S} (optional) → 202 Job
+    GET    /v1/arrays/{id}                    a job array (POST /v1/jobs with `array`) and its tasks
+    POST   /v1/arrays/{id}/cancel             body {"grace_s": S} (optional) → 202: every unfinished task
     GET    /v1/jobs/{id}/events?after_seq=N&limit=N   [Event]
     GET    /v1/jobs/{id}/logs?follow=B&offset=N       text/plain, streamed (follow: until the job ends)
     GET    /v1/queues                         [Queue]: quota, used, borrowed, pending, running
@@ -82,7 +85,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler import __version__
-from scheduler.api import audit_routes, jobs_routes, node_routes, token_routes
+from scheduler.api import array_routes, audit_routes, jobs_routes, node_routes, token_routes
 from scheduler.api import schemas as s
 from scheduler.api.audit_routes import AuditDenied
 from scheduler.api.auth import TokenCache
@@ -180,6 +183,7 @@ def create_app(
         return s.whoami_out(who)
 
     jobs_routes.register(app)
+    array_routes.register(app)
 
     @app.get("/v1/queues", response_model=list[s.QueueOut], tags=["cluster"])
     def queues(who: Who) -> list[s.QueueOut]:

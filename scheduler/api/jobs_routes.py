@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 
+from scheduler.api import array_routes
 from scheduler.api import schemas as s
 from scheduler.api.auth import Principal, submission_denied
 from scheduler.api.body import BodyError, parse_json, quote
@@ -163,6 +164,8 @@ def register(app: FastAPI) -> None:
             raise ApiError(400, f"spec.{exc.field}: {exc}", exc.field) from None
         except NotReady as exc:  # starting or taking over, or a dry run asked of a follower
             raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
+        if spec.array is not None:  # a job array: all its tasks in one transaction
+            return await array_routes.create(d, spec, owner)
         try:
             # async: the request waits for its group commit without holding a worker thread
             record, created = await asyncio.wrap_future(d.batcher.submit(spec, owner, d.clock.now()))
@@ -192,6 +195,7 @@ def register(app: FastAPI) -> None:
         team: Annotated[str | None, Query(max_length=128)] = None,
         limit: Limit = DEFAULT_LIMIT,
         after: After = None,
+        array: Annotated[str | None, Query(max_length=19, description="only tasks of this array")] = None,
     ) -> Response:
         """Jobs of the caller's team (an admin: every team's) by id: not finished ones unless all=true."""
         d = deps(request)
@@ -199,7 +203,12 @@ def register(app: FastAPI) -> None:
         if states is None and not all:
             states = ACTIVE_STATES
         records = d.store.jobs(
-            team=team_filter(who, team), queue=queue, states=states, limit=limit + 1, after=after
+            team=team_filter(who, team),
+            queue=queue,
+            states=states,
+            limit=limit + 1,
+            after=after,
+            array_id=array,
         )
         now, positions = d.clock.now(), dict(d.controller.view().queue_positions)
         out = [s.job_out(r, now, positions) for r in records[:limit]]

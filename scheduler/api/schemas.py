@@ -52,6 +52,19 @@ class JobOut(BaseModel):
     run_time_s: float | None
     cancel_requested: bool
     spec: JobSpec
+    array_id: str | None = Field(
+        default=None, description="the job array it is a task of (its first task's id)"
+    )
+    array_index: int | None = Field(default=None, description="its index in that array")
+
+
+class ArrayOut(BaseModel):
+    """A job array: its id (its first task's id), the expression submitted, the cap, its tasks."""
+
+    array_id: str
+    array: str
+    max_running: int | None
+    tasks: list[JobOut]
 
 
 class EventOut(BaseModel):
@@ -248,11 +261,25 @@ def job_fields(record: JobRecord, now: float, positions: Mapping[str, int]) -> d
         "run_time_s": run_time(record, now),
         "cancel_requested": record.cancel_requested_at is not None,
         "spec": spec,
+        "array_id": job.array_id,
+        "array_index": job.array_index,
     }
 
 
 def job_out(record: JobRecord, now: float, positions: Mapping[str, int]) -> JobOut:
     return JobOut(**job_fields(record, now, positions))
+
+
+def array_out(tasks: Sequence[JobRecord], now: float, positions: Mapping[str, int]) -> ArrayOut:
+    """The array of these tasks (at least one, all of one array, in index order)."""
+    head = tasks[0].job
+    expression = head.spec.array or ""
+    return ArrayOut(
+        array_id=head.array_id or head.id,
+        array=expression,
+        max_running=head.array_max_running,
+        tasks=[job_out(t, now, positions) for t in tasks],
+    )
 
 
 def event_out(e: EventRecord, private: bool) -> EventOut:

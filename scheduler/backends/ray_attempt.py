@@ -29,8 +29,13 @@ def rank_env(
     One process is launched per node, so LOCAL_WORLD_SIZE is 1 and LOCAL_RANK 0 (torchrun's
     convention: processes per node); the node's GPU count is in CORRAL_GPUS_PER_NODE.
     """
+    array: dict[str, str] = {}
+    if job.array_id is not None and job.array_index is not None:
+        # A task of a job array (Slurm's SLURM_ARRAY_JOB_ID and SLURM_ARRAY_TASK_ID).
+        array = {"CORRAL_ARRAY_JOB_ID": job.array_id, "CORRAL_ARRAY_INDEX": str(job.array_index)}
     return {
         **job.spec.env,
+        **array,
         "RANK": str(rank),
         "NODE_RANK": str(rank),
         "WORLD_SIZE": str(job.spec.nodes),

@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from scheduler.cli import arrays
 from scheduler.cli.client import ApiClient, client
 from scheduler.cli.errors import EXIT_JOB_FAILED, EXIT_OK, fail
 from scheduler.cli.output import (
@@ -157,6 +158,10 @@ def submit(
     ] = None,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Job name.")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE (repeatable).")] = None,
+    array: Annotated[
+        str | None,
+        typer.Option("--array", "-a", help="A job array, one job per index: 0-15, 1,3,5-9:2, 0-15%4 (cap)."),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         typer.Option("--idempotency-key", help="Submitting again with this key returns the same job."),
@@ -184,6 +189,7 @@ def submit(
         "grace_period_s": grace,
         "name": name,
         "idempotency_key": idempotency_key,
+        "array": array,
     }
     spec = _build_spec(list(args or []), flags, gpus, time_limit, list(env or []), dry_run)
     body = spec.model_dump(mode="json", exclude_defaults=True)
@@ -197,7 +203,12 @@ def submit(
         # Several controllers: a submission that times out on one is sent to the next under the
         # same key, so it can never make two jobs.
         headers["Idempotency-Key"] = f"cli-{uuid.uuid4().hex}"
+    if spec.array is not None and follow:
+        fail("--follow: follows one job — for an array use --wait, or `corral logs ARRAY_INDEX -f`")
     response = api.post("/v1/jobs", body, headers=headers)
+    if spec.array is not None:
+        arrays.submitted(api, response.json(), response.status_code == 200, quiet, wait)
+        return
     job = response.json()
     print(job["id"], flush=True)
     if not quiet:
@@ -277,7 +288,7 @@ def jobs(
 
     if not watch:
         rows = fetch()
-        emit(rows, fmt, lambda: render_table(rows, JOB_COLUMNS))
+        emit(rows, fmt, lambda: render_table(arrays.fold(rows), JOB_COLUMNS))
         if more:
             note(
                 f"showing the first {len(rows)} jobs; more exist: raise --limit, or filter with "
@@ -285,10 +296,12 @@ def jobs(
             )
         return
     try:
-        with Live(render_table(fetch(), JOB_COLUMNS), console=stdout, auto_refresh=False) as live:
+        with Live(
+            render_table(arrays.fold(fetch()), JOB_COLUMNS), console=stdout, auto_refresh=False
+        ) as live:
             while True:
                 time.sleep(WATCH_S)
-                live.update(render_table(fetch(), JOB_COLUMNS), refresh=True)
+                live.update(render_table(arrays.fold(fetch()), JOB_COLUMNS), refresh=True)
     except KeyboardInterrupt:
         return
 
@@ -314,6 +327,7 @@ def _describe_table(job: dict[str, Any]) -> Group:
     shape = f"{job['nodes']} node(s) × {job['gpus_per_node']} = {job['gpus']} {kind}"
     rows = [
         ("Job", f"{job['id']}  {job['name']}"),
+        *([("Array task", arrays.task_label(job))] if job.get("array_id") is not None else []),
         ("Team / queue", f"{job['team']} / {job['queue']}  (priority {job['priority']})"),
         ("State", job["state"] + ("  (cancel requested)" if job.get("cancel_requested") else "")),
     ]
@@ -369,7 +383,8 @@ def describe(
 ) -> None:
     """Show a job: spec, state, allocation, why it waits, history and audit."""
     fmt = check_format(output)
-    job = client().get(job_path(job_id))
+    api = client()
+    job = api.get(job_path(arrays.task_id(api, job_id)))
     emit(job, fmt, lambda: _describe_table(job))
 
 
@@ -377,16 +392,19 @@ def describe(
 
 
 def cancel(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    job_id: Annotated[str, typer.Argument(help="Job id; an array's id cancels every task, 12_3 one task.")],
     grace: Annotated[
         float | None,
         typer.Option("--grace", help="Seconds between SIGTERM and SIGKILL (default: the job's)."),
     ] = None,
 ) -> None:
-    """Cancel a job: SIGTERM, the grace period, then SIGKILL."""
+    """Cancel a job (or every task of a job array): SIGTERM, the grace period, then SIGKILL."""
     if grace is not None and not 0 <= grace <= 3600:
         fail(f"--grace: must be 0 to 3600 seconds (got {grace:g})")
-    job = client().post(job_path(job_id, "/cancel"), {"grace_s": grace}).json()
+    api = client()
+    if arrays.cancel(api, job_id, grace):
+        return
+    job = api.post(job_path(arrays.task_id(api, job_id), "/cancel"), {"grace_s": grace}).json()
     note(f"cancel requested for job {job['id']} ({job['state']})")
 
 
@@ -397,7 +415,8 @@ def logs(
     ] = False,
 ) -> None:
     """Print a job's log (stdout and stderr of all its ranks)."""
-    _stream_logs(client(), job_id, follow)
+    api = client()
+    _stream_logs(api, arrays.task_id(api, job_id), follow)
 
 
 HISTORY_COLUMNS: list[Column] = [

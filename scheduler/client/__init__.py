@@ -13,7 +13,7 @@ from scheduler.client.errors import (
     ServerError,
     Unreachable,
 )
-from scheduler.client.models import Job, JobState, Node, NodeAllocation, Queue
+from scheduler.client.models import Job, JobArray, JobState, Node, NodeAllocation, Queue
 from scheduler.model.job import JobSpec
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "CorralError",
     "InvalidSpec",
     "Job",
+    "JobArray",
     "JobSpec",
     "JobState",
     "Node",

@@ -21,8 +21,8 @@ from typing import Any
 from urllib.parse import quote
 
 from scheduler.client.context import load_context
-from scheduler.client.errors import Unreachable
-from scheduler.client.models import Job, Node, Queue
+from scheduler.client.errors import InvalidSpec, Unreachable
+from scheduler.client.models import Job, JobArray, Node, Queue
 from scheduler.client.spec import build_spec
 from scheduler.client.transport import RETRIES, TIMEOUT_S, Transport
 from scheduler.model.job import JobSpec, JobState
@@ -38,6 +38,10 @@ FOLLOW_RECONNECTS = 5  # follow(): reconnections in a row without new bytes befo
 def job_path(job_id: str | int, suffix: str = "") -> str:
     """The URL path of a job: the id percent-encoded, so no argument can reach another route."""
     return f"/v1/jobs/{quote(str(job_id), safe='')}{suffix}"
+
+
+def array_path(array_id: str | int, suffix: str = "") -> str:
+    return f"/v1/arrays/{quote(str(array_id), safe='')}{suffix}"
 
 
 class Client:
@@ -90,12 +94,61 @@ class Client:
         total as for `corral submit --gpus`: ≤ 8 on one node, else whole 8-GPU nodes (or split over
         `nodes`, or nodes of `gpus_per_node`). Each submission carries an Idempotency-Key (yours, or
         a fresh one), so a retried or re-routed submission never makes two jobs; submitting again
-        with the same key returns the first job."""
+        with the same key returns the first job. A job array goes through submit_array()."""
         body = build_spec(spec, fields)
+        if body.get("array") is not None:
+            raise InvalidSpec(
+                "array: submit a job array with submit_array(..., array=...), which returns every task",
+                field="array",
+            )
+        return Job.model_validate(self._post_spec(body, idempotency_key).json())
+
+    def submit_array(
+        self, spec: JobSpec | Mapping[str, Any] | None = None, /, *, array: str | int | None = None,
+        idempotency_key: str | None = None, **fields: Any,
+    ) -> JobArray:  # fmt: skip
+        """Submit a job array: one job per index of `array` (Slurm's syntax: "0-15", "1,3,5-9:2",
+        "0-99%8" for at most 8 running at once), each with CORRAL_ARRAY_INDEX and
+        CORRAL_ARRAY_JOB_ID set, all created in one transaction or none. The rest as submit()."""
+        given = {**fields, "array": str(array)} if array is not None else fields
+        body = build_spec(spec, given)
+        if body.get("array") is None:
+            raise InvalidSpec(
+                "array: give the indices, e.g. submit_array(..., array='0-15%4')", field="array"
+            )
+        return JobArray.model_validate(self._post_spec(body, idempotency_key).json())
+
+    def _post_spec(self, body: dict[str, Any], idempotency_key: str | None) -> Any:
         key = idempotency_key or body.get("idempotency_key") or f"py-{uuid.uuid4().hex}"
-        return Job.model_validate(
-            self._http.request("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key}).json()
-        )
+        return self._http.request("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
+
+    def array(self, array_id: str | int) -> JobArray:
+        """The array and every task (NotFound if there is none, or it is another team's)."""
+        return JobArray.model_validate(self._http.request("GET", array_path(array_id)).json())
+
+    def cancel_array(self, array_id: str | int, grace_s: float | None = None) -> JobArray:
+        """Ask every unfinished task of the array to stop (as cancel() does for one job)."""
+        response = self._http.request("POST", array_path(array_id, "/cancel"), json={"grace_s": grace_s})
+        return JobArray.model_validate(response.json())
+
+    def wait_array(self, array_id: str | int, timeout: float | None = None) -> JobArray:
+        """Poll until every task of the array has ended, as wait() does for one job."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = WAIT_POLL_S[0]
+        while True:
+            found = self.array(array_id)
+            if found.terminal:
+                return found
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    running = sum(not t.terminal for t in found.tasks)
+                    raise TimeoutError(
+                        f"array {found.id}: {running} tasks still unfinished after {timeout:g} s"
+                    )
+                pause = min(pause, left)
+            time.sleep(pause)
+            pause = min(WAIT_POLL_S[1], pause * 2)
 
     def get(self, job_id: str | int) -> Job:
         """The job (NotFound if there is none, or it is another team's)."""
@@ -107,9 +160,10 @@ class Client:
         queue: str | None = None,
         all: bool = False,
         limit: int = 1000,
+        array: str | int | None = None,
     ) -> list[Job]:
-        """Your jobs by id (unfinished ones unless `all` or `state` says otherwise), up to `limit`,
-        following the API's pages."""
+        """Your jobs by id (unfinished ones unless `all` or `state` says otherwise; only the tasks of
+        `array` if given), up to `limit`, following the API's pages."""
         states = [state] if isinstance(state, str | JobState) else list(state or [])
         names = [s.value if isinstance(s, JobState) else str(s).upper() for s in states]
         out: list[Job] = []
@@ -120,6 +174,8 @@ class Client:
                 params["state"] = names
             if queue is not None:
                 params["queue"] = queue
+            if array is not None:
+                params["array"] = str(array)
             if all:
                 params["all"] = "true"
             if cursor is not None:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from scheduler.model.job import JobSpec, JobState
 
-__all__ = ["Job", "JobState", "Node", "NodeAllocation", "Queue"]
+__all__ = ["Job", "JobArray", "JobState", "Node", "NodeAllocation", "Queue"]
 
 
 class _Out(BaseModel):
@@ -47,6 +47,8 @@ class Job(_Out):
     run_time_s: float | None
     cancel_requested: bool
     spec: JobSpec
+    array_id: str | None = None  # the job array it is a task of (its first task's id)
+    array_index: int | None = None  # its index there (CORRAL_ARRAY_INDEX)
 
     @property
     def terminal(self) -> bool:
@@ -56,6 +58,31 @@ class Job(_Out):
     @property
     def succeeded(self) -> bool:
         return self.state is JobState.SUCCEEDED
+
+
+class JobArray(_Out):
+    """A job array (GET /v1/arrays/{id}): one job per index, in index order."""
+
+    array_id: str
+    array: str
+    max_running: int | None
+    tasks: list[Job]
+
+    @property
+    def id(self) -> str:
+        return self.array_id
+
+    @property
+    def terminal(self) -> bool:
+        """Every task ended."""
+        return all(t.terminal for t in self.tasks)
+
+    def task(self, index: int) -> Job:
+        """The task of this index (KeyError if the array has none)."""
+        for t in self.tasks:
+            if t.array_index == index:
+                return t
+        raise KeyError(index)
 
 
 class Queue(_Out):

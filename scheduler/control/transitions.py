@@ -360,7 +360,7 @@ def apply_plan(
     for job_id, rec in records.items():
         if rec.state is not JobState.PENDING or job_id in step.records or in_backoff(rec, now):
             continue
-        reason = plan.reason_for(job_id).message
+        reason = plan.reason_for(job_id, rec.job.array_id).message
         if reason != rec.pending_reason:
             step.pending_reasons[job_id] = reason
 

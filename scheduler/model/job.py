@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
 
+from scheduler.model.array import MAX_ARRAY_TEXT, ArrayError, max_running_of, parse_array
 from scheduler.model.cluster import ANY
 
 MAX_NODES_PER_JOB = 1024
@@ -103,6 +104,7 @@ class PendingCode(str, Enum):
     GPU_TYPE_UNAVAILABLE = "GpuTypeUnavailable"  # no such GPU type in the cluster / region
     RESERVED = "Reserved"  # it holds a backfill reservation or waits for preempted jobs to leave
     WAITING_FOR_SCHEDULING = "WaitingForScheduling"  # not yet considered by a cycle
+    ARRAY_TASK_LIMIT = "JobArrayTaskLimit"  # its array already runs as many tasks as its %N allows
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,27 @@ class JobSpec(BaseModel):
     min_runtime_s: Seconds = Field(default=0.0, ge=0, le=MAX_TIME_S)
     grace_period_s: Seconds = Field(default=30.0, ge=0, le=3600)
     idempotency_key: str | None = Field(default=None, max_length=128)
+    array: str | None = Field(default=None, min_length=1, max_length=MAX_ARRAY_TEXT)
+    """Slurm's --array: `0-15`, `1,3,5-9:2`, `0-99%8` (one job per index, at most 8 running at once)."""
+
+    @field_validator("array", mode="before")
+    @classmethod
+    def _array_text(cls, value: Any) -> Any:
+        # YAML reads `array: 7` as a number: a one-task array.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("array")
+    @classmethod
+    def _check_array(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or _trusted(info):
+            return value
+        try:
+            parse_array(value)
+        except ArrayError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
 
     @field_validator("command", mode="before")
     @classmethod
@@ -244,10 +267,17 @@ class Job(BaseModel):
     attained_gpu_s: float = 0.0  # GPU-seconds used by earlier attempts (for LAS and fair share)
     runtime_hint_s: float | None = None  # oracle runtime known only to the simulator (for SJF)
     exit_code: int | None = None
+    array_id: str | None = None  # the array it is a task of: the id of the array's first task
+    array_index: int | None = None  # its index in that array (CORRAL_ARRAY_INDEX)
 
     @property
     def priority_class(self) -> str:
         return self.spec.priority
+
+    @property
+    def array_max_running(self) -> int | None:
+        """The `%N` cap of its array: at most N of its tasks hold GPUs at once (None: no cap)."""
+        return None if self.array_id is None else max_running_of(self.spec.array)
 
     def transition(self, new: JobState, **changes: Any) -> Job:
         """A copy in state `new`, after checking the lifecycle table."""

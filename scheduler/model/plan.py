@@ -115,6 +115,8 @@ class Plan(BaseModel):
     pending: Mapping[str, PendingReason] = Field(default_factory=dict)
     examined: int = 0  # jobs the cycle looked at (bounded by the policy's scan depth)
     fallback: PendingReason = PendingReason(PendingCode.PRIORITY, "behind higher-ordered jobs")
+    # Job arrays at their `%N` cap: why each of their pending tasks waits, examined or not.
+    array_limits: Mapping[str, PendingReason] = Field(default_factory=dict)
 
     @property
     def places(self) -> list[Place]:
@@ -132,6 +134,10 @@ class Plan(BaseModel):
     def reserves(self) -> list[Reserve]:
         return [d for d in self.decisions if isinstance(d, Reserve)]
 
-    def reason_for(self, job_id: str) -> PendingReason:
-        """Why `job_id` waits; jobs past the scan depth wait behind others (Slurm's 'Priority')."""
-        return self.pending.get(job_id) or self.fallback
+    def reason_for(self, job_id: str, array_id: str | None = None) -> PendingReason:
+        """Why `job_id` (a task of `array_id`, if given) waits; jobs past the scan depth wait behind
+        others (Slurm's 'Priority'), or for their array's cap."""
+        found = self.pending.get(job_id)
+        if found is None and array_id is not None:
+            found = self.array_limits.get(array_id)
+        return found or self.fallback

@@ -27,6 +27,8 @@ from scheduler.policy.quota import QuotaLedger
 def _admit_and_place(state: CycleState, job: Job, prefer: PoolKey | None = None) -> bool:
     """Place the job if some pool (`prefer` first) admits and fits it, else record why. False if it waits."""
     spec = job.spec
+    if state.array_capped(job):
+        return True  # as in Slurm, a task held back by its array's cap does not block the line
     impossible = state.never_fits(spec)
     if impossible is not None:
         state.decisions.append(Reject(job_id=job.id, reason=impossible.message))
@@ -55,6 +57,8 @@ def decide_fifo(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> 
     state = CycleState.start(snapshot, config, now)
     examined = 0
     for job in _ordered(snapshot, config, now):
+        if state.array_capped(job):
+            continue
         if examined >= config.scan_depth:
             break
         examined += 1
@@ -65,6 +69,7 @@ def decide_fifo(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> 
         pending=state.pending,
         examined=examined,
         fallback=PendingReason(PendingCode.PRIORITY, "behind the head of the FIFO line"),
+        array_limits=state.array_limits(),
     )
 
 
@@ -72,11 +77,18 @@ def decide_sjf(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     state = CycleState.start(snapshot, config, now)
     examined = 0
     for job in _ordered(snapshot, config, now):
+        if state.array_capped(job):
+            continue
         if examined >= config.scan_depth or state.capacity.free_gpus() == 0:
             break
         examined += 1
         _admit_and_place(state, job)
-    return Plan(decisions=tuple(state.decisions), pending=state.pending, examined=examined)
+    return Plan(
+        decisions=tuple(state.decisions),
+        pending=state.pending,
+        examined=examined,
+        array_limits=state.array_limits(),
+    )
 
 
 def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> Plan:
@@ -131,7 +143,9 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
             break
         examined += 1
         spec = next_pending.spec
-        if state.never_fits(spec) is not None:
+        if state.array_capped(next_pending):
+            pass
+        elif state.never_fits(spec) is not None:
             _admit_and_place(state, next_pending)  # records the rejection
         else:
             for pool in candidate_pools(snapshot.capacity, spec):
@@ -174,4 +188,9 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
             need[pool] = need.get(pool, 0) - r.gpus
     for job, pool in winners:
         _admit_and_place(state, job, prefer=pool)
-    return Plan(decisions=tuple(state.decisions), pending=state.pending, examined=examined)
+    return Plan(
+        decisions=tuple(state.decisions),
+        pending=state.pending,
+        examined=examined,
+        array_limits=state.array_limits(),
+    )

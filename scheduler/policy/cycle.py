@@ -2,7 +2,9 @@
 
 The corral policy, in phases:
   1. Order the pending jobs: merge queue heads by score (class, aging, fair share).
-  2. For each job, up to the scan depth:
+  2. For each job, up to the scan depth (a task of a job array already running as many tasks as
+     its `%N` cap allows waits as JobArrayTaskLimit, before any of these and without counting
+     against the depth; the Plan names the capped arrays for their tasks no cycle reached):
      a. reject what no node of this cluster could ever hold;
      b. admit it against its queue's quota (borrowing from the cohort if allowed);
      c. place it on free GPUs, honouring any backfill reservation of its pool;
@@ -64,6 +66,8 @@ class CycleState:
     _leaving_by_pool: dict[PoolKey, list[RunningJob]] | None = None
     _leaving_refunds: dict[str, dict[str, int]] = field(default_factory=dict)
     _admitted_after_leavers: dict[tuple[str, str, int, int, int], bool] = field(default_factory=dict)
+    _array_running: dict[str, int] | None = None  # array id → its tasks holding GPUs (now and placed)
+    _array_caps: dict[str, int] = field(default_factory=dict)  # array id → its %N, where seen
 
     @classmethod
     def start(cls, snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> CycleState:
@@ -213,7 +217,45 @@ class CycleState:
         if pool is not None and scratch is not None:
             self._after_leavers[pool] = scratch.allocate(allocation)
 
+    def array_capped(self, job: Job) -> bool:
+        """Whether the job is a task of an array that already holds GPUs for as many tasks as its
+        `%N` allows (running, starting, leaving, or placed in this cycle); if so it waits, saying so.
+        Checked before anything else: a capped task neither takes GPUs nor preempts for them."""
+        cap = job.array_max_running
+        if cap is None or job.array_id is None:
+            return False
+        self._array_caps[job.array_id] = cap
+        running = self._arrays().get(job.array_id, 0)
+        if running < cap:
+            return False
+        self.wait(job, _array_limit(job.array_id, running, cap))
+        return True
+
+    def array_limits(self) -> dict[str, PendingReason]:
+        """The reason of every array at its cap, for its tasks that no step examined (Plan)."""
+        counts = self._arrays()
+        return {
+            array_id: _array_limit(array_id, counts.get(array_id, 0), cap)
+            for array_id, cap in self._array_caps.items()
+            if counts.get(array_id, 0) >= cap
+        }
+
+    def _arrays(self) -> dict[str, int]:
+        if self._array_running is None:
+            counts: dict[str, int] = {}
+            for r in self.snapshot.running.values():
+                array_id, cap = r.job.array_id, r.job.array_max_running
+                if array_id is not None:
+                    counts[array_id] = counts.get(array_id, 0) + 1
+                    if cap is not None:
+                        self._array_caps[array_id] = cap
+            self._array_running = counts
+        return self._array_running
+
     def place(self, job: Job, pool: PoolKey, allocation: Allocation, borrowed: int, backfilled: bool) -> None:
+        if job.array_id is not None:
+            arrays = self._arrays()
+            arrays[job.array_id] = arrays.get(job.array_id, 0) + 1
         if borrowed:
             # Carried with the running job: placed on borrowed quota, it is always reclaimable.
             allocation = allocation.model_copy(update={"borrowed_gpus": borrowed})
@@ -248,6 +290,11 @@ class CycleState:
         self.pending[job.id] = reason
 
 
+def _array_limit(array_id: str, running: int, cap: int) -> PendingReason:
+    detail = f"array {array_id} already runs {running} of its tasks, its limit (%{cap})"
+    return PendingReason(PendingCode.ARRAY_TASK_LIMIT, detail)
+
+
 def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> Plan:
     """The default policy (see the module docstring for its phases)."""
     state = CycleState.start(snapshot, config, now)
@@ -259,6 +306,8 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
     fallback = PendingReason(PendingCode.PRIORITY, "behind higher-ordered jobs")
     outcomes: dict[tuple[object, ...], tuple[tuple[int, int, int, int], PendingReason]] = {}
     for job in merger:
+        if state.array_capped(job):
+            continue  # a dictionary look-up: not counted against the scan depth
         if examined >= config.scan_depth:
             break
         examined += 1
@@ -286,7 +335,13 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
             fair.add(job.spec.queue, placed_pool.gpu_type, job.spec.gpus)
         elif state.epoch() == epoch and job.id in state.pending:
             outcomes[key] = (epoch, state.pending[job.id])
-    return Plan(decisions=tuple(state.decisions), pending=state.pending, examined=examined, fallback=fallback)
+    return Plan(
+        decisions=tuple(state.decisions),
+        pending=state.pending,
+        examined=examined,
+        fallback=fallback,
+        array_limits=state.array_limits(),
+    )
 
 
 def _outcome_key(state: CycleState, job: Job) -> tuple[object, ...]:

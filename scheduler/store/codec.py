@@ -61,6 +61,8 @@ def job_record(row: RowMapping) -> JobRecord:
         preemption_count=row["preemption_count"],
         attained_gpu_s=row["attained_gpu_s"],
         exit_code=row["exit_code"],
+        array_id=None if row["array_id"] is None else str(row["array_id"]),
+        array_index=row["array_index"],
     )
     allocation = row["allocation"]
     stop_reason = row["stop_reason"]

@@ -46,10 +46,15 @@ jobs = sa.Table(
     # placed again (exponential backoff); reset when a start succeeds.
     sa.Column("start_failures", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("retry_at", sa.Float(), nullable=True),
+    # A task of a job array: the array's id (its first task's id) and the task's index. Written once,
+    # by the transaction that creates the whole array.
+    sa.Column("array_id", sa.BigInteger(), nullable=True),
+    sa.Column("array_index", sa.Integer(), nullable=True),
     sa.UniqueConstraint("team", "idempotency_key", name="uq_jobs_team_idempotency_key"),
     sa.Index("ix_jobs_state", "state"),
     sa.Index("ix_jobs_team", "team"),
     sa.Index("ix_jobs_change_seq", "change_seq", unique=True),
+    sa.Index("ix_jobs_array_id", "array_id", "array_index"),
     sqlite_autoincrement=True,
 )
 

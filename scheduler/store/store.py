@@ -69,6 +69,10 @@ class Store:
             )
             .values(change_seq=next_seq)
         )
+        # A task of an array already found live under the write lock (executemany: no IN list).
+        self._request_cancel_task = (
+            sa.update(jobs).where(jobs.c.id == sa.bindparam("b_id")).values(change_seq=next_seq)
+        )
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -179,8 +183,20 @@ class Store:
                 results.append((self._insert(connection, spec, team, now), True))
         return results
 
-    def _insert(self, connection: Connection, spec: JobSpec, team: str, now: float) -> JobRecord:
+    def _insert(
+        self,
+        connection: Connection,
+        spec: JobSpec,
+        team: str,
+        now: float,
+        array: tuple[int | None, int] | None = None,
+    ) -> JobRecord:
+        """Insert one PENDING job; `array` = (array id, index) for a task of an array (the first task
+        is inserted with no array id: it gets its own id, as the array's, right after)."""
         reason = PendingCode.WAITING_FOR_SCHEDULING.value
+        array_id, array_index = array if array is not None else (None, None)
+        # Only an array's first task carries the idempotency key: the key names the whole array.
+        key = spec.idempotency_key if array_id is None else None
         values: dict[str, Any] = {
             "team": team,
             "queue": spec.queue,
@@ -193,16 +209,185 @@ class Store:
             "preemption_count": 0,
             "attained_gpu_s": 0.0,
             "pending_reason": reason,
-            "idempotency_key": spec.idempotency_key,
+            "idempotency_key": key,
             "updated_at": now,
+            "array_id": array_id,
+            "array_index": array_index,
         }
-        key = connection.execute(self._insert_job, values).inserted_primary_key
-        assert key is not None
-        job_id = str(key[0])
-        event = EventRecord(job_id=job_id, time=now, kind="SUBMITTED", message=f"queue {spec.queue}")
+        inserted = connection.execute(self._insert_job, values).inserted_primary_key
+        assert inserted is not None
+        job_id = str(inserted[0])
+        message = f"queue {spec.queue}"
+        if array is not None:
+            message += f", task {array_index} of array {array_id if array_id is not None else job_id}"
+        event = EventRecord(job_id=job_id, time=now, kind="SUBMITTED", message=message)
         connection.execute(_INSERT_EVENT, codec.event_columns(event))
-        job = Job(id=job_id, spec=spec, team=team, state=JobState.PENDING, submitted_at=now)
+        job = Job(
+            id=job_id,
+            spec=spec,
+            team=team,
+            state=JobState.PENDING,
+            submitted_at=now,
+            array_id=None if array is None else str(array_id if array_id is not None else job_id),
+            array_index=array_index,
+        )
         return JobRecord(job=job, pending_reason=reason, updated_at=now)
+
+    def submit_array(
+        self, spec: JobSpec, indices: Sequence[int], team: str, now: float
+    ) -> tuple[list[JobRecord], bool]:
+        """Insert one PENDING task per index, all in ONE transaction (all or none); the array's id is
+        its first task's id. (tasks in index order, True), or (the existing tasks, False) for a
+        repeated idempotency key with an equal spec (IdempotencyConflict for a different one)."""
+        if not indices:
+            raise ValueError("an array needs at least one index")
+        for attempt in range(_SUBMIT_RETRIES):
+            try:
+                with engines.write(self._engine) as connection:
+                    engines.lock(connection, engines.CHANGE_LOCK)
+                    if spec.idempotency_key is not None:
+                        existing = self._by_key(connection, team, spec.idempotency_key)
+                        if existing is not None:
+                            head = _same_spec(existing, spec, team)
+                            if head.job.array_id is None:
+                                return [head], False
+                            return self._tasks(connection, head.job.array_id), False
+                    first = self._insert(connection, spec, team, now, array=(None, indices[0]))
+                    pk = int(first.id)
+                    connection.execute(sa.update(jobs).where(jobs.c.id == pk).values(array_id=pk))
+                    return [first, *self._insert_tasks(connection, spec, team, now, pk, indices[1:])], True
+            except IntegrityError:
+                if spec.idempotency_key is None or attempt == _SUBMIT_RETRIES - 1:
+                    raise
+        raise StoreError("unreachable")  # pragma: no cover
+
+    def _insert_tasks(
+        self,
+        connection: Connection,
+        spec: JobSpec,
+        team: str,
+        now: float,
+        array_id: int,
+        indices: Sequence[int],
+    ) -> list[JobRecord]:
+        """The tasks after the first: one executemany for the rows and one for their events (per-row
+        statements cost ~1 ms each in SQLAlchemy, 10 s for a 10,000-task array)."""
+        if not indices:
+            return []
+        reason = PendingCode.WAITING_FOR_SCHEDULING.value
+        common: dict[str, Any] = {
+            "team": team,
+            "queue": spec.queue,
+            "name": spec.name,
+            "state": JobState.PENDING.value,
+            "priority": spec.priority,
+            "spec": spec.model_dump(mode="json"),
+            "submitted_at": now,
+            "restart_count": 0,
+            "preemption_count": 0,
+            "attained_gpu_s": 0.0,
+            "pending_reason": reason,
+            "idempotency_key": None,
+            "updated_at": now,
+            "array_id": array_id,
+        }
+        connection.execute(self._insert_job, [{**common, "array_index": i} for i in indices])
+        query = (
+            sa.select(jobs.c.id, jobs.c.array_index)
+            .where(jobs.c.array_id == array_id, jobs.c.id != array_id)
+            .order_by(jobs.c.array_index)
+        )
+        rows = [(str(job_id), int(index)) for job_id, index in connection.execute(query)]
+        message = f"queue {spec.queue}, task {{}} of array {array_id}"
+        events = [
+            codec.event_columns(
+                EventRecord(job_id=job_id, time=now, kind="SUBMITTED", message=message.format(index))
+            )
+            for job_id, index in rows
+        ]
+        connection.execute(_INSERT_EVENT, events)
+        return [
+            JobRecord(
+                job=Job(
+                    id=job_id,
+                    spec=spec,
+                    team=team,
+                    state=JobState.PENDING,
+                    submitted_at=now,
+                    array_id=str(array_id),
+                    array_index=index,
+                ),
+                pending_reason=reason,
+                updated_at=now,
+            )
+            for job_id, index in rows
+        ]
+
+    def _tasks(self, connection: Connection, array_id: str) -> list[JobRecord]:
+        query = sa.select(jobs).where(jobs.c.array_id == int(array_id)).order_by(jobs.c.array_index)
+        return [codec.job_record(row) for row in connection.execute(query).mappings()]
+
+    def array_tasks(self, array_id: str) -> list[JobRecord]:
+        """Every task of the array, in index order ([] if there is no such array)."""
+        pk = _pk(array_id)
+        if pk is None:
+            return []
+        with engines.read(self._engine) as connection:
+            return self._tasks(connection, str(pk))
+
+    def request_cancel_array(
+        self, array_id: str, grace_s: float | None, now: float, actor: str = "api"
+    ) -> list[JobRecord]:
+        """Record a cancel request for every live task of the array not yet asked to stop, in ONE
+        transaction, each audited as `actor`'s; every task of the array afterwards, in index order."""
+        pk = _pk(array_id)
+        if pk is None:
+            raise JobNotFound(array_id)
+        message = "cancel requested" if grace_s is None else f"cancel requested, grace {grace_s:g} s"
+        message += f" (array {pk})"
+        with engines.write(self._engine) as connection:
+            engines.lock(connection, engines.CHANGE_LOCK)
+            live = (
+                sa.select(jobs.c.id)
+                .where(
+                    jobs.c.array_id == pk,
+                    jobs.c.cancel_requested_at.is_(None),
+                    jobs.c.state.not_in(_TERMINAL),
+                )
+                .order_by(jobs.c.id)
+            )
+            ids = [int(i) for (i,) in connection.execute(live)]
+            if ids:  # one executemany: each row still takes its own change_seq
+                requests = [{"b_id": i, "cancel_requested_at": now, "cancel_grace_s": grace_s} for i in ids]
+                connection.execute(self._request_cancel_task, requests)
+                rows = [
+                    codec.event_columns(
+                        EventRecord(job_id=str(i), time=now, kind="CANCEL_REQUESTED", message=message)
+                    )
+                    for i in ids
+                ]
+                connection.execute(_INSERT_EVENT, rows)
+            tasks = self._tasks(connection, str(pk))
+            if not tasks:
+                raise JobNotFound(array_id)
+            asked = set(map(str, ids))
+            entries = [
+                AuditRecord(
+                    now,
+                    r.id,
+                    "cancel-request",
+                    r.job.restart_count,
+                    nodes=r.allocation.node_ids if r.allocation is not None else (),
+                    data_region=r.job.spec.data_region,
+                    detail=message,
+                    actor=actor,
+                )
+                for r in tasks
+                if r.id in asked
+            ]
+            if entries:
+                audit_log.append(connection, entries)
+            return tasks
 
     def _by_key(self, connection: Connection, team: str, key: str) -> JobRecord | None:
         query = sa.select(jobs).where(jobs.c.team == team, jobs.c.idempotency_key == key)
@@ -260,6 +445,7 @@ class Store:
         limit: int | None = None,
         newest_first: bool = False,
         after: int | None = None,
+        array_id: str | None = None,
     ) -> list[JobRecord]:
         """Jobs by id (newest first if asked); `after` is the last id of the previous page, and the
         page continues in the same order (older ids when newest first)."""
@@ -273,6 +459,9 @@ class Store:
             query = query.where(jobs.c.queue == queue)
         if states is not None:
             query = query.where(jobs.c.state.in_([s.value for s in states]))
+        if array_id is not None:
+            pk = _pk(array_id)
+            query = query.where(jobs.c.array_id == (pk if pk is not None else -1))
         return self._records(query)
 
     def states(self, job_ids: Collection[str]) -> dict[str, JobState]:
