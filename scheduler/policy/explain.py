@@ -178,15 +178,19 @@ class WorkLost:
     basis: str  # "checkpoint": its checkpoint interval is known; "start": counted from its start
 
     def words(self, interval_s: float | None) -> str:
-        """e.g. 'loses about 9 min of work (1.2 GPU-hours) since its last checkpoint (one every 17 min)'."""
-        lost = f"loses about {duration(self.seconds)} of work"
-        if self.gpu_seconds >= 360:
-            lost += f" ({self.gpu_seconds / 3600:.1f} GPU-hours)"
+        """e.g. 'loses about 9 min of work (1.2 GPU-hours) since its last checkpoint (one every 17 min)',
+        or, with no checkpoint known, 'loses up to 40 s of work: its run since this attempt started
+        and its grace period, ...'."""
+        hours = f" ({self.gpu_seconds / 3600:.1f} GPU-hours)" if self.gpu_seconds >= 360 else ""
         if self.basis == "checkpoint" and interval_s is not None:
-            return f"{lost} since its last checkpoint (one every {duration(interval_s)})"
+            return (
+                f"loses about {duration(self.seconds)} of work{hours} since its last checkpoint "
+                f"(one every {duration(interval_s)})"
+            )
         return (
-            f"{lost} since this attempt started, as it reported no checkpoint "
-            "(a job that saves one on SIGTERM, in its grace period, loses none)"
+            f"loses up to {duration(self.seconds)} of work{hours}: its run since this attempt started "
+            "and its grace period, as it reported no checkpoint (a job that saves one on SIGTERM "
+            "loses none)"
         )
 
 

@@ -77,9 +77,9 @@ def test_history_and_describe_say_why_a_job_was_preempted_and_by_whom_only_to_wh
     mine = json.loads(served.cli("a")("describe", low, "-o", "json").stdout)
     (event,) = [e for e in mine["history"] if e["kind"] == "PREEMPTING"]
     assert event["message"].startswith(
-        "preempted for a job of a higher priority class (rule: priority); loses about "
+        "preempted for a job of a higher priority class (rule: priority); loses up to "
     )
-    assert "since this attempt started, as it reported no checkpoint" in event["message"]
+    assert "since this attempt started and its grace period, as it reported no checkpoint" in event["message"]
     assert event["related_job"] == "" and event["private_detail"] == ""  # another team's job
     text = served.cli("a")("describe", low).stdout
     assert "Last preempted" in text and "(rule: priority)" in text

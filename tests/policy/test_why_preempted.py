@@ -53,16 +53,16 @@ def service_world() -> tuple[ClusterSnapshot, PolicyConfig]:
         (
             priority_world,
             "priority",
-            "preempted for a job of a higher priority class (rule: priority); loses about 59 min of "
-            "work (7.8 GPU-hours) since this attempt started, as it reported no checkpoint (a job "
-            "that saves one on SIGTERM, in its grace period, loses none)",
+            "preempted for a job of a higher priority class (rule: priority); loses up to 59 min of "
+            "work (7.8 GPU-hours): its run since this attempt started and its grace period, as it "
+            "reported no checkpoint (a job that saves one on SIGTERM loses none)",
         ),
         (
             reclaim_world,
             "reclaim",
             "its queue ran on borrowed quota, which the lending queue took back (rule: reclaim); "
-            "loses about 5 min of work (0.7 GPU-hours) since this attempt started, as it reported "
-            "no checkpoint (a job that saves one on SIGTERM, in its grace period, loses none)",
+            "loses up to 5 min of work (0.7 GPU-hours): its run since this attempt started and its "
+            "grace period, as it reported no checkpoint (a job that saves one on SIGTERM loses none)",
         ),
         (
             service_world,
