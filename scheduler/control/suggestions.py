@@ -3,8 +3,10 @@
 After each cycle the controller hands over its snapshot and plan (`offer`: a reference, no work).
 A daemon thread then runs scheduler.policy.suggest for the first `per_queue` waiting jobs of each
 queue, at most every `min_interval_s` (and at least ten times as long as the last refresh took),
-stopping after `budget_s` of work; the API reads the results (`get`). Results are kept per job
-for the snapshot they were computed on, and dropped when the job is no longer pending.
+stopping after `budget_s` of work (checked before each trial cycle); the API reads the results
+(`get`). It shares the process (and the GIL) with the controller and the API, hence the caps: on
+average it takes at most about a tenth of one core. The results are those of the latest snapshot
+computed on; a job no longer among the first waiting ones has none.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ class SuggestionWorker:
                 plan=offer.plan,
                 queues=queues,
                 max_tries=self.max_tries,
+                stop=lambda: time.monotonic() >= deadline,
             )
             if found:
                 results[job.id] = found

@@ -60,11 +60,13 @@ def suggest(
     queues: Collection[str] | None = None,
     max_tries: int = 10,
     decide_fn: DecideFn = decide,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[Suggestion, ...]:
     """Verified changes that would start `job` (pending in `snapshot`) in the cycle at `now`.
 
     `plan` is decide()'s plan for the unchanged snapshot (computed if not given); a job it places
     or rejects gets no suggestion. `queues`: the queues the job's team may use (None: every queue).
+    `stop`, asked before each trial cycle, ends the search early (the caller's time budget).
     """
     if plan is None:
         plan = decide_fn(snapshot, config, now)
@@ -74,7 +76,7 @@ def suggest(
     found: list[Suggestion] = []
     per_kind: dict[str, int] = {}
     for tries, (kind, change, text) in enumerate(_candidates(snapshot, plan, now, job, queues)):
-        if tries >= max_tries:
+        if tries >= max_tries or (stop is not None and stop()):
             break
         if per_kind.get(kind, 0) >= _MAX_PER_KIND[kind]:
             continue
