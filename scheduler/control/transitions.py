@@ -377,12 +377,6 @@ def apply_plan(
             step.pending_reasons[job_id] = reason
 
 
-def preemption_words(rule: str) -> str:
-    """What the victim's team is told for a Preempt's rule, without naming the other job or its
-    queue (scheduler.policy.explain.preempted_words: the simulator says the same)."""
-    return explain.preempted_words(rule)
-
-
 def _as_running(rec: JobRecord, nodes: Mapping[str, Node], now: float) -> RunningJob:
     """A job holding GPUs as the snapshot sees it (when the caller passed no snapshot)."""
     assert rec.allocation is not None
