@@ -26,6 +26,7 @@ from scheduler.clock import WallClock
 from scheduler.config.live import load_live_config
 from scheduler.control.controller import Controller, LiveBackend
 from scheduler.control.leadership import Leadership
+from scheduler.control.suggestions import team_queues
 from scheduler.metrics import Metrics
 from scheduler.store.lease import DEFAULT_LEASE_S, Lease
 from scheduler.store.store import Store
@@ -123,6 +124,7 @@ def serve(options: ServeOptions) -> None:
             metrics=metrics,
             job_info_metrics=options.job_info_metrics,
             fence=fence,  # every write checks the lease's epoch in its own transaction
+            team_queues=lambda: team_queues(tokens.list(include_revoked=False)),
         )
 
     leadership = Leadership(

@@ -10,6 +10,7 @@ from scheduler.model.cluster import Node
 from scheduler.model.job import JobSpec
 from scheduler.model.plan import Allocation
 from scheduler.model.queue import PriorityClass, Queue
+from scheduler.policy.suggest import Suggestion
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,10 @@ class ControllerHandle(Protocol):
 
     def dry_run(self, spec: JobSpec, team: str) -> DryRun:
         """Run decide() on the current snapshot with this spec added; changes nothing."""
+        ...
+
+    def suggestions(self, job_id: str) -> Sequence[Suggestion]:
+        """What would start a waiting job now (scheduler/policy/suggest.py), if computed yet."""
         ...
 
     def wake(self) -> None:

@@ -22,6 +22,7 @@ from scheduler.api.ids import MAX_INT64, After, canonical_id
 from scheduler.api.logs import FollowResponse, log_path, read_log
 from scheduler.model.job import TERMINAL_STATES, JobSpec, JobState
 from scheduler.model.records import AuditRecord, EventRecord
+from scheduler.policy.suggest import Suggestion
 from scheduler.store.store import IdempotencyConflict, JobNotFound
 from scheduler.view import NotReady, SpecError
 
@@ -98,6 +99,11 @@ def _privacy(d: Deps, who: Principal, entries: Iterable[EventRecord | AuditRecor
     related = {e.related_job for e in entries if e.related_job}
     teams = d.store.teams(related) if related else {}
     return lambda job_id: bool(job_id) and teams.get(job_id) == who.team
+
+
+def _suggestions(d: Deps, who: Principal, job_id: str) -> list[Suggestion]:
+    """The controller's counterfactual reasons for the job, as far as the caller's token allows."""
+    return s.visible_suggestions(d.controller.suggestions(job_id), who)
 
 
 def _spec(data: Any, header_key: str | None) -> JobSpec:
@@ -211,7 +217,7 @@ def register(app: FastAPI) -> None:
             array_id=array,
         )
         now, positions = d.clock.now(), dict(d.controller.view().queue_positions)
-        out = [s.job_out(r, now, positions) for r in records[:limit]]
+        out = [s.job_out(r, now, positions, _suggestions(d, who, r.id)) for r in records[:limit]]
         return _page(records, limit, lambda r: int(r.id), out, _JOBS)
 
     @app.get("/v1/jobs/{job_id}", response_model=s.JobDetailOut, tags=["jobs"])
@@ -222,7 +228,9 @@ def register(app: FastAPI) -> None:
         audit = d.store.audit(job.id, limit=DETAIL_EVENTS)
         private = _privacy(d, who, [*events, *audit])
         out = s.JobDetailOut(
-            **s.job_fields(job, d.clock.now(), d.controller.view().queue_positions),
+            **s.job_fields(
+                job, d.clock.now(), d.controller.view().queue_positions, _suggestions(d, who, job.id)
+            ),
             history=[s.event_out(e, private(e.related_job)) for e in events],
             audit=[s.audit_out(a, private(a.related_job)) for a in audit],
         )

@@ -11,6 +11,7 @@ from scheduler.api.auth import Principal
 from scheduler.model.job import MAX_GPUS_PER_NODE, MAX_NODES_PER_JOB, NAME_PATTERN, JobSpec, JobState
 from scheduler.model.plan import Allocation
 from scheduler.model.records import AuditRecord, EventRecord, JobRecord
+from scheduler.policy.suggest import Suggestion
 from scheduler.store.token_store import TokenLimits, TokenRecord
 from scheduler.view import DryRun, NodeStatus, QueueStatus
 
@@ -23,6 +24,15 @@ class ErrorOut(BaseModel):
 class NodeAllocationOut(BaseModel):
     node: str
     gpus: list[int]
+
+
+class SuggestionOut(BaseModel):
+    """A change that would start a waiting job now, verified by a scheduling cycle."""
+
+    kind: str = Field(description="shape | gpu_type | queue | time_limit")
+    change: dict[str, int | float | str] = Field(description="the spec fields it changes")
+    flag: str = Field(description="the `corral submit` flags that make the change")
+    text: str
 
 
 class JobOut(BaseModel):
@@ -56,6 +66,10 @@ class JobOut(BaseModel):
         default=None, description="the job array it is a task of (its first task's id)"
     )
     array_index: int | None = Field(default=None, description="its index in that array")
+    suggestions: list[SuggestionOut] = Field(
+        default_factory=list,
+        description="for a waiting job: changes that would start it now (counterfactual reasons)",
+    )
 
 
 class ArrayOut(BaseModel):
@@ -234,7 +248,9 @@ def run_time(record: JobRecord, now: float) -> float | None:
     return None
 
 
-def job_fields(record: JobRecord, now: float, positions: Mapping[str, int]) -> dict[str, Any]:
+def job_fields(
+    record: JobRecord, now: float, positions: Mapping[str, int], suggestions: Sequence[Suggestion] = ()
+) -> dict[str, Any]:
     job, spec = record.job, record.job.spec
     return {
         "id": job.id,
@@ -263,11 +279,23 @@ def job_fields(record: JobRecord, now: float, positions: Mapping[str, int]) -> d
         "spec": spec,
         "array_id": job.array_id,
         "array_index": job.array_index,
+        "suggestions": [
+            SuggestionOut(kind=x.kind, change=dict(x.change), flag=x.flag, text=x.text) for x in suggestions
+        ]
+        if job.state is JobState.PENDING
+        else [],
     }
 
 
-def job_out(record: JobRecord, now: float, positions: Mapping[str, int]) -> JobOut:
-    return JobOut(**job_fields(record, now, positions))
+def job_out(
+    record: JobRecord, now: float, positions: Mapping[str, int], suggestions: Sequence[Suggestion] = ()
+) -> JobOut:
+    return JobOut(**job_fields(record, now, positions, suggestions))
+
+
+def visible_suggestions(found: Sequence[Suggestion], who: Principal) -> list[Suggestion]:
+    """The suggestions the caller may act on: never a queue its token may not submit to."""
+    return [x for x in found if "queue" not in x.change or who.may_submit_to(str(x.change["queue"]))]
 
 
 def array_out(tasks: Sequence[JobRecord], now: float, positions: Mapping[str, int]) -> ArrayOut:

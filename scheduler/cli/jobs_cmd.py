@@ -237,10 +237,13 @@ def _print_dry_run(spec: JobSpec, result: dict[str, Any]) -> None:
 
 
 def reason(job: dict[str, Any]) -> str:
-    """Slurm's NODELIST(REASON): why it waits, where it runs, or how it ended."""
+    """Slurm's NODELIST(REASON): why it waits (and the first change that would start it now),
+    where it runs, or how it ended."""
     state = job["state"]
     if state == "PENDING":
-        return str(job.get("pending_reason") or "-")
+        why = str(job.get("pending_reason") or "-")
+        suggestions = job.get("suggestions") or []
+        return f"{why} (fits now with {suggestions[0]['flag']})" if suggestions else why
     if state in ("STARTING", "RUNNING", "PREEMPTING"):
         return ",".join(a["node"] for a in job.get("allocation") or []) or "-"
     if job.get("exit_code") is not None:
@@ -318,6 +321,17 @@ def _when(t: float | None) -> str:
     return "-" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _last_preemption(history: list[dict[str, Any]]) -> str:
+    """Why the job was last preempted (rule and work lost), and by which job when the caller may
+    know it (an admin, or the team of that job: the API sends `related_job` only to them)."""
+    events = [e for e in history if e.get("kind") == "PREEMPTING"]
+    if not events:
+        return ""
+    last = events[-1]
+    by = f"by job {last['related_job']}: " if last.get("related_job") else ""
+    return f"{_when(last['time'])}  {by}{last['message']}"
+
+
 def _describe_table(job: dict[str, Any]) -> Group:
     spec = job["spec"]
     facts = Table.grid(padding=(0, 2))
@@ -333,6 +347,8 @@ def _describe_table(job: dict[str, Any]) -> Group:
     ]
     if job["state"] == "PENDING":
         rows.append(("Pending reason", job.get("pending_reason") or "-"))
+        for i, suggestion in enumerate(job.get("suggestions") or []):
+            rows.append(("Would start now" if i == 0 else "", str(suggestion["text"])))
         position = job.get("queue_position")
         rows.append(("Queue position", str(position) if position is not None else "-"))
     rows += [
@@ -350,6 +366,9 @@ def _describe_table(job: dict[str, Any]) -> Group:
         ("Checkpoint dir", spec.get("checkpoint_dir") or "-"),
         ("Preemptible", f"{spec.get('preemptible')} (grace {spec.get('grace_period_s')} s)"),
     ]
+    preempted = _last_preemption(job.get("history") or [])
+    if preempted:
+        rows.append(("Last preempted", preempted))
     for key, value in rows:
         facts.add_row(key, Text(safe(value)))
     events: list[Column] = [

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from scheduler.model.job import JobSpec, JobState
 
-__all__ = ["Job", "JobArray", "JobState", "Node", "NodeAllocation", "Queue"]
+__all__ = ["Job", "JobArray", "JobState", "Node", "NodeAllocation", "Queue", "Suggestion"]
 
 
 class _Out(BaseModel):
@@ -18,6 +18,16 @@ class _Out(BaseModel):
 class NodeAllocation(_Out):
     node: str
     gpus: list[int]
+
+
+class Suggestion(_Out):
+    """A change that would start a waiting job now (verified by a scheduling cycle), e.g.
+    kind "shape", change {"nodes": 1, "gpus_per_node": 8}, flag "--gpus 8"."""
+
+    kind: str
+    change: dict[str, int | float | str]
+    flag: str
+    text: str
 
 
 class Job(_Out):
@@ -49,6 +59,7 @@ class Job(_Out):
     spec: JobSpec
     array_id: str | None = None  # the job array it is a task of (its first task's id)
     array_index: int | None = None  # its index there (CORRAL_ARRAY_INDEX)
+    suggestions: list[Suggestion] = []
 
     @property
     def terminal(self) -> bool:

@@ -23,6 +23,7 @@ from scheduler.config.live import LiveConfig
 from scheduler.control.reconcile import reconcile
 from scheduler.control.relabel import region_change, stop_outside_region
 from scheduler.control.spec_check import check_spec
+from scheduler.control.suggestions import SuggestionWorker
 from scheduler.control.transitions import (
     Effect,
     Release,
@@ -47,6 +48,7 @@ from scheduler.model.records import AuditRecord, Batch, Cordon, JobRecord, Usage
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy.decide import decide
 from scheduler.policy.order import pending_key
+from scheduler.policy.suggest import Suggestion
 from scheduler.policy.usage import DecayedUsage
 from scheduler.store import controller_state
 from scheduler.store.errors import LockLost
@@ -119,6 +121,8 @@ class Controller:
         job_info_metrics: bool = False,
         fence: Fence | None = None,
         on_fatal: Callable[[str], None] | None = None,
+        suggest_interval_s: float = 5.0,
+        team_queues: Callable[[], Mapping[str, Collection[str] | None]] | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -164,6 +168,10 @@ class Controller:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        # Counterfactual reasons ("fits now with --gpus 8"), on their own thread, off the cycle.
+        self.suggester = SuggestionWorker(
+            config.policy, min_interval_s=suggest_interval_s, team_queues=team_queues
+        )
         self.cycles = 0
         self.store_errors = 0
         self.last_step_at = 0.0
@@ -193,6 +201,7 @@ class Controller:
         self.recover()
         self._thread = threading.Thread(target=self._run, name="corral-controller", daemon=True)
         self._thread.start()
+        self.suggester.start()
 
     def _config_document(self) -> dict[str, object]:
         """What the config change audit covers: the queues, priority classes, policy and declared nodes."""
@@ -207,6 +216,7 @@ class Controller:
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
         self._wake.set()
+        self.suggester.stop()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -489,13 +499,14 @@ class Controller:
         self.metrics.observe_cycle(self.last_cycle_s, plan)
         self.cycles += 1
         self._last_decide = now
-        apply_plan(current, plan, nodes, now, step)
+        apply_plan(current, plan, nodes, now, step, snapshot.running)
         self._charge(self._current(step).values(), now)  # placements count from now
         with self._lock:
             self._inputs = inputs
         # this step's new cordons are not committed yet, but its nodes already read DRAINING
         cordons = {**self._cordons, **{c.node: c for c in step.cordons}}
         self._publish(snapshot, self._current(step), nodes, now, step.pending_reasons, cordons)
+        self.suggester.offer(snapshot, plan, now, self.cycles)  # computed later, on its own thread
 
     def _snapshot_inputs(
         self, current: Mapping[str, JobRecord], nodes: Mapping[str, Node], now: float
@@ -774,6 +785,9 @@ class Controller:
             if isinstance(decision, Reject) and decision.job_id == probe.id:
                 return DryRun(allocation=None, pending_reason=None, rejected=decision.reason)
         return DryRun(allocation=None, pending_reason=plan.reason_for(probe.id).message)
+
+    def suggestions(self, job_id: str) -> Sequence[Suggestion]:
+        return self.suggester.get(job_id)
 
     def wake(self) -> None:
         self._wake.set()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from scheduler.clock import Clock
 from scheduler.config.live import LiveConfig
@@ -29,6 +29,7 @@ from scheduler.control.spec_check import check_spec
 from scheduler.metrics import Metrics
 from scheduler.model.job import JobSpec
 from scheduler.model.queue import with_defaults
+from scheduler.policy.suggest import Suggestion
 from scheduler.store import controller_state
 from scheduler.store.errors import LockLost
 from scheduler.store.lease import Lease, current_lease
@@ -188,6 +189,11 @@ class Leadership:
         if controller is None:
             raise NotLeader(self._leader_url())
         return controller.dry_run(spec, team)
+
+    def suggestions(self, job_id: str) -> Sequence[Suggestion]:
+        """The leader's counterfactual reasons for a waiting job (a follower has none)."""
+        controller = self.controller
+        return controller.suggestions(job_id) if controller is not None else ()
 
     def wake(self) -> None:
         controller = self.controller

@@ -11,10 +11,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from scheduler.backends.base import BackendEvent, EventKind
-from scheduler.model.cluster import ANY, Node
+from scheduler.model.cluster import ANY, Node, PoolKey
 from scheduler.model.job import Job, JobState
 from scheduler.model.plan import Allocation, Place, Plan, Preempt, Reject
 from scheduler.model.records import AuditRecord, Cordon, EventRecord, JobRecord, StopReason, UsageRecord
+from scheduler.model.snapshot import RunningJob
+from scheduler.policy import explain
 
 _HOLDING = frozenset({JobState.STARTING, JobState.RUNNING, JobState.PREEMPTING})
 
@@ -315,9 +317,15 @@ def residency_check(
 
 
 def apply_plan(
-    records: Mapping[str, JobRecord], plan: Plan, nodes: Mapping[str, Node], now: float, step: Step
+    records: Mapping[str, JobRecord],
+    plan: Plan,
+    nodes: Mapping[str, Node],
+    now: float,
+    step: Step,
+    running: Mapping[str, RunningJob] | None = None,
 ) -> None:
-    """Turn decide()'s plan into record changes, audit entries and effects."""
+    """Turn decide()'s plan into record changes, audit entries and effects. `running`: the
+    snapshot's running jobs (what a preemption loses is read from them)."""
     for decision in plan.decisions:
         rec = step.records.get(decision.job_id) or records.get(decision.job_id)
         if rec is None:
@@ -326,11 +334,15 @@ def apply_plan(
             _place(rec, decision, nodes, now, step)
         elif isinstance(decision, Preempt):
             if rec.state in (JobState.STARTING, JobState.RUNNING) and rec.stop_reason is None:
+                victim = running.get(rec.id) if running is not None else None
                 request_stop(rec, StopReason.PREEMPT, rec.job.spec.grace_period_s, now, step)
-                # The victim's team reads why, never who: the preemptor (its id, its queue) goes to
-                # the private detail, which only an admin or the preemptor's team may read.
-                public = preemption_words(decision.rule)
-                private = f"for job {decision.for_job}: {decision.reason}"
+                # The victim's team reads why (the rule, the work lost), never who: the preemptor
+                # (its id, its queue) goes to the private detail, which only an admin or the
+                # preemptor's team may read.
+                if victim is None:
+                    victim = _as_running(rec, nodes, now)
+                public = explain.why_preempted(decision.rule, victim, now)
+                private = explain.preempted_by(decision.for_job, decision.reason)
                 step.events.append(
                     EventRecord(
                         rec.id,
@@ -365,17 +377,12 @@ def apply_plan(
             step.pending_reasons[job_id] = reason
 
 
-_PREEMPTION_WORDS = {
-    "priority": "preempted for a job of a higher priority class",
-    "reclaim": "its queue ran on borrowed quota, which the lending queue took back",
-    "service": "preempted for a job with less attained GPU time (it has run long; it resumes later)",
-}
-
-
-def preemption_words(rule: str) -> str:
-    """What the victim's team is told for a Preempt's rule ("priority", "reclaim", "service", or
-    several joined by ","): the reason without naming the other job or its queue."""
-    return "; ".join(_PREEMPTION_WORDS[r] for r in rule.split(",") if r in _PREEMPTION_WORDS) or "preempted"
+def _as_running(rec: JobRecord, nodes: Mapping[str, Node], now: float) -> RunningJob:
+    """A job holding GPUs as the snapshot sees it (when the caller passed no snapshot)."""
+    assert rec.allocation is not None
+    first = nodes.get(rec.allocation.nodes[0].node)
+    pool = first.pool if first is not None else PoolKey(rec.job.spec.data_region, rec.job.spec.gpu_type)
+    return RunningJob(rec.job, rec.allocation, pool, rec.job.started_at or now)
 
 
 def reject(rec: JobRecord, reason: str, now: float, step: Step) -> None:

@@ -8,11 +8,12 @@ so the words are the same on the simulator's virtual clock and the live wall clo
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from scheduler.model.capacity import CapacityIndex
 from scheduler.model.cluster import ANY
 from scheduler.model.job import JobSpec, PendingCode, PendingReason
-from scheduler.model.snapshot import ClusterSnapshot
+from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy.place import candidate_pools
 from scheduler.policy.quota import QuotaLedger
 from scheduler.policy.words import duration, plural
@@ -150,3 +151,67 @@ def beyond_quota(snapshot: ClusterSnapshot, ledger: QuotaLedger, spec: JobSpec) 
         f"needs {plural(spec.gpus, 'GPU')}; queue {spec.queue} can never hold more than {most} "
         "(quota plus what its cohort can lend): ask for fewer GPUs or a bigger quota",
     )
+
+
+# --- why a job was preempted ---------------------------------------------------------------------
+
+_PREEMPTED_WORDS = {
+    "priority": "preempted for a job of a higher priority class",
+    "reclaim": "its queue ran on borrowed quota, which the lending queue took back",
+    "service": "preempted for a job with less attained GPU time (it has run long; it resumes later)",
+}
+
+
+def preempted_words(rule: str) -> str:
+    """What the victim's team is told for a Preempt's rule ("priority", "reclaim", "service", or
+    several joined by ","): the reason without naming the other job or its queue."""
+    return "; ".join(_PREEMPTED_WORDS[r] for r in rule.split(",") if r in _PREEMPTED_WORDS) or "preempted"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkLost:
+    """Work a preemption throws away: the running time since the job's last checkpoint, at the
+    end of its grace period (when it is stopped)."""
+
+    seconds: float  # wall-clock seconds of progress lost
+    gpu_seconds: float  # the same, times the GPUs the job holds
+    basis: str  # "checkpoint": its checkpoint interval is known; "start": counted from its start
+
+    def words(self, interval_s: float | None) -> str:
+        """e.g. 'loses about 9 min of work (1.2 GPU-hours) since its last checkpoint (one every 17 min)',
+        or, with no checkpoint known, 'loses up to 40 s of work: its run since this attempt started
+        and its grace period, ...'."""
+        hours = f" ({self.gpu_seconds / 3600:.1f} GPU-hours)" if self.gpu_seconds >= 360 else ""
+        if self.basis == "checkpoint" and interval_s is not None:
+            return (
+                f"loses about {duration(self.seconds)} of work{hours} since its last checkpoint "
+                f"(one every {duration(interval_s)})"
+            )
+        return (
+            f"loses up to {duration(self.seconds)} of work{hours}: its run since this attempt started "
+            "and its grace period, as it reported no checkpoint (a job that saves one on SIGTERM "
+            "loses none)"
+        )
+
+
+def work_lost(victim: RunningJob, now: float) -> WorkLost:
+    """What preempting `victim` at `now` throws away once its grace period ends, and what the
+    figure is based on: its checkpoint interval when known (the simulator's), else the time since
+    this attempt started (no checkpoint reported)."""
+    stop = now + victim.job.spec.grace_period_s
+    lost = victim.work_at_risk_s(stop)
+    basis = "checkpoint" if victim.checkpoint_interval_s is not None else "start"
+    return WorkLost(lost, lost * victim.gpus, basis)
+
+
+def why_preempted(rule: str, victim: RunningJob, now: float) -> str:
+    """The victim's history line, the same in the live controller and the simulator, e.g.
+    'preempted for a job of a higher priority class (rule: priority); loses about 9 min of work
+    since its last checkpoint (one every 17 min)'. Never names the other job or its queue."""
+    lost = work_lost(victim, now).words(victim.checkpoint_interval_s)
+    return f"{preempted_words(rule)} (rule: {rule}); {lost}"
+
+
+def preempted_by(for_job: str, reason: str) -> str:
+    """The private detail (an admin, or the preemptor's team, reads it): whom it made room for."""
+    return f"for job {for_job}: {reason}"

@@ -60,6 +60,20 @@ class AllocationSpan:
     allocation: tuple[tuple[str, str, str, str, tuple[int, ...]], ...]  # (node, region, rack, gpu_type, gpus)
 
 
+@dataclass(frozen=True, slots=True)
+class PreemptionRecord:
+    """One preemption, attributed as the live controller's history attributes it
+    (scheduler.policy.explain.why_preempted): the victim's words, and whom it made room for."""
+
+    time: float
+    job_id: str
+    for_job: str
+    rule: str  # PREEMPT_RULES, joined by "," if several
+    message: str  # what the victim's team reads: the rule and the work lost, never who
+    private_detail: str  # for an admin or the preemptor's team: the other job and its queue
+    lost_s: float  # running time since its last checkpoint
+
+
 @dataclass(slots=True)
 class RunResult:
     """Everything one policy's replay produced."""
@@ -70,6 +84,7 @@ class RunResult:
     timeline: list[TimelinePoint] = field(default_factory=list)
     spans: list[AllocationSpan] = field(default_factory=list)
     preemptions: int = 0
+    preemption_log: list[PreemptionRecord] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     cycles: int = 0
     wall_s: float = 0.0

@@ -25,12 +25,20 @@ from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.plan import Place, Plan, Preempt, Reject
 from scheduler.model.queue import ClusterConfig, with_defaults
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob, gpus_by_type, pool_shapes
+from scheduler.policy import explain
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.decide import decide
 from scheduler.policy.order import pending_key
 from scheduler.policy.usage import DecayedUsage
 from scheduler.sim.invariants import check_invariants
-from scheduler.sim.records import AllocationSpan, JobRecord, RunResult, TimelinePoint, TraceJob
+from scheduler.sim.records import (
+    AllocationSpan,
+    JobRecord,
+    PreemptionRecord,
+    RunResult,
+    TimelinePoint,
+    TraceJob,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +254,7 @@ class Simulator:
             elif isinstance(decision, Preempt):
                 job = self.jobs[decision.job_id]
                 if job.state in (JobState.RUNNING, JobState.STARTING):
+                    self._attribute(decision, self.running[job.id], now)
                     job = job.transition(JobState.PREEMPTING)
                     self._set(job)
                     self.running[job.id] = _with_job(self.running[job.id], job)
@@ -255,6 +264,21 @@ class Simulator:
                 job = self.jobs[decision.job_id]
                 self.pending[job.spec.queue].remove(job)
                 self._finish(job, JobState.FAILED, reason=decision.reason)
+
+    def _attribute(self, decision: Preempt, victim: RunningJob, now: float) -> None:
+        """Record who preempted whom, by which rule and at what loss, in the words the live
+        controller writes to the victim's history."""
+        self.result.preemption_log.append(
+            PreemptionRecord(
+                now,
+                decision.job_id,
+                decision.for_job,
+                decision.rule,
+                explain.why_preempted(decision.rule, victim, now),
+                explain.preempted_by(decision.for_job, decision.reason),
+                explain.work_lost(victim, now).seconds,
+            )
+        )
 
     def _start(self, job: Job, place: Place, now: float) -> None:
         self.pending[job.spec.queue].remove(job)

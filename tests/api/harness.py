@@ -33,6 +33,7 @@ from scheduler.backends.base import EventKind
 from scheduler.clock import WallClock
 from scheduler.config.live import LiveConfig, parse_live_config
 from scheduler.control.controller import Controller
+from scheduler.control.suggestions import team_queues
 from scheduler.model.cluster import Node
 from scheduler.model.job import Job, JobState
 from scheduler.model.plan import Allocation
@@ -123,7 +124,13 @@ class Harness:
         self.tokens.ensure_admin(ADMIN_TOKEN, self.clock.now())  # what `corral serve` does
         self.backend = ThreadSafeBackend(list(self.config.cluster.nodes))
         self.controller = Controller(
-            self.store, self.backend, self.config, self.clock, poll_s=0.02, min_decide_interval_s=0.0
+            self.store,
+            self.backend,
+            self.config,
+            self.clock,
+            poll_s=0.02,
+            min_decide_interval_s=0.0,
+            team_queues=lambda: team_queues(self.tokens.list(include_revoked=False)),  # as `corral serve`
         )
         self.log_dir = tmp / "logs"
         self.log_dir.mkdir()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from scheduler.control.transitions import Step, apply_plan
+from scheduler.model.plan import Allocation, NodeAllocation, Plan, Preempt
 from scheduler.model.queue import Queue
+from scheduler.model.records import JobRecord as LiveRecord
+from scheduler.model.snapshot import RunningJob
 from scheduler.policy.config import POLICY_NAMES, PolicyConfig
 from scheduler.sim.records import JobRecord, RunResult, TraceJob
 from scheduler.sim.runner import SimOptions, Simulator
@@ -251,3 +257,43 @@ def test_running_jobs_in_the_snapshot_turn_running_once_started() -> None:
 
     sim.run(look)
     assert seen == [("RUNNING", "RUNNING"), ("RUNNING", "RUNNING")]
+
+
+def test_preemptions_are_attributed_as_the_live_controller_does() -> None:
+    # The run of the test above: low is preempted at 2500 by the high-priority job; it stops at
+    # 2530, 530 s after its last checkpoint (2000 s of work).
+    jobs = [
+        job("low").priority("low").gpus(8).grace(30).submitted(0).trace(10_000),
+        job("high").priority("high").gpus(8).submitted(2500).trace(1000),
+    ]
+    opts = SimOptions(checkpoint_interval_s=1000, restart_overhead_s=60, validate=True)
+    (record,) = simulate(ONE, jobs, PolicyConfig(), opts).preemption_log
+    assert (record.time, record.job_id, record.for_job, record.rule, record.lost_s) == (
+        2500,
+        "low",
+        "high",
+        "priority,service",  # a higher class, and less attained service (low: 5.6 GPU-hours)
+        530,
+    )
+    assert record.message == (
+        "preempted for a job of a higher priority class; preempted for a job with less attained GPU "
+        "time (it has run long; it resumes later) (rule: priority,service); loses about 9 min of work "
+        "(1.2 GPU-hours) since its last checkpoint (one every 17 min)"
+    )
+    assert record.private_detail.startswith("for job high: priority: high job high")
+    # The live controller, given the same running job and decision, writes the same history line.
+    low = jobs[0]
+    running_low = job("low").priority("low").gpus(8).grace(30).submitted(0).build()
+    running_low = running_low.model_copy(update={"state": "RUNNING", "started_at": 0.0})
+    allocation = Allocation(nodes=(NodeAllocation(node=ONE[0].id, gpus=tuple(range(8))),))
+    victim = RunningJob(running_low, allocation, ONE[0].pool, 0.0, 1000.0)
+    step = Step()
+    reason = record.private_detail.removeprefix("for job high: ")
+    decision = Preempt(job_id=low.job_id, for_job="high", reason=reason, rule=record.rule)
+    rec = replace(LiveRecord(job=running_low), allocation=allocation)
+    apply_plan(
+        {"low": rec}, Plan(decisions=(decision,)), {n.id: n for n in ONE}, 2500.0, step, {"low": victim}
+    )
+    (event,) = [e for e in step.events if e.kind == "PREEMPTING"]
+    assert event.message == record.message
+    assert (event.related_job, event.private_detail) == ("high", record.private_detail)
