@@ -7,7 +7,9 @@ replays a fixed trace on a fixed cluster under every policy and writes its whole
     backfilled]``, ``["preempt", t, job, for_job, rule]``, ``["reject", t, job]``;
   - every stretch a job held GPUs: ``["span", start, end, job, end_reason, [[node, [gpus]], ...]]``;
   - every job's record ``["job", job, first_start, finish, preemptions, end_state]``, the rejected
-    jobs and the preemption count.
+    jobs and the preemption count;
+  - a digest of what every cycle tells the jobs it leaves waiting (each pending reason, the
+    fallback reason, how many jobs it examined), so explanations stay the same too.
 
 tests/sim/test_equivalence.py replays them and compares with the references in
 tests/sim/equivalence/ (one gzipped JSON file per case and policy). Re-record them only when a
@@ -23,6 +25,7 @@ references do not move when a trace loader changes.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -117,10 +120,12 @@ CASES: tuple[Case, ...] = (
 
 
 class _DecisionLog:
-    """A SimObserver that keeps every decision of every cycle, with the cycle's time."""
+    """A SimObserver that keeps every decision of every cycle, with the cycle's time, and a digest
+    of the reasons each cycle gives the jobs that wait."""
 
     def __init__(self) -> None:
         self.rows: list[list[Any]] = []
+        self.reasons = hashlib.sha256()
 
     def before(self, sim: Simulator, t: float) -> None:
         pass
@@ -133,6 +138,9 @@ class _DecisionLog:
 
     def cycled(self, sim: Simulator, seconds: float, plan: Plan) -> None:
         now = sim.clock.now()
+        waiting = sorted([job, r.code.value, r.detail] for job, r in plan.pending.items())
+        fallback = [plan.fallback.code.value, plan.fallback.detail]
+        self.reasons.update(json.dumps([now, plan.examined, fallback, waiting]).encode())
         for d in plan.decisions:
             if isinstance(d, Place):
                 self.rows.append(
@@ -176,6 +184,7 @@ def _as_data(result: RunResult, log: _DecisionLog) -> dict[str, Any]:
         "preemptions": result.preemptions,
         "rejected": list(result.rejected),
         "decisions": log.rows,
+        "reasons_sha256": log.reasons.hexdigest(),
         "spans": spans,
         "jobs": jobs,
     }

@@ -20,7 +20,7 @@ def test_schedule_matches_the_recorded_reference(case: Case, policy: str) -> Non
     assert reference_path(case, policy).exists(), "no reference: python -m tests.sim.equivalence"
     expected = read_reference(case, policy)
     actual = schedule(case, policy)
-    for part in ("decisions", "spans", "jobs", "rejected", "preemptions"):
+    for part in ("decisions", "spans", "jobs", "rejected", "preemptions", "reasons_sha256"):
         assert actual[part] == expected[part], _first_difference(part, actual[part], expected[part])
 
 
