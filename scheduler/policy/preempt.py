@@ -112,9 +112,26 @@ class VictimCandidates:
             cost = (float(value), r.work_at_risk_s(now) * r.gpus, -float(r.gpus), r.started_at)
             self._heap.append((cost, i, r, value, protected))
         self._unprotected = [r for _, _, r, _, protected in self._heap if not protected]
+        self._summary: dict[str, dict[int, int]] | None = None
         heapq.heapify(self._heap)
         self._sorted: list[Candidate] = []
         self._top: int | None = None
+
+    def summary(self) -> Mapping[str, Mapping[int, int]]:
+        """queue → class value → the highest service level among its candidates of that class that
+        every rule may take (-1 if all of them are protected: only a reclaim may take those).
+
+        Enough to tell, without walking the candidates, that no rule can take any of them.
+        """
+        if self._summary is None:
+            summary: dict[str, dict[int, int]] = {}
+            for c in self._sorted:
+                _note(summary, c.running.queue, c.value, -1 if c.protected else c.level)
+            for _, _, r, value, protected in self._heap:
+                level = -1 if protected else las_level(attained(r, self._now), self._thresholds)
+                _note(summary, r.queue, value, level)
+            self._summary = summary
+        return self._summary
 
     def top_level(self) -> int:
         """The highest service level among those every rule may take (-1 if none)."""
@@ -135,6 +152,40 @@ class VictimCandidates:
                 self._sorted.append(Candidate(r, value, level, cost, protected))
             yield self._sorted[i]
             i += 1
+
+
+def _note(summary: dict[str, dict[int, int]], queue: str, value: int, level: int) -> None:
+    by_value = summary.setdefault(queue, {})
+    if by_value.get(value, -2) < level:
+        by_value[value] = level
+
+
+def _any_rule_applies(
+    summary: Mapping[str, Mapping[int, int]],
+    ledger: QuotaLedger,
+    queue: str,
+    gpu_type: str,
+    value: int,
+    level: int,
+    preempts_lower: bool,
+    within_nominal: bool,
+    service: bool,
+) -> bool:
+    """Could some rule take some candidate? The rules of choose_victims over the summary, with
+    every candidate counted as not yet taken (so True is only a maybe, False is certain)."""
+    for other, by_value in summary.items():
+        same_queue = other == queue
+        lends_back = not same_queue and ledger.over_nominal(other, gpu_type) > 0
+        if lends_back and within_nominal:
+            return True  # reclaim
+        for c_value, top in by_value.items():
+            if top < 0:
+                continue  # protected: only a reclaim could take them
+            if preempts_lower and c_value < value and (same_queue or within_nominal):
+                return True
+            if service and c_value <= value and top > level and (same_queue or lends_back or within_nominal):
+                return True
+    return False
 
 
 def choose_victims(
@@ -160,6 +211,18 @@ def choose_victims(
         return None
     within_nominal = ledger.within_nominal(spec.queue, pool.gpu_type, spec.gpus)
     level = las_level(job.attained_gpu_s, config.las_thresholds_gpu_s) if config.service_preemption else 0
+    if isinstance(pool_candidates, VictimCandidates) and not _any_rule_applies(
+        pool_candidates.summary(),
+        ledger,
+        spec.queue,
+        pool.gpu_type,
+        value,
+        level,
+        preempts_lower,
+        within_nominal,
+        config.service_preemption,
+    ):
+        return None  # most searches of a deep backlog end here, without walking the candidates
 
     candidates: list[tuple[RunningJob, tuple[int, ...]]] = []
     borrows: dict[str, int] = {}  # queue → GPUs of this type it still uses above its quota
