@@ -100,22 +100,38 @@ class VictimCandidates:
     def __init__(
         self, snapshot: ClusterSnapshot, running: Sequence[RunningJob], now: float, config: PolicyConfig
     ) -> None:
-        self._now = now
-        self._thresholds = config.las_thresholds_gpu_s
-        self._heap: list[tuple[tuple[float, ...], int, RunningJob, int, bool]] = []
+        self._heap: list[tuple[tuple[float, ...], int, RunningJob, int, bool, int]] = []
         values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
-        for i, r in enumerate(running):  # every running job of the pool: keep this loop lean
-            protected = not can_be_victim(r, now, config)
+        thresholds = config.las_thresholds_gpu_s
+        # can_be_victim and protected_for_s, inlined: this loop sees every running job of the pool.
+        cap, backoff = config.max_preemptions_per_job, config.preemption_backoff
+        base = config.default_min_runtime_s
+        summary: dict[str, dict[int, int]] = {}
+        top = -1
+        for i, r in enumerate(running):
+            job = r.job
+            spec = job.spec
+            ran = now - r.started_at
+            count = job.preemption_count
+            protected = (
+                not spec.preemptible
+                or r.preempting
+                or count >= cap
+                or ran < max(spec.min_runtime_s, base * backoff**count)
+            )
             if protected and not reclaimable(r):
                 continue
-            value = values.get(r.job.spec.priority, 0)
+            value = values.get(spec.priority, 0)
             cost = (float(value), r.work_at_risk_s(now) * r.gpus, -float(r.gpus), r.started_at)
-            self._heap.append((cost, i, r, value, protected))
-        self._unprotected = [r for _, _, r, _, protected in self._heap if not protected]
-        self._summary: dict[str, dict[int, int]] | None = None
+            level = las_level(job.attained_gpu_s + r.gpus * max(0.0, ran), thresholds)  # attained()
+            self._heap.append((cost, i, r, value, protected, level))
+            if not protected and level > top:
+                top = level
+            _note(summary, r.queue, value, -1 if protected else level)
         heapq.heapify(self._heap)
         self._sorted: list[Candidate] = []
-        self._top: int | None = None
+        self._summary = summary
+        self._top = top
 
     def summary(self) -> Mapping[str, Mapping[int, int]]:
         """queue → class value → the highest service level among its candidates of that class that
@@ -123,22 +139,10 @@ class VictimCandidates:
 
         Enough to tell, without walking the candidates, that no rule can take any of them.
         """
-        if self._summary is None:
-            summary: dict[str, dict[int, int]] = {}
-            for c in self._sorted:
-                _note(summary, c.running.queue, c.value, -1 if c.protected else c.level)
-            for _, _, r, value, protected in self._heap:
-                level = -1 if protected else las_level(attained(r, self._now), self._thresholds)
-                _note(summary, r.queue, value, level)
-            self._summary = summary
         return self._summary
 
     def top_level(self) -> int:
         """The highest service level among those every rule may take (-1 if none)."""
-        if self._top is None:
-            # The level only grows with attained service: the most attained has the top level.
-            most = max((attained(r, self._now) for r in self._unprotected), default=None)
-            self._top = -1 if most is None else las_level(most, self._thresholds)
         return self._top
 
     def __iter__(self) -> Iterator[Candidate]:
@@ -147,8 +151,7 @@ class VictimCandidates:
             if i == len(self._sorted):
                 if not self._heap:
                     return
-                cost, _, r, value, protected = heapq.heappop(self._heap)
-                level = las_level(attained(r, self._now), self._thresholds)
+                cost, _, r, value, protected, level = heapq.heappop(self._heap)
                 self._sorted.append(Candidate(r, value, level, cost, protected))
             yield self._sorted[i]
             i += 1
