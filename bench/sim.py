@@ -1,7 +1,8 @@
-"""Simulation speed: replay a 100,000-job trace on a 10,000-GPU cluster (target ≤ 60 s wall).
+"""Simulation speed: replay a 100,000-job trace on a 10,000-GPU cluster (target ≤ 60 s wall),
+and the contended full Philly trace on 448 GPUs under corral and las (target ≤ 120 s each).
 
     .venv/bin/python bench/sim.py [--jobs 100000] [--gpus 10000] [--policy corral] [--load 0.9]
-                                  [--json] [--profile N]
+                                  [--contended-jobs N] [--json] [--profile N]
 
 The trace is built from the real Philly trace (examples/traces/philly_jobs.csv.gz, 82,247 jobs,
 read with scheduler.sim.traces.load_trace), so job sizes, durations, queues (the 15 virtual
@@ -20,6 +21,14 @@ holds the remainder); the trace's queues get equal quotas in one cohort (ensure_
 
 wall_s is the wall time of Simulator.run() (time.perf_counter), as RunResult.wall_s reports it;
 setup_s (reading the trace, building cluster and simulator) is reported apart.
+
+Contended: the whole Philly trace, as read by `corral sim`, on examples/philly-cluster.yaml
+(56 nodes × 8 V100 = 448 GPUs, the 15 VCs as 15 queues in one cohort) with default knobs, once
+under corral and once under las: `contended_philly_corral_s` and `contended_philly_las_s` are
+the wall times of Simulator.run(), with its CPU time (`_cpu_s`, what a busy shared machine
+leaves comparable), cycles, average JCT and preemptions beside them
+(`corral sim -c examples/philly-cluster.yaml -t examples/traces/philly_jobs.csv.gz -p corral`
+replays the same). `--contended-jobs N` replays only the first N jobs (0: skip both).
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from typing import Any
 
 from _common import REPO, emit_json, fmt_s
 
-from scheduler.config.cluster_file import ensure_queues, parse_cluster
+from scheduler.config.cluster_file import ensure_queues, load_cluster, parse_cluster
 from scheduler.model.queue import ClusterConfig
 from scheduler.policy.config import POLICY_NAMES, PolicyConfig
 from scheduler.sim.records import TraceJob
@@ -46,6 +55,8 @@ from scheduler.sim.runner import SimOptions, Simulator
 from scheduler.sim.traces import load_trace
 
 PHILLY = REPO / "examples" / "traces" / "philly_jobs.csv.gz"
+PHILLY_CLUSTER = REPO / "examples" / "philly-cluster.yaml"
+CONTENDED_POLICIES = ("corral", "las")
 RACK_NODES = 32
 GPUS_PER_NODE = 8
 GPU_TYPE = "V100"
@@ -137,6 +148,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def contended(jobs: int | None) -> dict[str, Any]:
+    """The full (or first `jobs`) Philly trace on the 448-GPU Philly cluster, under corral and las."""
+    workload = load_trace(PHILLY, limit=jobs)
+    cluster = ensure_queues(load_cluster(PHILLY_CLUSTER), workload.queues)
+    out: dict[str, Any] = {
+        "contended_philly_jobs": len(workload.jobs),
+        "contended_philly_gpus": cluster.total_gpus,
+    }
+    for policy in CONTENDED_POLICIES:
+        sim = Simulator(cluster, list(workload.jobs), PolicyConfig(name=policy), SimOptions())
+        cpu = time.process_time()
+        result = sim.run()
+        summary = summarize(result)
+        out[f"contended_philly_{policy}_s"] = result.wall_s
+        out[f"contended_philly_{policy}_cpu_s"] = time.process_time() - cpu  # apart from the neighbours
+        out[f"contended_philly_{policy}_cycles"] = result.cycles
+        out[f"contended_philly_{policy}_avg_jct_s"] = summary.avg_jct_s
+        out[f"contended_philly_{policy}_preemptions"] = summary.preemptions
+    return out
+
+
 def report(r: dict[str, Any]) -> None:
     verdict = "OK" if r["wall_s"] <= 60.0 else "MISSED"
     print(
@@ -156,6 +188,21 @@ def report(r: dict[str, Any]) -> None:
         f"  GPU allocation rate  {r['gpu_allocation_rate']:.1%} over the makespan ({r['makespan_s']:.0f} s), "
         f"{r['arrival_window_allocation_rate']:.1%} while jobs arrive ({r['arrival_window_s']:.0f} s)"
     )
+    if "contended_philly_jobs" in r:
+        print(
+            f"Contended: {r['contended_philly_jobs']} Philly jobs on {r['contended_philly_gpus']} V100 GPUs "
+            "(examples/philly-cluster.yaml)"
+        )
+        for policy in CONTENDED_POLICIES:
+            wall = r[f"contended_philly_{policy}_s"]
+            verdict = "OK" if wall <= 120.0 else "MISSED"
+            print(
+                f"  {policy:<6} wall          {fmt_s(wall)}  {verdict} (target ≤ 120 s), "
+                f"CPU {fmt_s(r[f'contended_philly_{policy}_cpu_s'])}, "
+                f"{r[f'contended_philly_{policy}_cycles']} cycles, "
+                f"avg JCT {r[f'contended_philly_{policy}_avg_jct_s'] / 3600:.1f} h, "
+                f"{r[f'contended_philly_{policy}_preemptions']} preemptions"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,6 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--policy", choices=POLICY_NAMES, default="corral")
     p.add_argument("--load", type=float, default=0.9, help="average offered load (fraction of the GPUs)")
     p.add_argument("--trace", default=str(PHILLY), help="a trace load_trace reads (default: Philly)")
+    p.add_argument(
+        "--contended-jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="contended replays: only the first N Philly jobs (default: all; 0: skip them)",
+    )
     p.add_argument("--json", action="store_true", help="print only JSON")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile the run; top N to stderr")
     args = p.parse_args(argv)
@@ -174,7 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--gpus must be a positive multiple of {GPUS_PER_NODE}")
     if args.load <= 0:
         p.error("--load must be > 0")
+    if args.contended_jobs is not None and args.contended_jobs < 0:
+        p.error("--contended-jobs must be ≥ 0")
     result = run(args)
+    if args.contended_jobs != 0:
+        result.update(contended(args.contended_jobs))
     if args.json:
         emit_json(result)
     else:

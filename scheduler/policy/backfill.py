@@ -34,24 +34,20 @@ def plan_reservation(
     running_in_pool: Iterable[RunningJob],
     now: float,
     allow_unbounded: bool = True,
+    in_drain_order: bool = False,
 ) -> Reservation | None:
     """The earliest nodes and time the head job could start if running jobs end at their limits.
 
     None if even an empty pool could not hold it, or if the start cannot be bounded (it waits
-    for a job without a time limit) and `allow_unbounded` is false.
+    for a job without a time limit) and `allow_unbounded` is false. `in_drain_order`: the
+    running jobs are already sorted by `drain_order` (a cycle sorts each pool once).
     """
     if not allow_unbounded:
         # Only jobs with a time limit can bound the start; without one among them, nothing to do.
         running_in_pool = list(running_in_pool)
         if not any(r.expected_end is not None for r in running_in_pool):
             return None
-    # Among equal ends (all unbounded ones), the oldest first: no new job may start on reserved
-    # nodes, so their jobs only age and the next cycle picks the same nodes, which drain. (Youngest
-    # first would move the reservation to the nodes that just took new work, and it never drains.)
-    ordered = sorted(
-        running_in_pool,
-        key=lambda r: (math.inf if r.expected_end is None else r.expected_end, r.started_at, r.id),
-    )
+    ordered = running_in_pool if in_drain_order else drain_order(running_in_pool)
     scratch = capacity
     start: float | None = now
     for r in ordered:
@@ -68,6 +64,19 @@ def plan_reservation(
         if alloc is not None:
             return Reservation(job_id, pool, frozenset(alloc.node_ids), start)
     return None
+
+
+def drain_order(running_in_pool: Iterable[RunningJob]) -> list[RunningJob]:
+    """The order in which running jobs free their GPUs, judged by their time limits.
+
+    Among equal ends (all unbounded ones), the oldest first: no new job may start on reserved
+    nodes, so their jobs only age and the next cycle picks the same nodes, which drain. (Youngest
+    first would move the reservation to the nodes that just took new work, and it never drains.)
+    """
+    return sorted(
+        running_in_pool,
+        key=lambda r: (math.inf if r.expected_end is None else r.expected_end, r.started_at, r.id),
+    )
 
 
 def ends_before(spec: JobSpec, now: float, start: float | None) -> bool:

@@ -19,7 +19,6 @@ from scheduler.policy import explain
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.cycle import CycleState, _try_place
 from scheduler.policy.order import QueueMerger, las_level, pending_key
-from scheduler.policy.place import candidate_pools
 from scheduler.policy.preempt import attained
 from scheduler.policy.quota import QuotaLedger
 
@@ -34,7 +33,7 @@ def _admit_and_place(state: CycleState, job: Job, prefer: PoolKey | None = None)
         state.decisions.append(Reject(job_id=job.id, reason=impossible.message))
         return True  # rejected jobs do not block the line
     quota: PendingReason | None = None
-    pools = candidate_pools(state.capacity, spec)
+    pools = state.pools_for(spec)
     if prefer in pools:
         pools = [prefer, *(p for p in pools if p != prefer)]
     for pool in pools:
@@ -148,7 +147,7 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
         elif state.never_fits(spec) is not None:
             _admit_and_place(state, next_pending)  # records the rejection
         else:
-            for pool in candidate_pools(snapshot.capacity, spec):
+            for pool in state.pools_for(spec):
                 shape = snapshot.pool_shapes.get(pool)
                 if (
                     budget.get(pool, 0) >= spec.gpus

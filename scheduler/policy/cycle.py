@@ -60,6 +60,7 @@ class CycleState:
     _reasons: dict[tuple[str, str, int, int, int], PendingReason] = field(default_factory=dict)
     _no_victims: dict[tuple[PoolKey, str, str], list[tuple[int, int]]] = field(default_factory=dict)
     _running_by_pool: dict[PoolKey, list[RunningJob]] | None = None
+    _drain_order: dict[PoolKey, list[RunningJob]] = field(default_factory=dict)
     _candidates: dict[PoolKey, VictimCandidates] = field(default_factory=dict)
     _after_leavers: dict[PoolKey, CapacityIndex] = field(default_factory=dict)
     _no_fit_after_leavers: dict[PoolKey, list[tuple[int, int]]] = field(default_factory=dict)
@@ -131,6 +132,13 @@ class CycleState:
                 by_pool.setdefault(r.pool, []).append(r)
             self._running_by_pool = by_pool
         return self._running_by_pool
+
+    def drain_order(self, pool: PoolKey) -> list[RunningJob]:
+        """The pool's running jobs in the order backfill expects them to free their GPUs."""
+        ordered = self._drain_order.get(pool)
+        if ordered is None:
+            ordered = self._drain_order[pool] = backfill.drain_order(self.running_in(pool))
+        return ordered
 
     def candidates_in(self, pool: PoolKey) -> VictimCandidates:
         found = self._candidates.get(pool)
@@ -437,7 +445,7 @@ def _wait(
             if memo in state.no_reservation:
                 continue
             reservation = backfill.plan_reservation(
-                state.capacity, pool, spec, job.id, state.running_in(pool), now, unbounded_ok
+                state.capacity, pool, spec, job.id, state.drain_order(pool), now, unbounded_ok, True
             )
             if reservation is None:
                 state.no_reservation.add(memo)

@@ -100,28 +100,49 @@ class VictimCandidates:
     def __init__(
         self, snapshot: ClusterSnapshot, running: Sequence[RunningJob], now: float, config: PolicyConfig
     ) -> None:
-        self._now = now
-        self._thresholds = config.las_thresholds_gpu_s
-        self._heap: list[tuple[tuple[float, ...], int, RunningJob, int, bool]] = []
+        self._heap: list[tuple[tuple[float, ...], int, RunningJob, int, bool, int]] = []
         values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
-        for i, r in enumerate(running):  # every running job of the pool: keep this loop lean
-            protected = not can_be_victim(r, now, config)
+        thresholds = config.las_thresholds_gpu_s
+        # can_be_victim and protected_for_s, inlined: this loop sees every running job of the pool.
+        cap, backoff = config.max_preemptions_per_job, config.preemption_backoff
+        base = config.default_min_runtime_s
+        summary: dict[str, dict[int, int]] = {}
+        top = -1
+        for i, r in enumerate(running):
+            job = r.job
+            spec = job.spec
+            ran = now - r.started_at
+            count = job.preemption_count
+            protected = (
+                not spec.preemptible
+                or r.preempting
+                or count >= cap
+                or ran < max(spec.min_runtime_s, base * backoff**count)
+            )
             if protected and not reclaimable(r):
                 continue
-            value = values.get(r.job.spec.priority, 0)
+            value = values.get(spec.priority, 0)
             cost = (float(value), r.work_at_risk_s(now) * r.gpus, -float(r.gpus), r.started_at)
-            self._heap.append((cost, i, r, value, protected))
-        self._unprotected = [r for _, _, r, _, protected in self._heap if not protected]
+            level = las_level(job.attained_gpu_s + r.gpus * max(0.0, ran), thresholds)  # attained()
+            self._heap.append((cost, i, r, value, protected, level))
+            if not protected and level > top:
+                top = level
+            _note(summary, r.queue, value, -1 if protected else level)
         heapq.heapify(self._heap)
         self._sorted: list[Candidate] = []
-        self._top: int | None = None
+        self._summary = summary
+        self._top = top
+
+    def summary(self) -> Mapping[str, Mapping[int, int]]:
+        """queue → class value → the highest service level among its candidates of that class that
+        every rule may take (-1 if all of them are protected: only a reclaim may take those).
+
+        Enough to tell, without walking the candidates, that no rule can take any of them.
+        """
+        return self._summary
 
     def top_level(self) -> int:
         """The highest service level among those every rule may take (-1 if none)."""
-        if self._top is None:
-            # The level only grows with attained service: the most attained has the top level.
-            most = max((attained(r, self._now) for r in self._unprotected), default=None)
-            self._top = -1 if most is None else las_level(most, self._thresholds)
         return self._top
 
     def __iter__(self) -> Iterator[Candidate]:
@@ -130,11 +151,44 @@ class VictimCandidates:
             if i == len(self._sorted):
                 if not self._heap:
                     return
-                cost, _, r, value, protected = heapq.heappop(self._heap)
-                level = las_level(attained(r, self._now), self._thresholds)
+                cost, _, r, value, protected, level = heapq.heappop(self._heap)
                 self._sorted.append(Candidate(r, value, level, cost, protected))
             yield self._sorted[i]
             i += 1
+
+
+def _note(summary: dict[str, dict[int, int]], queue: str, value: int, level: int) -> None:
+    by_value = summary.setdefault(queue, {})
+    if by_value.get(value, -2) < level:
+        by_value[value] = level
+
+
+def _any_rule_applies(
+    summary: Mapping[str, Mapping[int, int]],
+    ledger: QuotaLedger,
+    queue: str,
+    gpu_type: str,
+    value: int,
+    level: int,
+    preempts_lower: bool,
+    within_nominal: bool,
+    service: bool,
+) -> bool:
+    """Could some rule take some candidate? The rules of choose_victims over the summary, with
+    every candidate counted as not yet taken (so True is only a maybe, False is certain)."""
+    for other, by_value in summary.items():
+        same_queue = other == queue
+        lends_back = not same_queue and ledger.over_nominal(other, gpu_type) > 0
+        if lends_back and within_nominal:
+            return True  # reclaim
+        for c_value, top in by_value.items():
+            if top < 0:
+                continue  # protected: only a reclaim could take them
+            if preempts_lower and c_value < value and (same_queue or within_nominal):
+                return True
+            if service and c_value <= value and top > level and (same_queue or lends_back or within_nominal):
+                return True
+    return False
 
 
 def choose_victims(
@@ -160,6 +214,18 @@ def choose_victims(
         return None
     within_nominal = ledger.within_nominal(spec.queue, pool.gpu_type, spec.gpus)
     level = las_level(job.attained_gpu_s, config.las_thresholds_gpu_s) if config.service_preemption else 0
+    if isinstance(pool_candidates, VictimCandidates) and not _any_rule_applies(
+        pool_candidates.summary(),
+        ledger,
+        spec.queue,
+        pool.gpu_type,
+        value,
+        level,
+        preempts_lower,
+        within_nominal,
+        config.service_preemption,
+    ):
+        return None  # most searches of a deep backlog end here, without walking the candidates
 
     candidates: list[tuple[RunningJob, tuple[int, ...]]] = []
     borrows: dict[str, int] = {}  # queue → GPUs of this type it still uses above its quota

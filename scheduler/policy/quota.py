@@ -27,6 +27,9 @@ class Admission:
     detail: str = ""
 
 
+_ADMITTED = Admission(True)  # the common answer, shared (Admission is immutable)
+
+
 class QuotaLedger:
     """Per-queue GPU usage for one cycle; `admit` checks, `charge`/`refund` record."""
 
@@ -200,16 +203,17 @@ class QuotaLedger:
                     f"its cohort lends {max(0, over - (borrow - lend))}"
                 )
             return Admission(False, detail=detail)
-        borrowed_total = self.borrowed(queue_name) - (
-            over_before - max(0, self.used(queue_name, gpu_type) - nominal)
-        )
-        if over and queue.borrowing_limit is not None and borrowed_total + over > queue.borrowing_limit:
-            return Admission(
-                False,
-                detail=f"queue {queue_name} would borrow {plural(borrowed_total + over, 'GPU')}, "
-                f"limit {queue.borrowing_limit}",
+        if over and queue.borrowing_limit is not None:
+            borrowed_total = self.borrowed(queue_name) - (
+                over_before - max(0, self.used(queue_name, gpu_type) - nominal)
             )
-        return Admission(True, borrowed=over)
+            if borrowed_total + over > queue.borrowing_limit:
+                return Admission(
+                    False,
+                    detail=f"queue {queue_name} would borrow {plural(borrowed_total + over, 'GPU')}, "
+                    f"limit {queue.borrowing_limit}",
+                )
+        return Admission(True, borrowed=over) if over else _ADMITTED
 
     def charge(self, queue_name: str, gpu_type: str, gpus: int) -> None:
         self._admitted.clear()

@@ -65,8 +65,11 @@ def test_cycle_bench_no_growth() -> None:
 
 @pytest.mark.timeout(60)
 def test_sim_bench_json() -> None:
-    data = _run("sim.py", "--jobs", "300", "--gpus", "512")
+    data = _run("sim.py", "--jobs", "300", "--gpus", "512", "--contended-jobs", "200")
     for key in ("wall_s", "cycles", "avg_jct_s", "gpu_allocation_rate"):
+        assert _positive(data[key]), (key, data[key])
+    assert (data["contended_philly_jobs"], data["contended_philly_gpus"]) == (200, 448)
+    for key in ("contended_philly_corral_s", "contended_philly_las_s"):
         assert _positive(data[key]), (key, data[key])
     assert (data["jobs"], data["gpus"], data["policy"]) == (300, 512, "corral")
     assert data["finished"] + data["rejected"] == 300
