@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,7 +18,7 @@ from scheduler.config import ClusterFileError, PolicyConfigError, ensure_queues,
 from scheduler.policy.config import POLICY_NAMES, PolicyConfig
 from scheduler.sim.bounds import compute_bounds
 from scheduler.sim.metrics_out import MetricsWriter
-from scheduler.sim.placement import PLACEMENTS, Placement, apply_placement
+from scheduler.sim.placement import PLACEMENTS, apply_placement
 from scheduler.sim.records import RunResult
 from scheduler.sim.report import comparison_json, comparison_table, summarize
 from scheduler.sim.runner import SimObserver, SimOptions, Simulator
@@ -93,7 +93,7 @@ def sim(
     try:
         workload = load_trace(trace, fmt=fmt, limit=limit)
         cluster_config = ensure_queues(load_cluster(cluster), workload.queues)
-        cluster_config, jobs = apply_placement(cast(Placement, placement), cluster_config, workload.jobs)
+        cluster_config, jobs = apply_placement(placement, cluster_config, workload.jobs)
     except (TraceError, ClusterFileError) as exc:
         fail(str(exc))
     except OSError as exc:
@@ -135,7 +135,12 @@ def sim(
             console = Console(width=170)  # a pipe or file: keep every column readable
         console.print(
             f"{len(workload.jobs)} jobs from {trace} ({workload.fmt}) on {cluster_config.total_gpus} GPUs, "
-            f"{len(cluster_config.nodes)} nodes, {len(cluster_config.queues)} queues"
+            + (
+                "GPUs counted without node boundaries"
+                if placement == "gpu-count"
+                else f"{len(cluster_config.nodes)} nodes"
+            )
+            + f", {len(cluster_config.queues)} queues"
         )
         console.print(comparison_table(summaries, bounds))
     if events_out is not None:
