@@ -18,6 +18,7 @@ from scheduler.config import ClusterFileError, PolicyConfigError, ensure_queues,
 from scheduler.policy.config import POLICY_NAMES, PolicyConfig
 from scheduler.sim.bounds import compute_bounds
 from scheduler.sim.metrics_out import MetricsWriter
+from scheduler.sim.placement import PLACEMENTS, apply_placement
 from scheduler.sim.records import RunResult
 from scheduler.sim.report import comparison_json, comparison_table, summarize
 from scheduler.sim.runner import SimObserver, SimOptions, Simulator
@@ -67,6 +68,14 @@ def sim(
         float,
         typer.Option("--metrics-interval", help="Virtual seconds between --metrics-out samples.", min=1),
     ] = 300.0,
+    placement: Annotated[
+        str,
+        typer.Option(
+            "--placement",
+            help="nodes (gangs on whole nodes) or gpu-count (GPUs counted without node boundaries, "
+            "as some published simulators do; for comparisons only).",
+        ),
+    ] = "nodes",
 ) -> None:
     """Replay a trace under each policy and print a comparison with the lower bounds."""
     names = [p.strip() for p in policy.split(",") if p.strip()]
@@ -77,11 +86,14 @@ def sim(
         )
     if output not in ("table", "json"):
         fail(f"--output: must be table or json, got {output!r}")
+    if placement not in PLACEMENTS:
+        fail(f"--placement: must be {' or '.join(PLACEMENTS)}, got {placement!r}")
     if fmt is not None and fmt not in FORMATS:
         fail(f"--format: unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     try:
         workload = load_trace(trace, fmt=fmt, limit=limit)
         cluster_config = ensure_queues(load_cluster(cluster), workload.queues)
+        cluster_config, jobs = apply_placement(placement, cluster_config, workload.jobs)
     except (TraceError, ClusterFileError) as exc:
         fail(str(exc))
     except OSError as exc:
@@ -102,19 +114,19 @@ def sim(
         record_spans=events_out is not None,
     )
     if metrics_out is None:
-        results = [_replay(cluster_config, workload.jobs, base, name, options) for name in names]
+        results = [_replay(cluster_config, jobs, base, name, options) for name in names]
     else:
         try:
             with MetricsWriter(metrics_out, metrics_interval) as writer:
                 results = [
-                    _replay(cluster_config, workload.jobs, base, name, options, writer.recorder(name))
+                    _replay(cluster_config, jobs, base, name, options, writer.recorder(name))
                     for name in names
                 ]
         except OSError as exc:
             fail(f"--metrics-out: {exc.filename or metrics_out}: {exc.strerror}")
     summaries = {r.policy: summarize(r) for r in results}
     rejected = set().union(*(set(r.rejected) for r in results))
-    bounds = compute_bounds([j for j in workload.jobs if j.job_id not in rejected], cluster_config.total_gpus)
+    bounds = compute_bounds([j for j in jobs if j.job_id not in rejected], cluster_config.total_gpus)
     if output == "json":
         print(json.dumps(comparison_json(summaries, bounds), indent=2))
     else:
@@ -123,7 +135,12 @@ def sim(
             console = Console(width=170)  # a pipe or file: keep every column readable
         console.print(
             f"{len(workload.jobs)} jobs from {trace} ({workload.fmt}) on {cluster_config.total_gpus} GPUs, "
-            f"{len(cluster_config.nodes)} nodes, {len(cluster_config.queues)} queues"
+            + (
+                "GPUs counted without node boundaries"
+                if placement == "gpu-count"
+                else f"{len(cluster_config.nodes)} nodes"
+            )
+            + f", {len(cluster_config.queues)} queues"
         )
         console.print(comparison_table(summaries, bounds))
     if events_out is not None:

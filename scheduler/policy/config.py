@@ -36,8 +36,10 @@ class PolicyConfig(BaseModel):
     preemption_backoff: float = Field(default=4.0, ge=1.0)  # protection × this per earlier preemption
     max_preemptors_per_cycle: int = Field(default=8, ge=0)
     max_victims: int = Field(default=64, ge=1)
-    # Tiresias-style discretized 2D LAS (used by the 'las' policy, and by 'corral' within a class).
+    # Discretized 2D LAS service levels (GPU-seconds) that 'corral' weighs within a class.
     las_thresholds_gpu_s: tuple[float, ...] = (3600.0, 36000.0)
+    # The 'las' baseline's queues: Tiresias' own dlas-gpu thresholds, so that it is Tiresias-L.
+    las_baseline_thresholds_gpu_s: tuple[float, ...] = (3250.0, 7200.0)
     las_min_runtime_s: float = Field(
         default=60.0, ge=0
     )  # las: a job runs this long before it may lose its GPUs

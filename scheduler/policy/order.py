@@ -50,7 +50,7 @@ def pending_key(config: PolicyConfig, priority_values: Mapping[str, int]) -> Pen
     if config.name == "sjf":
         return lambda job: (_runtime(job), job.submitted_at, _tiebreak(job))
     if config.name == "las":
-        th = config.las_thresholds_gpu_s
+        th = config.las_baseline_thresholds_gpu_s
         return lambda job: (las_level(job.attained_gpu_s, th), job.submitted_at, _tiebreak(job))
     aging = config.aging_s_per_point
     th = config.las_thresholds_gpu_s

@@ -74,3 +74,20 @@ def test_sim_bench_json() -> None:
     assert (data["jobs"], data["gpus"], data["policy"]) == (300, 512, "corral")
     assert data["finished"] + data["rejected"] == 300
     assert data["offered_load"] == pytest.approx(0.9)
+
+
+@pytest.mark.timeout(120)
+def test_peer_bench_json(tmp_path: Path) -> None:
+    trace = tmp_path / "peer.csv"
+    data = _run(
+        "peer.py", "--jobs", "40", "--policies", "las", "--costs", "cheap", "--placement", "gpu-count",
+        "--trace-out", str(trace),
+    )  # fmt: skip
+    assert data["input"] == {"jobs": 40, "gpus": 128}
+    assert data["peer"]["Tiresias-L (dlas-gpu)"] == 90_047.0
+    (run,) = data["runs"]
+    assert (run["policy"], run["costs"], run["placement"], run["jobs"]) == ("las", "cheap", "gpu-count", 40)
+    assert _positive(run["avg_jct_s"]) and run["vs_tiresias_l"] == pytest.approx(run["avg_jct_s"] / 90_047.0)
+    header, *rows = trace.read_text().splitlines()
+    assert header == "job_id,submit_time,duration,gpus,queue,nodes,gpus_per_node" and len(rows) == 40
+    assert rows[0].split(",")[1] == "0"  # the first arrival at 0

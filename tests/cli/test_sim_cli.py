@@ -79,12 +79,19 @@ def test_table_output_names_every_policy() -> None:
     assert "fifo" in run.stdout and "corral" in run.stdout and "lower bound" in run.stdout
 
 
+def test_gpu_count_placement_says_so() -> None:
+    run = corral("sim", "-c", CLUSTER, "-t", DEMO, "-p", "las", "--limit", "40", "--placement", "gpu-count")
+    assert run.returncode == 0, run.stderr
+    assert "GPUs counted without node boundaries" in run.stdout and "256 GPUs" in run.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
         (["--policy", "best"], "--policy: unknown policy best"),
         (["--output", "xml"], "--output: must be table or json"),
         (["--format", "swf"], "--format: unknown format"),
+        (["--placement", "spread"], "--placement: must be nodes or gpu-count"),
     ],
 )
 def test_bad_options_get_one_line_and_exit_2(args: list[str], fragment: str) -> None:
