@@ -26,6 +26,7 @@ from scheduler.clock import WallClock
 from scheduler.config.live import load_live_config
 from scheduler.control.controller import Controller, LiveBackend
 from scheduler.control.leadership import Leadership
+from scheduler.forecast.live import attach_forecaster
 from scheduler.metrics import Metrics
 from scheduler.store.lease import DEFAULT_LEASE_S, Lease
 from scheduler.store.store import Store
@@ -61,6 +62,7 @@ class ServeOptions:
     api: ApiSettings = field(default_factory=ApiSettings)
     jobs: JobOptions = field(default_factory=JobOptions)
     lease_duration_s: float = DEFAULT_LEASE_S
+    forecast_interval_s: float = 5.0  # start-time estimates at most this often (0: none)
     advertise_url: str = ""  # how other replicas and clients reach this API (default http://host:port)
     kubernetes: KubernetesOptions | None = None  # read node topology from Kubernetes (Helm)
 
@@ -114,8 +116,8 @@ def serve(options: ServeOptions) -> None:
     metrics = Metrics()
 
     def make_controller(fence: Lease) -> Controller:
-        """A fresh controller and Ray connection for each term as leader."""
-        return Controller(
+        """A fresh controller and Ray connection for each term as leader, with its forecaster."""
+        controller = Controller(
             store,
             _topology(options, _backend(options, clock)),
             config,
@@ -124,6 +126,9 @@ def serve(options: ServeOptions) -> None:
             job_info_metrics=options.job_info_metrics,
             fence=fence,  # every write checks the lease's epoch in its own transaction
         )
+        if options.forecast_interval_s > 0:
+            attach_forecaster(controller, store, config, options.forecast_interval_s)
+        return controller
 
     leadership = Leadership(
         lease,

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from scheduler.model.cluster import Node
-from scheduler.model.job import JobSpec
+from scheduler.model.job import Job, JobSpec
 from scheduler.model.plan import Allocation
 from scheduler.model.queue import PriorityClass, Queue
+from scheduler.model.snapshot import RunningJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,21 @@ class ClusterView:
     jobs_by_state: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (queue, state) → jobs
     pending_by_reason: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (queue, code) → jobs
     job_queues: Mapping[str, str] = field(default_factory=dict)  # job holding GPUs → its queue
+    # pending job id → estimated start (unix time; None: not within the forecast's bounds), from the
+    # latest forecast (scheduler/forecast), which runs beside the controller, never in its cycle
+    estimated_starts: Mapping[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulingState:
+    """What the controller's last cycle decided over, immutable: a forecast or a what-if replays it
+    forward in the simulator, off the decide path."""
+
+    time: float
+    nodes: Sequence[Node]
+    pending: Sequence[Job]
+    running: Sequence[RunningJob]
+    usage: Mapping[str, float]  # queue → decayed GPU-seconds (fair share)
 
 
 @dataclass(frozen=True, slots=True)

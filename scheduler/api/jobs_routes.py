@@ -201,8 +201,9 @@ def register(app: FastAPI) -> None:
         records = d.store.jobs(
             team=team_filter(who, team), queue=queue, states=states, limit=limit + 1, after=after
         )
-        now, positions = d.clock.now(), dict(d.controller.view().queue_positions)
-        out = [s.job_out(r, now, positions) for r in records[:limit]]
+        now, view = d.clock.now(), d.controller.view()
+        positions, estimates = view.queue_positions, view.estimated_starts
+        out = [s.job_out(r, now, positions, estimates) for r in records[:limit]]
         return _page(records, limit, lambda r: int(r.id), out, _JOBS)
 
     @app.get("/v1/jobs/{job_id}", response_model=s.JobDetailOut, tags=["jobs"])
@@ -212,8 +213,9 @@ def register(app: FastAPI) -> None:
         events = d.store.events(job.id, limit=DETAIL_EVENTS)
         audit = d.store.audit(job.id, limit=DETAIL_EVENTS)
         private = _privacy(d, who, [*events, *audit])
+        view = d.controller.view()
         out = s.JobDetailOut(
-            **s.job_fields(job, d.clock.now(), d.controller.view().queue_positions),
+            **s.job_fields(job, d.clock.now(), view.queue_positions, view.estimated_starts),
             history=[s.event_out(e, private(e.related_job)) for e in events],
             audit=[s.audit_out(a, private(a.related_job)) for a in audit],
         )

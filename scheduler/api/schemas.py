@@ -47,6 +47,9 @@ class JobOut(BaseModel):
     exit_code: int | None
     pending_reason: str | None
     queue_position: int | None
+    estimated_start: float | None = Field(
+        default=None, description="pending: when it is expected to start (unix time; null: unknown)"
+    )
     allocation: list[NodeAllocationOut] | None
     time_limit_s: float | None
     run_time_s: float | None
@@ -221,8 +224,14 @@ def run_time(record: JobRecord, now: float) -> float | None:
     return None
 
 
-def job_fields(record: JobRecord, now: float, positions: Mapping[str, int]) -> dict[str, Any]:
+def job_fields(
+    record: JobRecord,
+    now: float,
+    positions: Mapping[str, int],
+    estimates: Mapping[str, float | None] | None = None,
+) -> dict[str, Any]:
     job, spec = record.job, record.job.spec
+    pending = job.state is JobState.PENDING
     return {
         "id": job.id,
         "name": spec.name,
@@ -242,7 +251,8 @@ def job_fields(record: JobRecord, now: float, positions: Mapping[str, int]) -> d
         "preemption_count": job.preemption_count,
         "exit_code": job.exit_code,
         "pending_reason": record.pending_reason if job.state is JobState.PENDING else None,
-        "queue_position": positions.get(job.id) if job.state is JobState.PENDING else None,
+        "queue_position": positions.get(job.id) if pending else None,
+        "estimated_start": estimates.get(job.id) if pending and estimates else None,
         "allocation": allocation_out(record.allocation),
         "time_limit_s": spec.time_limit_s,
         "run_time_s": run_time(record, now),
@@ -251,8 +261,13 @@ def job_fields(record: JobRecord, now: float, positions: Mapping[str, int]) -> d
     }
 
 
-def job_out(record: JobRecord, now: float, positions: Mapping[str, int]) -> JobOut:
-    return JobOut(**job_fields(record, now, positions))
+def job_out(
+    record: JobRecord,
+    now: float,
+    positions: Mapping[str, int],
+    estimates: Mapping[str, float | None] | None = None,
+) -> JobOut:
+    return JobOut(**job_fields(record, now, positions, estimates))
 
 
 def event_out(e: EventRecord, private: bool) -> EventOut:
