@@ -51,7 +51,15 @@ from scheduler.policy.usage import DecayedUsage
 from scheduler.store import controller_state
 from scheduler.store.errors import LockLost
 from scheduler.store.store import Store
-from scheduler.view import ClusterView, DryRun, NodeStatus, NotReady, QueueStatus, SchedulingState
+from scheduler.view import (
+    ClusterView,
+    DryRun,
+    NodeStatus,
+    NotReady,
+    QueueStatus,
+    ReplayInputs,
+    SchedulingState,
+)
 
 log = logging.getLogger("corral.controller")
 
@@ -771,6 +779,12 @@ class Controller:
         """The state the last cycle decided over (None before the first): what a forecast replays."""
         with self._lock:
             return self._state
+
+    def replay_inputs(self) -> ReplayInputs:
+        state = self.scheduling_state()
+        if state is None:
+            raise NotReady("the controller is starting and has not seen the cluster yet; retry")
+        return ReplayInputs(state, self.config.cluster, self.config.policy)
 
     def set_estimates(self, starts: Mapping[str, float | None]) -> None:
         """Publish a forecast's start-time estimates (pending job id → unix time, None: unknown)."""

@@ -34,7 +34,7 @@ from scheduler.store.errors import LockLost
 from scheduler.store.lease import Lease, current_lease
 from scheduler.store.store import Store
 from scheduler.store.view_store import PublishedView, publish_view, read_view
-from scheduler.view import ClusterView, DryRun, NotLeader, NotReady, empty_view
+from scheduler.view import ClusterView, DryRun, NotLeader, NotReady, ReplayInputs, empty_view
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,12 @@ class Leadership:
         if controller is None:
             raise NotLeader(self._leader_url())
         return controller.dry_run(spec, team)
+
+    def replay_inputs(self) -> ReplayInputs:
+        controller = self.controller
+        if controller is None:
+            raise NotLeader(self._leader_url())
+        return controller.replay_inputs()
 
     def wake(self) -> None:
         controller = self.controller

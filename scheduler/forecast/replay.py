@@ -57,6 +57,7 @@ def seeded_simulator(
     options: ForecastOptions,
     arrivals: Sequence[TraceJob] = (),
     observer: SimObserver | None = None,
+    record_spans: bool = False,
 ) -> Simulator:
     """A Simulator at the state's time holding its nodes, running jobs and these pending jobs, to
     which `arrivals` (submitted at or after the state's time) come as in any replay."""
@@ -66,6 +67,7 @@ def seeded_simulator(
         checkpoint_interval_s=options.checkpoint_interval_s,
         restart_overhead_s=options.restart_overhead_s,
         tick_s=options.tick_s,
+        record_spans=record_spans,
     )
     sim = Simulator(live, list(arrivals), policy, sim_options, observer=observer)
     sim.seed(

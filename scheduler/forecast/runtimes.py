@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from scheduler.model.job import Job
+from scheduler.view import finished_runtime
 
 __all__ = ["RuntimeModel", "finished_runtime"]
 
@@ -93,15 +94,6 @@ class RuntimeModel:
         if learned is None:
             return to_limit if to_limit is not None else math.inf
         return learned if to_limit is None else min(learned, to_limit)
-
-
-def finished_runtime(job: Job) -> float | None:
-    """The GPU-holding seconds of a finished job (all its attempts), or None if it never ran."""
-    if job.started_at is None or job.finished_at is None:
-        return None
-    last = max(0.0, job.finished_at - job.started_at)
-    attained = job.attained_gpu_s / job.spec.gpus if job.spec.gpus else 0.0
-    return max(last, attained)
 
 
 def _quantile(sorted_values: tuple[float, ...], q: float) -> float:
