@@ -97,7 +97,7 @@ def whatif(
     if output == "json":
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
-        stdout.print(_table(result))
+        stdout.print(comparison_table(result))
         head = result["baseline"]["cluster"]
         print(
             f"replayed {duration(horizon_s)} from now: {len(live.state.pending)} pending, "
@@ -137,7 +137,7 @@ def _dur(seconds: float) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
-def _table(result: dict[str, Any]) -> Table:
+def comparison_table(result: dict[str, Any]) -> Table:
     base, changed, diff = result["baseline"], result["changed"], result["diff"]
     title = "what if " + ", ".join(f"{k}={v}" for k, v in changed["settings"].items())
     table = Table(title=safe(title), box=None, header_style="bold", pad_edge=False, show_edge=False)
