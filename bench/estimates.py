@@ -90,19 +90,28 @@ class Scenario:
     trace: list[TraceJob]
 
 
-def scenarios(philly_jobs: int) -> list[Scenario]:
-    tiresias = load_trace(TRACES / "tiresias_60_job.csv").jobs
-    philly = load_trace(TRACES / "philly_jobs.csv.gz", limit=philly_jobs).jobs
-    demo = load_trace(TRACES / "demo.csv").jobs
-    out = [
-        Scenario("tiresias", small_cluster(2, 8), list(tiresias)),
-        Scenario("tiresias+limits", small_cluster(2, 8), with_user_limits(tiresias)),
-        Scenario("philly", small_cluster(32, 8), list(philly)),
-        Scenario("philly+limits", small_cluster(32, 8), with_user_limits(philly)),
-        Scenario("demo", load_cluster(REPO / "examples" / "cluster.yaml"), list(demo)),
-    ]
-    for s in out:
-        s.cluster = ensure_queues(s.cluster, sorted({j.spec.queue for j in s.trace}))
+def scenarios(philly_jobs: int, wanted: set[str]) -> list[Scenario]:
+    """The scenarios named in `wanted` (all when empty), their traces read only when needed."""
+
+    def trace(name: str) -> list[TraceJob]:
+        if name == "philly":
+            return list(load_trace(TRACES / "philly_jobs.csv.gz", limit=philly_jobs).jobs)
+        return list(load_trace(TRACES / {"tiresias": "tiresias_60_job.csv", "demo": "demo.csv"}[name]).jobs)
+
+    clusters = {
+        "tiresias": lambda: small_cluster(2, 8),
+        "philly": lambda: small_cluster(32, 8),
+        "demo": lambda: load_cluster(REPO / "examples" / "cluster.yaml"),
+    }
+    out = []
+    for name in ("tiresias", "tiresias+limits", "philly", "philly+limits", "demo"):
+        if wanted and name not in wanted:
+            continue
+        base = name.removesuffix("+limits")
+        jobs = trace(base)
+        jobs = with_user_limits(jobs) if name.endswith("+limits") else jobs
+        cluster = ensure_queues(clusters[base](), sorted({j.spec.queue for j in jobs}))
+        out.append(Scenario(name, cluster, jobs))
     return out
 
 
@@ -264,15 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--philly-jobs", type=int, default=2000, help="first N jobs of the Philly trace")
     p.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
     p.add_argument("--out", default="", help="also write the results as JSON here")
+    p.add_argument("--json", action="store_true", help="print only the results as JSON")
     args = p.parse_args(argv)
     wanted = {s for s in args.only.split(",") if s}
     results: dict[str, dict[str, Any]] = {}
-    for scenario in scenarios(args.philly_jobs):
-        if wanted and scenario.name not in wanted:
-            continue
+    for scenario in scenarios(args.philly_jobs, wanted):
         results[scenario.name] = run(scenario, args.samples)
         print(f"{scenario.name}: {json.dumps(results[scenario.name])}", file=sys.stderr, flush=True)
-    print(table(results))
+    print(json.dumps(results, indent=2) if args.json else table(results))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return 0
