@@ -138,8 +138,9 @@ def _dur(seconds: float) -> str:
 
 
 def comparison_table(result: dict[str, Any]) -> Table:
+    """Per queue and for the cluster: each metric as `current → changed (difference)`."""
     base, changed, diff = result["baseline"], result["changed"], result["diff"]
-    title = "what if " + ", ".join(f"{k}={v}" for k, v in changed["settings"].items())
+    title = "what if " + ", ".join(f"{k}={json.dumps(v)}" for k, v in changed["settings"].items())
     table = Table(title=safe(title), box=None, header_style="bold", pad_edge=False, show_edge=False)
     table.add_column("QUEUE")
     for header, _, _ in SHOWN:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +21,7 @@ PANELS = (
 
 def plot_whatif(result: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     queues = sorted(set(result["baseline"]["queues"]) | set(result["changed"]["queues"]))
-    settings = ", ".join(f"{k}={v}" for k, v in result["changed"].get("settings", {}).items())
+    settings = ", ".join(f"{k}={json.dumps(v)}" for k, v in result["changed"].get("settings", {}).items())
     fig = Figure(figsize=(4 * len(PANELS), 4), layout="constrained")
     FigureCanvasAgg(fig)
     x = np.arange(len(queues), dtype=np.float64)

@@ -37,9 +37,12 @@ def _store(home: Path) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def test_whatif_on_the_live_cluster_changes_no_job_and_nothing_in_the_store(corral: Corral) -> None:
-    running = corral.submit(
-        "--gpus-per-node", "8", "--region", "cn-east", "--time", "1h", "--", "sleep", "600"
+    # Not preemptible (the admin may protect it): the waiting job must not take its node meanwhile.
+    spec = corral.cwd / "whatif-blocker.yaml"
+    spec.write_text(
+        "gpus_per_node: 8\ndata_region: cn-east\ntime_limit_s: 3600\npreemptible: false\ncommand: sleep 600\n"
     )
+    running = corral.submit(str(spec))
     corral.wait_for(running, ["RUNNING"], timeout=60)
     waiting = corral.submit(
         "--gpus-per-node", "8", "--region", "cn-east", "--time", "1h", "--", "sleep", "600"
@@ -47,7 +50,7 @@ def test_whatif_on_the_live_cluster_changes_no_job_and_nothing_in_the_store(corr
     try:
         time.sleep(1.0)  # let the controller's cycle after the submission settle
         before_jobs, before_store = _jobs(corral), _store(corral.home)
-        address = corral.status()["ray_address"]
+        address = json.loads((corral.home / "local.json").read_text())["ray_address"]
         groups = placement_groups(address)
         out = corral.run(
             "whatif", "--set", "queues.default.quota.H100=8", "--set", "policy.backfill=false",
