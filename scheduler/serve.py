@@ -27,6 +27,7 @@ from scheduler.config.live import load_live_config
 from scheduler.control.controller import Controller, LiveBackend
 from scheduler.control.leadership import Leadership
 from scheduler.control.suggestions import team_queues
+from scheduler.forecast.live import attach_forecaster
 from scheduler.metrics import Metrics
 from scheduler.store.lease import DEFAULT_LEASE_S, Lease
 from scheduler.store.store import Store
@@ -62,6 +63,7 @@ class ServeOptions:
     api: ApiSettings = field(default_factory=ApiSettings)
     jobs: JobOptions = field(default_factory=JobOptions)
     lease_duration_s: float = DEFAULT_LEASE_S
+    forecast_interval_s: float = 5.0  # start-time estimates at most this often (0: none)
     advertise_url: str = ""  # how other replicas and clients reach this API (default http://host:port)
     kubernetes: KubernetesOptions | None = None  # read node topology from Kubernetes (Helm)
 
@@ -115,8 +117,8 @@ def serve(options: ServeOptions) -> None:
     metrics = Metrics()
 
     def make_controller(fence: Lease) -> Controller:
-        """A fresh controller and Ray connection for each term as leader."""
-        return Controller(
+        """A fresh controller and Ray connection for each term as leader, with its forecaster."""
+        controller = Controller(
             store,
             _topology(options, _backend(options, clock)),
             config,
@@ -126,6 +128,9 @@ def serve(options: ServeOptions) -> None:
             fence=fence,  # every write checks the lease's epoch in its own transaction
             team_queues=lambda: team_queues(tokens.list(include_revoked=False)),
         )
+        if options.forecast_interval_s > 0:
+            attach_forecaster(controller, store, config, options.forecast_interval_s)
+        return controller
 
     leadership = Leadership(
         lease,

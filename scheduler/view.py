@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from scheduler.model.cluster import Node
-from scheduler.model.job import JobSpec
+from scheduler.model.job import Job, JobSpec
 from scheduler.model.plan import Allocation
-from scheduler.model.queue import PriorityClass, Queue
+from scheduler.model.queue import ClusterConfig, PriorityClass, Queue
+from scheduler.model.snapshot import RunningJob
+from scheduler.policy.config import PolicyConfig
 from scheduler.policy.suggest import Suggestion
 
 
@@ -57,6 +59,39 @@ class ClusterView:
     jobs_by_state: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (queue, state) → jobs
     pending_by_reason: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (queue, code) → jobs
     job_queues: Mapping[str, str] = field(default_factory=dict)  # job holding GPUs → its queue
+    # pending job id → estimated start (unix time; None: not within the forecast's bounds), from the
+    # latest forecast (scheduler/forecast), which runs beside the controller, never in its cycle
+    estimated_starts: Mapping[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulingState:
+    """What the controller's last cycle decided over, immutable: a forecast or a what-if replays it
+    forward in the simulator, off the decide path."""
+
+    time: float
+    nodes: Sequence[Node]
+    pending: Sequence[Job]
+    running: Sequence[RunningJob]
+    usage: Mapping[str, float]  # queue → decayed GPU-seconds (fair share)
+
+
+def finished_runtime(job: Job) -> float | None:
+    """The GPU-holding seconds of a finished job (all its attempts), or None if it never ran."""
+    if job.started_at is None or job.finished_at is None:
+        return None
+    last = max(0.0, job.finished_at - job.started_at)
+    attained = job.attained_gpu_s / job.spec.gpus if job.spec.gpus else 0.0
+    return max(last, attained)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayInputs:
+    """The last cycle's state with the configuration it ran under: what `corral whatif` replays."""
+
+    state: SchedulingState
+    cluster: ClusterConfig
+    policy: PolicyConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +134,11 @@ class ControllerHandle(Protocol):
         """Ask for a cycle soon (a submission or cancel arrived)."""
         ...
 
+    def replay_inputs(self) -> ReplayInputs:
+        """The state the last cycle decided over and the configuration (read-only; NotReady before
+        the first cycle, NotLeader on a follower)."""
+        ...
+
     def cordons_changed(self) -> None:
         """An admin cordoned or uncordoned a node in the store: read the cordons again, run a cycle."""
         ...
@@ -122,7 +162,9 @@ class NotLeader(NotReady):
 
     def __init__(self, leader_url: str) -> None:
         where = f" at {leader_url}" if leader_url else ""
-        super().__init__(f"this controller is a follower: the leader{where} answers dry runs; retry")
+        super().__init__(
+            f"this controller is a follower: the leader{where} answers dry runs and what-if; retry"
+        )
         self.leader_url = leader_url
 
 

@@ -24,6 +24,8 @@ and an admin on all (admins may filter or submit for a team with `?team=`).
     GET    /v1/audit/head                     (admin) {"seq", "hash"}: the audit chain's last record
     GET    /v1/audit/chain?after_seq=N&since=T&limit=N  (admin) [{"seq", "prev_hash", "hash",
                                               "canonical"}]: the chain, for client-side checks
+    GET    /v1/state?recent_s=S               (admin) the last cycle's scheduling state, configuration,
+                                              finished runtimes and recent submissions (what-if)
     GET    /v1/whoami                         {"team", "admin", "token_id", limits}
     POST   /v1/tokens                         (admin) body TokenIn → 201 with the token, shown once
     GET    /v1/tokens                         (admin) [Token]: never the token nor its digest
@@ -85,7 +87,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler import __version__
-from scheduler.api import array_routes, audit_routes, jobs_routes, node_routes, token_routes
+from scheduler.api import array_routes, audit_routes, jobs_routes, node_routes, state_routes, token_routes
 from scheduler.api import schemas as s
 from scheduler.api.audit_routes import AuditDenied
 from scheduler.api.auth import TokenCache
@@ -200,6 +202,7 @@ def create_app(
     token_routes.register(app)
     node_routes.register(app)
     audit_routes.register(app)
+    state_routes.register(app)
 
     @app.get("/livez", tags=["meta"])
     async def livez() -> dict[str, str]:

@@ -216,8 +216,9 @@ def register(app: FastAPI) -> None:
             after=after,
             array_id=array,
         )
-        now, positions = d.clock.now(), dict(d.controller.view().queue_positions)
-        out = [s.job_out(r, now, positions, _suggestions(d, who, r.id)) for r in records[:limit]]
+        now, view = d.clock.now(), d.controller.view()
+        positions, estimates = view.queue_positions, view.estimated_starts
+        out = [s.job_out(r, now, positions, estimates, _suggestions(d, who, r.id)) for r in records[:limit]]
         return _page(records, limit, lambda r: int(r.id), out, _JOBS)
 
     @app.get("/v1/jobs/{job_id}", response_model=s.JobDetailOut, tags=["jobs"])
@@ -227,9 +228,14 @@ def register(app: FastAPI) -> None:
         events = d.store.events(job.id, limit=DETAIL_EVENTS)
         audit = d.store.audit(job.id, limit=DETAIL_EVENTS)
         private = _privacy(d, who, [*events, *audit])
+        view = d.controller.view()
         out = s.JobDetailOut(
             **s.job_fields(
-                job, d.clock.now(), d.controller.view().queue_positions, _suggestions(d, who, job.id)
+                job,
+                d.clock.now(),
+                view.queue_positions,
+                view.estimated_starts,
+                _suggestions(d, who, job.id),
             ),
             history=[s.event_out(e, private(e.related_job)) for e in events],
             audit=[s.audit_out(a, private(a.related_job)) for a in audit],

@@ -57,6 +57,9 @@ class JobOut(BaseModel):
     exit_code: int | None
     pending_reason: str | None
     queue_position: int | None
+    estimated_start: float | None = Field(
+        default=None, description="pending: when it is expected to start (unix time; null: unknown)"
+    )
     allocation: list[NodeAllocationOut] | None
     time_limit_s: float | None
     run_time_s: float | None
@@ -249,9 +252,14 @@ def run_time(record: JobRecord, now: float) -> float | None:
 
 
 def job_fields(
-    record: JobRecord, now: float, positions: Mapping[str, int], suggestions: Sequence[Suggestion] = ()
+    record: JobRecord,
+    now: float,
+    positions: Mapping[str, int],
+    estimates: Mapping[str, float | None] | None = None,
+    suggestions: Sequence[Suggestion] = (),
 ) -> dict[str, Any]:
     job, spec = record.job, record.job.spec
+    pending = job.state is JobState.PENDING
     return {
         "id": job.id,
         "name": spec.name,
@@ -271,7 +279,8 @@ def job_fields(
         "preemption_count": job.preemption_count,
         "exit_code": job.exit_code,
         "pending_reason": record.pending_reason if job.state is JobState.PENDING else None,
-        "queue_position": positions.get(job.id) if job.state is JobState.PENDING else None,
+        "queue_position": positions.get(job.id) if pending else None,
+        "estimated_start": estimates.get(job.id) if pending and estimates else None,
         "allocation": allocation_out(record.allocation),
         "time_limit_s": spec.time_limit_s,
         "run_time_s": run_time(record, now),
@@ -288,9 +297,13 @@ def job_fields(
 
 
 def job_out(
-    record: JobRecord, now: float, positions: Mapping[str, int], suggestions: Sequence[Suggestion] = ()
+    record: JobRecord,
+    now: float,
+    positions: Mapping[str, int],
+    estimates: Mapping[str, float | None] | None = None,
+    suggestions: Sequence[Suggestion] = (),
 ) -> JobOut:
-    return JobOut(**job_fields(record, now, positions, suggestions))
+    return JobOut(**job_fields(record, now, positions, estimates, suggestions))
 
 
 def visible_suggestions(found: Sequence[Suggestion], who: Principal) -> list[Suggestion]:

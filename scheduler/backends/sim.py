@@ -63,6 +63,19 @@ class SimBackend:
         else:
             self._push(BackendEvent(EventKind.EXITED, now + need, job.id, job.restart_count, exit_code=0))
 
+    def adopt(self, job: Job, allocation: Allocation, remaining_s: float) -> None:
+        """Take over a job already running elsewhere (a live cluster's state replayed forward, see
+        scheduler/forecast): an attempt from now, without restart overhead, that needs
+        `remaining_s` more seconds (inf: it never ends by itself)."""
+        now = self._clock.now()
+        self._attempts[job.id] = _Attempt(job.restart_count, now, 0.0, allocation.node_ids)
+        total = self._durations[job.id]
+        self._saved[job.id] = 0.0 if math.isinf(remaining_s) else max(0.0, total - remaining_s)
+        if remaining_s != math.inf:
+            self._push(
+                BackendEvent(EventKind.EXITED, now + remaining_s, job.id, job.restart_count, exit_code=0)
+            )
+
     def stop(self, job: Job, grace_s: float) -> None:
         attempt = self._attempts.get(job.id)
         if attempt is None:

@@ -64,6 +64,21 @@ def sim(ctx: typer.Context) -> None:
         raise SystemExit(code)
 
 
+@app.command(
+    "whatif",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def whatif(ctx: typer.Context) -> None:
+    """Replay the live queue under the current and a changed config, side by side (--help: options)."""
+    from scheduler.cli.whatif_cmd import whatif as whatif_command  # the simulator: imported on use
+
+    inner = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    inner.command()(whatif_command)
+    code = inner(list(ctx.args), prog_name=ctx.command_path, standalone_mode=False)
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
+
+
 @app.command()
 def version() -> None:
     """Print Corral's version."""

@@ -263,6 +263,22 @@ JOB_COLUMNS: list[Column] = [
 ]
 
 
+def start(job: dict[str, Any]) -> str:
+    """squeue --start's START_TIME: a pending job's estimated start (N/A: unknown), else its start."""
+    if job["state"] == "PENDING":
+        estimate = job.get("estimated_start")
+        return "N/A" if estimate is None else _when(estimate)
+    return _when(job.get("started_at"))
+
+
+WIDE_COLUMNS: list[Column] = [
+    *JOB_COLUMNS[:-1],
+    ("PRIORITY", lambda j: str(j["priority"])),
+    ("START", start),
+    JOB_COLUMNS[-1],
+]
+
+
 def jobs(
     all_jobs: Annotated[bool, typer.Option("--all", "-a", help="Also finished jobs.")] = False,
     queue: Annotated[str | None, typer.Option("--queue", help="Only this queue.")] = None,
@@ -271,10 +287,17 @@ def jobs(
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C.")] = False,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most this many jobs.")] = 1000,
-    output: OutputOpt = "table",
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", help="Output format: table, wide (adds PRIORITY and START), json or yaml."
+        ),
+    ] = "table",
 ) -> None:
     """List your jobs (not finished ones unless --all), as Slurm's squeue."""
-    fmt = check_format(output)
+    wide = output.lower() == "wide"
+    fmt = "table" if wide else check_format(output)
+    columns = WIDE_COLUMNS if wide else JOB_COLUMNS
     if watch and fmt != "table":
         fail("--watch: works with -o table only")
     _check_limit(limit)
@@ -291,7 +314,7 @@ def jobs(
 
     if not watch:
         rows = fetch()
-        emit(rows, fmt, lambda: render_table(arrays.fold(rows), JOB_COLUMNS))
+        emit(rows, fmt, lambda: render_table(arrays.fold(rows), columns))
         if more:
             note(
                 f"showing the first {len(rows)} jobs; more exist: raise --limit, or filter with "
@@ -299,12 +322,10 @@ def jobs(
             )
         return
     try:
-        with Live(
-            render_table(arrays.fold(fetch()), JOB_COLUMNS), console=stdout, auto_refresh=False
-        ) as live:
+        with Live(render_table(arrays.fold(fetch()), columns), console=stdout, auto_refresh=False) as live:
             while True:
                 time.sleep(WATCH_S)
-                live.update(render_table(arrays.fold(fetch()), JOB_COLUMNS), refresh=True)
+                live.update(render_table(arrays.fold(fetch()), columns), refresh=True)
     except KeyboardInterrupt:
         return
 
@@ -351,6 +372,8 @@ def _describe_table(job: dict[str, Any]) -> Group:
             rows.append(("Would start now" if i == 0 else "", str(suggestion["text"])))
         position = job.get("queue_position")
         rows.append(("Queue position", str(position) if position is not None else "-"))
+        estimate = job.get("estimated_start")
+        rows.append(("Estimated start", _when(estimate) if estimate is not None else "unknown"))
     rows += [
         ("Shape", shape),
         ("Data region", job["data_region"]),

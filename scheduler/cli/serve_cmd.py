@@ -126,6 +126,16 @@ def serve(
             "dead leader (replicas on one store elect one leader).",
         ),
     ] = 15.0,
+    forecast_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=3600.0,
+            envvar="CORRAL_FORECAST_INTERVAL_S",
+            help="Recompute pending jobs' start-time estimates at most this often, in seconds, in a "
+            "background thread (0: no estimates).",
+        ),
+    ] = 5.0,
     advertise_url: Annotated[
         str,
         typer.Option(
@@ -190,6 +200,7 @@ def serve(
         api=ApiSettings(rate_per_s=rate_limit, burst=rate_burst, max_followers=max_log_followers),
         jobs=JobOptions(job_user or None, work_root, log_cap_mib << 20, start_timeout),
         lease_duration_s=lease_duration,
+        forecast_interval_s=forecast_interval,
         advertise_url=advertise_url,
         kubernetes=KubernetesOptions(kubernetes_namespace or None, rack_label, kubernetes_pod_selector)
         if kubernetes_topology

@@ -52,6 +52,7 @@ class Job(_Out):
     exit_code: int | None
     pending_reason: str | None
     queue_position: int | None
+    estimated_start: float | None = None  # pending: expected start (unix time); None: unknown
     allocation: list[NodeAllocation] | None
     time_limit_s: float | None
     run_time_s: float | None

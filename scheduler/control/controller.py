@@ -53,7 +53,15 @@ from scheduler.policy.usage import DecayedUsage
 from scheduler.store import controller_state
 from scheduler.store.errors import LockLost
 from scheduler.store.store import Store
-from scheduler.view import ClusterView, DryRun, NodeStatus, NotReady, QueueStatus
+from scheduler.view import (
+    ClusterView,
+    DryRun,
+    NodeStatus,
+    NotReady,
+    QueueStatus,
+    ReplayInputs,
+    SchedulingState,
+)
 
 log = logging.getLogger("corral.controller")
 
@@ -79,6 +87,14 @@ class Fence(Protocol):
     def verify(self, connection: Connection) -> None:
         """Inside a write transaction: raise LockLost (refusing the write) unless still the leader."""
         ...
+
+
+class Helper(Protocol):
+    """Something that runs beside the controller while it leads (the start-time forecaster)."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 10.0) -> None: ...
 
 
 class LiveBackend(Backend, Protocol):
@@ -165,6 +181,9 @@ class Controller:
             nodes=(), queues=(), priority_classes=tuple(self.priority_classes.values()), time=0
         )
         self._inputs = _Inputs((), (), (), {})
+        self._state: SchedulingState | None = None  # what the last cycle decided over
+        self._estimates: Mapping[str, float | None] = {}  # the latest forecast's, from a helper
+        self._helpers: list[Helper] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -202,6 +221,12 @@ class Controller:
         self._thread = threading.Thread(target=self._run, name="corral-controller", daemon=True)
         self._thread.start()
         self.suggester.start()
+        for helper in self._helpers:
+            helper.start()
+
+    def attach(self, helper: Helper) -> None:
+        """Run `helper` beside the controller: started after it, stopped before it."""
+        self._helpers.append(helper)
 
     def _config_document(self) -> dict[str, object]:
         """What the config change audit covers: the queues, priority classes, policy and declared nodes."""
@@ -214,6 +239,8 @@ class Controller:
         }
 
     def stop(self, timeout: float = 10.0) -> None:
+        for helper in self._helpers:
+            helper.stop(timeout)
         self._stopping.set()
         self._wake.set()
         self.suggester.stop()
@@ -501,8 +528,10 @@ class Controller:
         self._last_decide = now
         apply_plan(current, plan, nodes, now, step, snapshot.running)
         self._charge(self._current(step).values(), now)  # placements count from now
+        state = SchedulingState(now, inputs.nodes, inputs.pending, inputs.running, inputs.usage)
         with self._lock:
             self._inputs = inputs
+            self._state = state
         # this step's new cordons are not committed yet, but its nodes already read DRAINING
         cordons = {**self._cordons, **{c.node: c for c in step.cordons}}
         self._publish(snapshot, self._current(step), nodes, now, step.pending_reasons, cordons)
@@ -755,7 +784,24 @@ class Controller:
             job_queues=job_queues,
         )
         with self._lock:
-            self._view = view
+            self._view = replace(view, estimated_starts=self._estimates)
+
+    def scheduling_state(self) -> SchedulingState | None:
+        """The state the last cycle decided over (None before the first): what a forecast replays."""
+        with self._lock:
+            return self._state
+
+    def replay_inputs(self) -> ReplayInputs:
+        state = self.scheduling_state()
+        if state is None:
+            raise NotReady("the controller is starting and has not seen the cluster yet; retry")
+        return ReplayInputs(state, self.config.cluster, self.config.policy)
+
+    def set_estimates(self, starts: Mapping[str, float | None]) -> None:
+        """Publish a forecast's start-time estimates (pending job id → unix time, None: unknown)."""
+        with self._lock:
+            self._estimates = starts
+            self._view = replace(self._view, estimated_starts=starts)
 
     def view(self) -> ClusterView:
         with self._lock:

@@ -35,7 +35,7 @@ from scheduler.store.errors import LockLost
 from scheduler.store.lease import Lease, current_lease
 from scheduler.store.store import Store
 from scheduler.store.view_store import PublishedView, publish_view, read_view
-from scheduler.view import ClusterView, DryRun, NotLeader, NotReady, empty_view
+from scheduler.view import ClusterView, DryRun, NotLeader, NotReady, ReplayInputs, empty_view
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,12 @@ class Leadership:
         """The leader's counterfactual reasons for a waiting job (a follower has none)."""
         controller = self.controller
         return controller.suggestions(job_id) if controller is not None else ()
+
+    def replay_inputs(self) -> ReplayInputs:
+        controller = self.controller
+        if controller is None:
+            raise NotLeader(self._leader_url())
+        return controller.replay_inputs()
 
     def wake(self) -> None:
         controller = self.controller

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -84,9 +84,13 @@ class Simulator:
         self.options = options
         self.clock = VirtualClock(0.0)
         self.trace = sorted(jobs, key=lambda j: (j.submit_time, j.job_id))
-        durations = {j.job_id: j.duration for j in self.trace}
+        self._durations = {j.job_id: j.duration for j in self.trace}
         self.backend = SimBackend(
-            self.clock, cluster.nodes, durations, options.checkpoint_interval_s, options.restart_overhead_s
+            self.clock,
+            cluster.nodes,
+            self._durations,
+            options.checkpoint_interval_s,
+            options.restart_overhead_s,
         )
         self.queues = {q.name: q for q in cluster.queues}
         self.priority_classes = {p.name: p for p in cluster.priority_classes}
@@ -110,15 +114,27 @@ class Simulator:
         self._finished = 0
 
     # --- main loop ------------------------------------------------------------------------------
-    def run(self, on_progress: Callable[[int, int], None] | None = None) -> RunResult:
+    def run(
+        self,
+        on_progress: Callable[[int, int], None] | None = None,
+        *,
+        until: float = math.inf,
+        done: Callable[[], bool] | None = None,
+    ) -> RunResult:
+        """Replay to the end; or stop before the first moment past `until`, or once `done()` holds
+        after a cycle (a forecast stops there: see scheduler/forecast)."""
         wall = time.perf_counter()
         self._schedule_failures()
         next_arrival = 0
         total = len(self.trace)
+        stopped = False  # by `until` or `done`: what is left is not a leftover
         while True:
             t_arrival = self.trace[next_arrival].submit_time if next_arrival < total else math.inf
             t = min(t_arrival, self.backend.next_time(), self._tick_at)
             if t == math.inf:
+                break
+            if t > until:
+                stopped = True
                 break
             if self.observer is not None:
                 self.observer.before(self, t)
@@ -137,12 +153,16 @@ class Simulator:
                 self._cycle()
                 if on_progress is not None:
                     on_progress(self._finished, total)
+                if done is not None and done():
+                    stopped = True
+                    break
             if self.options.validate:
                 self.validate()
             if next_arrival >= total and not self.running and not any(self.pending.values()):
                 break
         self.result.wall_s = time.perf_counter() - wall
-        self._leftovers()
+        if not stopped:
+            self._leftovers()
         if self.observer is not None:
             self.observer.finish(self)
         return self.result
@@ -164,6 +184,52 @@ class Simulator:
 
     def validate(self) -> None:
         check_invariants(self)
+
+    def first_start(self, job_id: str) -> float | None:
+        """When the job first started in this run (or before it, for a seeded job); None if not yet."""
+        return self._first_start.get(job_id)
+
+    def seed(
+        self,
+        now: float,
+        nodes: Sequence[Node],
+        running: Sequence[tuple[RunningJob, float]],
+        pending: Sequence[tuple[Job, float]],
+        usage: Mapping[str, float],
+    ) -> None:
+        """Start from a cluster's state at `now` instead of an empty one: its nodes, its running jobs
+        with the seconds each still needs (inf: unknown, never ends), its pending jobs with their
+        runtimes, and each queue's decayed usage. Call once, before run(); the first cycle is at `now`.
+        """
+        self.clock.advance_to(now)
+        self.nodes = {n.id: n for n in nodes}
+        for q, value in usage.items():
+            if q in self.usage:
+                self.usage[q] = DecayedUsage(self.policy.usage_half_life_s, value=value, at=now)
+        for r, remaining in running:
+            job = r.job
+            if job.state is JobState.STARTING:
+                job = job.model_copy(update={"state": JobState.RUNNING})
+            self._seed_job(job, remaining)
+            self.running[job.id] = RunningJob(
+                job, r.allocation, r.pool, r.started_at, r.checkpoint_interval_s
+            )
+            self._first_start[job.id] = job.first_started_at or r.started_at
+            self._charge(job.spec.queue, r.gpu_type, r.gpus, now)
+            self.backend.adopt(job, r.allocation, remaining)
+            if job.state is JobState.PREEMPTING:
+                self.backend.stop(job, job.spec.grace_period_s)
+        for job, runtime in pending:
+            if job.spec.queue in self.pending:
+                self._seed_job(job.model_copy(update={"runtime_hint_s": runtime}), runtime)
+                self.pending[job.spec.queue].add(self.jobs[job.id])
+        self._rebuild_capacity()
+        self._tick_at = now
+
+    def _seed_job(self, job: Job, duration: float) -> None:
+        self.jobs[job.id] = job
+        self._durations[job.id] = duration
+        self._trace_by_id[job.id] = TraceJob(job.id, job.submitted_at, duration, job.spec)
 
     # --- events -----------------------------------------------------------------------------------
     def _arrive(self, trace_job: TraceJob) -> None:
