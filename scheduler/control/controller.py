@@ -811,6 +811,8 @@ class Controller:
         view = self.view()
         if self.cycles == 0:  # its first cycle has not seen the nodes yet (a start, a takeover)
             raise NotReady("the controller is starting and has not seen the cluster yet; retry")
+        if not view.nodes:  # Ray listed none yet (overloaded at a takeover): not the spec's fault
+            raise NotReady("the controller sees no nodes in the cluster yet; retry")
         check_spec(
             spec,
             [n.node for n in view.nodes],

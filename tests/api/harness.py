@@ -116,13 +116,23 @@ class ThreadSafeBackend(ScriptedBackend):
 class Harness:
     """Store, controller, backend and app in the folder `tmp`; `open()` starts the controller."""
 
-    def __init__(self, tmp: Path, settings: ApiSettings | None = None, db_url: str | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        settings: ApiSettings | None = None,
+        db_url: str | None = None,
+        declared_nodes: bool = True,
+    ) -> None:
+        """`declared_nodes=False`: the cluster file declares none (as `corral up`'s: Ray lists them)."""
         self.config: LiveConfig = parse_live_config(LIVE_YAML)
         self.clock = WallClock()
         self.store = Store.open(db_url or f"sqlite:///{tmp / 'corral.db'}")
         self.tokens = TokenStore(self.store.engine)
         self.tokens.ensure_admin(ADMIN_TOKEN, self.clock.now())  # what `corral serve` does
         self.backend = ThreadSafeBackend(list(self.config.cluster.nodes))
+        if not declared_nodes:
+            cluster = self.config.cluster.model_copy(update={"nodes": ()})
+            self.config = replace(self.config, cluster=cluster)
         self.controller = Controller(
             self.store,
             self.backend,

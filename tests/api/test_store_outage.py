@@ -134,3 +134,29 @@ def test_a_controller_that_has_not_seen_the_cluster_answers_503_not_400(tmp_path
             assert ok.status_code == 201, ok.text
     finally:
         h.close()
+
+
+def test_a_controller_that_never_saw_a_node_answers_503_not_400(tmp_path: Path) -> None:
+    """Found by the chaos soak: on an overloaded machine a controller that had just taken over made
+    its first cycle while Ray listed no nodes, and valid submissions were refused with 400 "no nodes
+    in region ...: use one of (none)". A cluster it has never seen a node of is a passing state, not
+    the user's mistake (once seen, a node stays in the view, DOWN if it left)."""
+    from tests.api.harness import Harness, Server
+
+    h = Harness(tmp_path, declared_nodes=False)
+    nodes = list(h.backend.node_list)
+    h.backend.node_list = []  # Ray lists nothing at the new leader's first cycle
+    h.open()
+    try:
+        with Server(h.app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+            r = http.post("/v1/jobs", json={**BODY, "data_region": "cn-north"}, headers=h.auth("admin"))
+            assert r.status_code == 503 and r.headers["Retry-After"] == "1", r.text
+            assert "sees no nodes" in r.json()["error"]
+            assert h.store.jobs() == []
+            h.backend.node_list = nodes
+            h.controller.wake()
+            until(lambda: bool(h.controller.view().nodes), "the nodes listed")
+            ok = http.post("/v1/jobs", json={**BODY, "data_region": "cn-north"}, headers=h.auth("admin"))
+            assert ok.status_code == 201, ok.text
+    finally:
+        h.close()
