@@ -60,36 +60,47 @@ def register(app: FastAPI) -> None:
     ) -> s.NodeOut:
         """Take the node out of scheduling: its jobs keep running, no new job is placed there."""
         _admin_only(who)
-        known(request, node)
+        before = known(request, node)
         d = deps(request)
         why = (body or CordonIn()).reason
         record = Cordon(node, " ".join(why.split()), d.clock.now(), by=who.team)
         actor = f"{who.team} (token {who.token_id})"
         await run_in_threadpool(controller_state.cordon, d.store, record, actor)
         d.controller.cordons_changed()
-        return await _settled(request, node, "draining", known)
+        written = before.model_copy(update={"state": "draining", "cordon_reason": record.reason})
+        return await _settled(request, written, known)
 
     @app.post("/v1/nodes/{node}/uncordon", response_model=s.NodeOut, tags=["cluster"])
     async def uncordon(request: Request, who: Who, node: str = PathParam(max_length=256)) -> s.NodeOut:
         """Let the node take new jobs again (after a repair)."""
         _admin_only(who)
-        known(request, node)
+        before = known(request, node)
         d = deps(request)
         by = f"{who.team} (token {who.token_id})"
         if not await run_in_threadpool(controller_state.uncordon, d.store, node, d.clock.now(), by):
             raise ApiError(409, f"node {quote(node, 80)} is not cordoned: nothing to do", "node")
         d.controller.cordons_changed()
-        return await _settled(request, node, "ready", known)
+        written = before.model_copy(update={"state": "ready", "cordon_reason": ""})
+        return await _settled(request, written, known)
 
 
 async def _settled(
-    request: Request, node: str, state: str, known: Callable[[Request, str], s.NodeOut]
+    request: Request, written: s.NodeOut, known: Callable[[Request, str], s.NodeOut]
 ) -> s.NodeOut:
     """The node once the controller's view shows the change (its next cycle, within moments), or as
-    it is after a short wait (a down node stays down)."""
-    for _ in range(40):
-        out = known(request, node)
-        if out.state == state:
-            return out
-        await asyncio.sleep(0.05)
-    return known(request, node)
+    it is after a short wait (a down node stays down). Never an error: the store has taken the
+    change, and a client that retried a 503 here would be told 409 about its own request. A view
+    that lost its nodes meanwhile (a restart, a takeover) answers with what was written."""
+    latest = written
+    for attempt in range(41):
+        if attempt:
+            await asyncio.sleep(0.05)
+        try:
+            latest = known(request, written.id)
+        except ApiError as unseen:
+            if unseen.status != 503:
+                raise
+            continue
+        if latest.state == written.state:
+            break
+    return latest

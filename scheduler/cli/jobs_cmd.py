@@ -353,6 +353,15 @@ def _last_preemption(history: list[dict[str, Any]]) -> str:
     return f"{_when(last['time'])}  {by}{last['message']}"
 
 
+def _residency(audit: dict[str, Any]) -> str:
+    """The data region, and the nodes' regions only where they differ from it (a violation): the
+    column stays narrow enough for an 80-column terminal."""
+    if audit["residency_ok"]:
+        return f"ok ({audit['data_region']})"
+    regions = ",".join(sorted(set(audit["node_regions"]))) or "-"
+    return f"VIOLATED (data {audit['data_region']}, nodes in {regions})"
+
+
 def _describe_table(job: dict[str, Any]) -> Group:
     spec = job["spec"]
     facts = Table.grid(padding=(0, 2))
@@ -406,8 +415,7 @@ def _describe_table(job: dict[str, Any]) -> Group:
         ("DECISION", lambda a: str(a["decision"])),
         ("ATTEMPT", lambda a: str(a["attempt"])),
         ("NODES", lambda a: ",".join(a["nodes"]) or "-"),
-        ("REGIONS", lambda a: ",".join(sorted(set(a["node_regions"]))) or "-"),
-        ("RESIDENCY", lambda a: ("ok" if a["residency_ok"] else "VIOLATED") + f" ({a['data_region']})"),
+        ("RESIDENCY", _residency),
         ("DETAIL", lambda a: " — ".join(filter(None, [str(a["detail"]), a.get("private_detail")]))),
     ]
     return Group(

@@ -70,12 +70,16 @@ def dump(data: Any, fmt: str) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
+# The free-text columns wrap so that the short ones (ids, times, states) keep their width at 80.
+_WRAPPED = frozenset({"REASON", "LABELS", "JOBS", "MESSAGE", "DETAIL", "NODES"})
+
+
 def render_table(
     rows: Sequence[dict[str, Any]], columns: Sequence[Column], title: str | None = None
 ) -> Table:
     table = Table(title=title, box=None, header_style="bold", pad_edge=False, show_edge=False)
     for header, _ in columns:
-        table.add_column(header, overflow="fold", no_wrap=header not in ("REASON", "LABELS", "JOBS"))
+        table.add_column(header, overflow="fold", no_wrap=header not in _WRAPPED)
     for row in rows:
         table.add_row(*(Text(safe(cell(row))) for _, cell in columns))
     return table

@@ -3,7 +3,12 @@ new job, keeps its running ones, and says why in `GET /v1/nodes`."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
+
 from scheduler.model.job import JobState
+from scheduler.store import controller_state
 from tests.api.conftest import Api
 
 NODE = "cn-north-r1-n00"
@@ -62,3 +67,33 @@ def test_readiness_fails_when_the_controller_stops(api: Api) -> None:
     assert ready.status_code == 503, ready.text
     assert ready.json()["status"] == "degraded" and ready.json()["checks"]["controller"] == "stopped"
     assert api.client.get("/livez").status_code == 200
+
+
+def test_an_uncordon_that_was_written_is_not_answered_503_when_the_view_empties_meanwhile(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A controller that just restarted (or whose Ray listed no node for a cycle) may lose its view
+    right after the store took the change: the answer must still be 200, or a client that retries
+    on 503 is told 409 "not cordoned" about its own, successful, request (the e2e test saw this)."""
+    r = api.client.post(f"/v1/nodes/{NODE}/cordon", json={"reason": "bad fan"}, headers=api.auth("admin"))
+    assert r.status_code == 200, r.text
+    real_view = api.controller.view
+    empty = replace(real_view(), nodes=())
+    lost = [False]
+
+    def lose_the_view() -> None:  # called right after the store took the change
+        lost[0] = True
+
+    monkeypatch.setattr(api.controller, "cordons_changed", lose_the_view)
+    monkeypatch.setattr(api.controller, "view", lambda: empty if lost[0] else real_view())
+    r = api.client.post(f"/v1/nodes/{NODE}/uncordon", headers=api.auth("admin"))
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == NODE and r.json()["state"] == "ready" and r.json()["cordon_reason"] == ""
+    assert NODE not in controller_state.cordons(api.store)
+    lost[0] = False
+    r = api.client.post(f"/v1/nodes/{NODE}/cordon", json={"reason": "fan again"}, headers=api.auth("admin"))
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "draining" and r.json()["cordon_reason"] == "fan again"
+    r = api.client.post(f"/v1/nodes/{NODE}/cordon", json={"reason": "fan, third"}, headers=api.auth("admin"))
+    assert r.status_code == 503  # checked before anything is written: nothing to retry around
+    assert controller_state.cordons(api.store)[NODE].reason == "fan again"

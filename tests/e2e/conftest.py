@@ -49,7 +49,8 @@ class Corral:
     def __init__(self, home: Path) -> None:
         self.home = home
         self.cwd = job_dir()
-        self.env = {**os.environ, "CORRAL_HOME": str(home), "RAY_AUTH_MODE": "disabled"}
+        # COLUMNS=80: tables render as in the narrowest common terminal (CI's, too), not as piped
+        self.env = {**os.environ, "CORRAL_HOME": str(home), "RAY_AUTH_MODE": "disabled", "COLUMNS": "80"}
         self.env.pop("CORRAL_API_URL", None)
         self.env.pop("CORRAL_TOKEN", None)
         self.tokens: dict[str, str] = {}

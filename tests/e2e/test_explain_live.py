@@ -14,6 +14,11 @@ from tests.e2e.conftest import ADMIN, TEAM_A, TEAM_B, Corral
 pytestmark = [pytest.mark.xdist_group("e2e"), pytest.mark.timeout(600)]
 
 
+def _joined(text: str) -> str:
+    """The text with its line breaks and padding gone: the last column of a table wraps at 80."""
+    return " ".join(text.split())
+
+
 def _cancel(corral: Corral, *jobs: str) -> None:
     for job in jobs:
         corral.run("cancel", job, "--grace", "0", token=ADMIN, check=False)
@@ -38,9 +43,9 @@ def test_a_waiting_job_is_told_what_would_start_it_now(corral: Corral) -> None:
         assert [s["flag"] for s in job["suggestions"]] == ["--gpus 4"], job["suggestions"]
         assert job["suggestions"][0]["text"] == "fits now with `--gpus 4` (4 GPUs instead of 8)"
         table = corral.run("jobs").stdout
-        assert "(fits now with --gpus 4)" in table, table
+        assert "(fits now with --gpus 4)" in _joined(table), table  # REASON wraps at 80 columns
         text = corral.run("describe", waiting).stdout
-        assert "Would start now" in text and "fits now with `--gpus 4` (4 GPUs instead of 8)" in text
+        assert "Would start now" in text and "fits now with `--gpus 4` (4 GPUs instead of 8)" in _joined(text)
         print(table, text, sep="\n")  # shown with -s: the README's example
     finally:
         _cancel(corral, *(j for j in (filler, waiting) if j))
@@ -71,10 +76,13 @@ def test_history_says_why_a_job_was_preempted_and_whom_only_to_an_admin(corral: 
         ), event
         assert event["related_job"] == "" and event["private_detail"] == ""  # team-b's job: not named
         text = corral.run("describe", low, token=TEAM_A).stdout
-        assert "Last preempted" in text and "(rule: priority)" in text, text
+        assert "Last preempted" in text and "(rule: priority)" in _joined(text), text
         assert f"job {high}" not in text and f"job {high}" not in json.dumps(mine)
         admin_text = corral.run("describe", low, token=ADMIN).stdout
-        assert f"by job {high}: preempted for a job of a higher priority class" in admin_text, admin_text
+        said = f"by job {high}: preempted for a job of a higher priority class"
+        assert said in _joined(admin_text), admin_text
+        history = admin_text.split("History")[1]
+        assert "PREEMPTING" in history and "loses up to" in history, admin_text  # not cut at 80
         print(text, admin_text, sep="\n")  # shown with -s: the README's example
     finally:
         _cancel(corral, *(j for j in (low, high) if j))
