@@ -87,6 +87,11 @@ class FairShare:
         self._history = {q: snapshot.usage_history.get(q, 0.0) / horizon for q in snapshot.queues}
         self._weights = {q.name: q.weight for q in snapshot.queues.values()}
         self._cache: dict[str, float] = {}
+        self._revisions: dict[str, int] = {}
+
+    def revision(self, queue: str) -> int:
+        """Bumps each time the queue is handed GPUs: what was derived from `used` expires."""
+        return self._revisions.get(queue, 0)
 
     def used(self, queue: str, gpu_type: str) -> int:
         """GPUs of the type the queue holds, with what this cycle handed it so far."""
@@ -106,6 +111,7 @@ class FairShare:
         per_type = self._usage.setdefault(queue, {})
         per_type[gpu_type] = per_type.get(gpu_type, 0) + gpus
         self._cache.pop(queue, None)
+        self._revisions[queue] = self._revisions.get(queue, 0) + 1
 
 
 class QueueMerger:
@@ -131,6 +137,8 @@ class QueueMerger:
         self._types = tuple(snapshot.gpus_by_type)
         self._values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
         self._iters: dict[str, Iterator[Job]] = {}
+        # (queue, GPU type, GPUs, the queue's revision) → tier: a deep backlog asks the same few
+        self._tiers: dict[tuple[str, str, int, int], int] = {}
         self._heap: list[tuple[tuple[float | str, ...], str, Job]] = []
         for queue, jobs in snapshot.pending.items():
             if jobs:
@@ -158,11 +166,18 @@ class QueueMerger:
         fair = self._fair_share
         if q is None or fair is None:
             return 0
-        types = self._types if job.spec.gpu_type == ANY else (job.spec.gpu_type,)
-        need = job.spec.gpus
-        if any(fair.used(queue, t) + need <= q.nominal(t) for t in types):
-            return 0
-        return 1 if any(fair.used(queue, t) < q.nominal(t) for t in types) else 2
+        spec = job.spec
+        key = (queue, spec.gpu_type, spec.gpus, fair.revision(queue))
+        tier = self._tiers.get(key)
+        if tier is None:
+            types = self._types if spec.gpu_type == ANY else (spec.gpu_type,)
+            need = spec.gpus
+            if any(fair.used(queue, t) + need <= q.nominal(t) for t in types):
+                tier = 0
+            else:
+                tier = 1 if any(fair.used(queue, t) < q.nominal(t) for t in types) else 2
+            self._tiers[key] = tier
+        return tier
 
     def __iter__(self) -> Iterator[Job]:
         heap = self._heap

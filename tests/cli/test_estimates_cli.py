@@ -33,7 +33,8 @@ def test_a_pending_job_shows_its_estimated_start_in_json_describe_and_wide(tmp_p
             out = json.loads(cli("describe", waiting, "-o", "json").stdout)
             return out.get("estimated_start")
 
-        until(lambda: estimated() is not None, "an estimate for the waiting job")
+        # polled in the controller's view, not through a CLI process every 10 ms (a CPU-second each)
+        until(lambda: h.controller.view().estimated_starts.get(waiting) is not None, "an estimate")
         estimate = estimated()
         # It starts when the blocker ends by its time limit at the latest (sooner if the policy's
         # service preemption makes room first), never before it was submitted.

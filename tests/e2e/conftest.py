@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 import yaml
@@ -54,6 +55,7 @@ class Corral:
         self.env.pop("CORRAL_API_URL", None)
         self.env.pop("CORRAL_TOKEN", None)
         self.tokens: dict[str, str] = {}
+        self._answered = ""  # the API URL that last answered a GET of the tests
 
     def run(
         self, *args: str, token: str | None = None, timeout: float = 90, check: bool = True
@@ -80,13 +82,52 @@ class Corral:
     def describe(self, job_id: str, token: str | None = None) -> dict[str, Any]:
         return dict(json.loads(self.run("describe", job_id, "-o", "json", token=token).stdout))
 
+    def get(self, path: str, token: str | None = None) -> httpx.Response:
+        """GET `path` from the API over HTTP (200, else AssertionError), trying each replica: for
+        polling loops. A CLI process costs about a CPU-second to start, and polling through it kept
+        one of CI's two cores busy while the controller and Ray under test waited for CPU."""
+        context = yaml.safe_load((self.home / "context.yaml").read_text())
+        urls = list(context.get("api_urls") or [context["api_url"]])
+        urls.sort(key=lambda u: u != self._answered)  # a paused replica costs a timeout: start elsewhere
+        bearer = self.tokens.get(token, token) if token is not None else context["token"]
+        last = ""
+        for _ in range(60):  # a failover or a restart in progress: the other replica, or a moment later
+            for url in urls:
+                try:
+                    r = httpx.get(
+                        f"{url}{path}",
+                        headers={"Authorization": f"Bearer {bearer}"},
+                        timeout=httpx.Timeout(15, connect=5),
+                    )
+                except httpx.TransportError as exc:
+                    last = f"{url}: {type(exc).__name__}"
+                    continue
+                if r.status_code == 200:
+                    self._answered = url
+                    return r
+                last = f"{url}: {r.status_code} {r.text[:200]}"
+                if r.status_code not in (429, 502, 503):
+                    raise AssertionError(f"GET {path}: {last}")
+            time.sleep(0.5)
+        raise AssertionError(f"GET {path}: no answer: {last}")
+
+    def job(self, job_id: str, token: str | None = None) -> dict[str, Any]:
+        """The job as `corral describe -o json` prints it (the same API answer), read over HTTP."""
+        if not job_id.isdigit():  # an array task's label (12_4): the CLI resolves it
+            return self.describe(job_id, token=token)
+        return dict(self.get(f"/v1/jobs/{job_id}", token).json())
+
+    def logs(self, job_id: str, token: str | None = None) -> str:
+        """What `corral logs JOB` prints, read over HTTP (for polling loops)."""
+        return self.get(f"/v1/jobs/{job_id}/logs", token).text
+
     def wait_for(
         self, job_id: str, states: Sequence[str], timeout: float = 60, token: str | None = None
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         job: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            job = self.describe(job_id, token=token)
+            job = self.job(job_id, token=token)
             if job["state"] in states:
                 return job
             if job["state"] in TERMINAL:

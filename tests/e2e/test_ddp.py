@@ -96,7 +96,7 @@ def _wait_for_log(corral: Corral, job_id: str, pattern: str, count: int, timeout
     deadline = time.monotonic() + timeout
     log = ""
     while time.monotonic() < deadline:
-        log = corral.run("logs", job_id).stdout
+        log = corral.logs(job_id)
         if len(re.findall(pattern, log, re.MULTILINE)) >= count:
             return log
         time.sleep(0.2)
@@ -174,7 +174,7 @@ def test_ddp_gang_checkpoints_on_sigterm_and_resumes_with_ranks_in_agreement(cor
         assert not [p.name for p in ckpt_dir.iterdir() if p.name.endswith(".tmp")]
     finally:
         for job_id in jobs:  # leave the cluster idle for the next test
-            if corral.describe(job_id)["state"] not in TERMINAL:
+            if corral.job(job_id)["state"] not in TERMINAL:
                 corral.run("cancel", job_id, "--grace", "0", check=False)
         for proc in reference:
             if proc.poll() is None:

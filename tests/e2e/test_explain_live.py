@@ -33,10 +33,10 @@ def test_a_waiting_job_is_told_what_would_start_it_now(corral: Corral) -> None:
         corral.wait_for(filler, ["RUNNING"], timeout=60)
         waiting = corral.submit("--gpus", "8", "--region", "cn-east", "--name", "wants-8", "--", "true")
         deadline = time.monotonic() + 60
-        job = corral.describe(waiting)
+        job = corral.job(waiting)
         while not job["suggestions"] and time.monotonic() < deadline:  # refreshed every few seconds
             time.sleep(1.0)
-            job = corral.describe(waiting)
+            job = corral.job(waiting)
         assert job["state"] == "PENDING", job
         assert job["pending_reason"].startswith("Resources: needs 8 GPUs in cn-east"), job
         # cn-north is idle, but the job's data stays in cn-east: only a smaller shape is offered.

@@ -37,7 +37,7 @@ def _kinds(job: dict[str, Any]) -> list[str]:
 
 def _cancel_all(corral: Corral, *job_ids: str) -> None:
     for job_id in job_ids:
-        if corral.describe(job_id)["state"] not in TERMINAL:
+        if corral.job(job_id)["state"] not in TERMINAL:
             corral.run("cancel", job_id, "--grace", "0", check=False)
     for job_id in job_ids:
         corral.wait_for(job_id, list(TERMINAL), timeout=60)
@@ -101,7 +101,7 @@ def test_reasons_say_times_people_read(corral: Corral) -> None:
     deadline = time.monotonic() + 30
     reason = ""
     while time.monotonic() < deadline and not reason.startswith("Reserved"):
-        reason = str(corral.describe(gang)["pending_reason"] or "")
+        reason = str(corral.job(gang)["pending_reason"] or "")
         time.sleep(0.5)
     try:
         assert reason.startswith("Reserved"), reason
@@ -266,7 +266,7 @@ def _outside_placement_group(address: str, node: str, gpus: int) -> Iterator[Non
 
 
 def _node(corral: Corral, node: str) -> dict[str, Any]:
-    nodes = json.loads(corral.run("nodes", "-o", "json").stdout)
+    nodes = corral.get("/v1/nodes").json()  # polled: over HTTP, not a CLI process each time
     return next(n for n in nodes if n["id"] == node)
 
 
