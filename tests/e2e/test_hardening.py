@@ -267,7 +267,8 @@ def _outside_placement_group(address: str, node: str, gpus: int) -> Iterator[Non
 
 def _node(corral: Corral, node: str) -> dict[str, Any]:
     nodes = corral.get("/v1/nodes").json()  # polled: over HTTP, not a CLI process each time
-    return next(n for n in nodes if n["id"] == node)
+    # a controller that just restarted lists no node until its first cycle has seen Ray's
+    return next((n for n in nodes if n["id"] == node), {"id": node, "state": "not listed yet"})
 
 
 def test_gpus_held_outside_corral_are_not_given_to_jobs(corral: Corral) -> None:
