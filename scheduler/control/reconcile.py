@@ -51,7 +51,12 @@ def reconcile(records: Sequence[JobRecord], alive: Collection[tuple[str, int]], 
                 requeue(rec, now, out.step, "its processes vanished while the controller was down: requeued")
             else:  # the stop under way is done: it ends as that stop would have
                 end_of_attempt(rec, EventKind.STOPPED, None, now, out.step)
-    for job_id, attempt in sorted(alive_set):
-        if expected.get(job_id) != attempt:
-            out.orphans.append((job_id, attempt))
+    out.orphans.extend(sorted(unexpected(records, alive_set)))
     return out
+
+
+def unexpected(records: Sequence[JobRecord], alive: Collection[tuple[str, int]]) -> set[tuple[str, int]]:
+    """The (job id, attempt) pairs the backend runs that no record holding GPUs expects: an old
+    attempt, a job that holds no GPUs (pending again, or ended), or a job the store never had."""
+    expected = {rec.id: rec.job.restart_count for rec in records if holds_gpus(rec)}
+    return {(job_id, attempt) for job_id, attempt in alive if expected.get(job_id) != attempt}

@@ -111,3 +111,39 @@ def test_a_restart_while_a_gang_node_is_gone_keeps_its_gpus_accounted(store: Sto
     assert store.get(other).state is JobState.PENDING  # type: ignore[union-attr]
     nodes = {n.node.id: n for n in c2.view().nodes}
     assert nodes[lost.id].node.state.value == "down" and nodes[lost.id].used_gpus == 8
+
+
+def test_an_attempt_ray_runs_that_the_store_does_not_expect_is_removed_while_leading(store: Store) -> None:
+    """A leader paused while it created a placement group may finish creating it once fenced (the
+    chaos suite saw one left on a node until the next restart): the leader sweeps such attempts
+    every ORPHAN_SWEEP_S, and removes one only when two sweeps in a row found it unexpected."""
+    from scheduler.control.controller import ORPHAN_SWEEP_S
+
+    clock, backend = VirtualClock(1000.0), ScriptedBackend(list(CONFIG.cluster.nodes))
+    c = _controller(store, backend, clock)
+    job = _submit(store, clock, gpus_per_node=8)
+    c.step()
+    assert backend.started == [(job, 0)]
+    backend.alive |= {("99", 0), (job, 7)}  # an unknown job; an attempt of a job that holds another
+    for _ in range(2):
+        clock.advance_to(clock.now() + ORPHAN_SWEEP_S)
+        c.step()
+    assert sorted(backend.removed) == sorted([("99", 0), (job, 7)]) and c.orphans_removed == 2
+    assert backend.attempt_pairs() == {(job, 0)}  # the attempt the store expects stays
+    assert store.get(job).state is JobState.STARTING  # type: ignore[union-attr]
+
+
+def test_an_unexpected_attempt_seen_once_is_not_removed(store: Store) -> None:
+    from scheduler.control.controller import ORPHAN_SWEEP_S
+
+    clock, backend = VirtualClock(1000.0), ScriptedBackend(list(CONFIG.cluster.nodes))
+    c = _controller(store, backend, clock)
+    clock.advance_to(clock.now() + ORPHAN_SWEEP_S)
+    c.step()  # a sweep: nothing unexpected yet
+    backend.alive.add(("42", 0))
+    clock.advance_to(clock.now() + ORPHAN_SWEEP_S)
+    c.step()  # seen once: a suspect
+    backend.alive.discard(("42", 0))  # gone by itself (its own controller's release, say)
+    clock.advance_to(clock.now() + ORPHAN_SWEEP_S)
+    c.step()
+    assert backend.removed == [] and c.orphans_removed == 0
