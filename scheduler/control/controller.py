@@ -286,6 +286,8 @@ class Controller:
         self._last_sweep = now
         found = unexpected(list(self._records.values()), self.backend.attempt_pairs())
         for job_id, attempt in sorted(found & self._suspects):
+            if self.fence is not None:
+                self.fence.check()  # a leader paused mid-sweep must not remove its successor's starts
             log.warning("removing attempt %s of job %s: Ray runs it, the store expects none", attempt, job_id)
             self.backend.remove(job_id, attempt)
             self.orphans_removed += 1

@@ -38,6 +38,7 @@ import sqlalchemy as sa
 import yaml
 
 from scheduler.config.live import load_live_config
+from scheduler.control.controller import ORPHAN_SWEEP_S
 from scheduler.local.ray_cluster import LocalRayCluster, LocalRayClusterError
 from scheduler.store.local_postgres import LocalPostgres
 from scheduler.store.schema import events
@@ -46,6 +47,7 @@ from scheduler.store.store import Store
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "e2e" / "cluster.yaml"  # cn-north: 2×8 GPUs in one rack; cn-east: 1×8
 LEASE_S = 3.0
+SETTLE_S = 2 * ORPHAN_SWEEP_S + 15.0  # the longest a repair the controller makes itself can take
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
 FAULT_KINDS = (
     "kill9_leader",
@@ -509,11 +511,15 @@ class ChaosRun:
     def check(self, when: str) -> None:
         """The invariants now: `corral check` (store and Ray), and the harness's own counts."""
         self.counts.checks += 1
-        for _ in range(3):  # a finding must hold across a short wait: transient states settle
-            found = self._check_once()
-            if not found:
-                return
-            time.sleep(2.0)
+        # A finding must outlast the controller's own repairs: transient states settle within
+        # seconds, and an attempt left behind by a fenced leader goes at the second orphan sweep.
+        deadline = time.monotonic() + SETTLE_S
+        while found := self._check_once():
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(3.0)
+        else:
+            return
         self.counts.check_violations += len(found)
         self.counts.problems.extend(f"{when}: {v}" for v in found)
 
