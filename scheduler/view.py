@@ -62,6 +62,9 @@ class ClusterView:
     # pending job id → estimated start (unix time; None: not within the forecast's bounds), from the
     # latest forecast (scheduler/forecast), which runs beside the controller, never in its cycle
     estimated_starts: Mapping[str, float | None] = field(default_factory=dict)
+    # False until a cycle drew it: a controller that just started or took over has no queues or
+    # nodes to show yet, and empty lists would say there are none
+    drawn: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,4 +173,4 @@ class NotLeader(NotReady):
 
 def empty_view(priority_classes: Sequence[PriorityClass], time: float = 0.0) -> ClusterView:
     """What a controller shows before it has seen the cluster."""
-    return ClusterView(nodes=(), queues=(), priority_classes=tuple(priority_classes), time=time)
+    return ClusterView(nodes=(), queues=(), priority_classes=tuple(priority_classes), time=time, drawn=False)

@@ -91,7 +91,7 @@ from scheduler.api import array_routes, audit_routes, jobs_routes, node_routes, 
 from scheduler.api import schemas as s
 from scheduler.api.audit_routes import AuditDenied
 from scheduler.api.auth import TokenCache
-from scheduler.api.deps import MAX_BODY_BYTES, TOKEN_HELP, ApiSettings, Deps, Who, deps
+from scheduler.api.deps import MAX_BODY_BYTES, TOKEN_HELP, ApiSettings, Deps, Who, deps, drawn_view
 from scheduler.api.errors import ApiError, first_error
 from scheduler.api.limits import FollowerGate, RateLimiter
 from scheduler.api.logs import EndWatcher
@@ -189,11 +189,11 @@ def create_app(
 
     @app.get("/v1/queues", response_model=list[s.QueueOut], tags=["cluster"])
     def queues(who: Who) -> list[s.QueueOut]:
-        return [s.queue_out(q) for q in controller.view().queues]
+        return [s.queue_out(q) for q in drawn_view(controller).queues]
 
     @app.get("/v1/nodes", response_model=list[s.NodeOut], tags=["cluster"])
     def nodes(request: Request, who: Who) -> list[s.NodeOut]:
-        view = controller.view()
+        view = drawn_view(controller)
         mine: set[str] | None = None
         if not who.admin:  # a team sees every node, but only its own job ids on them
             mine = {r.id for r in deps(request).store.jobs(team=who.team, states=HOLDING_STATES)}

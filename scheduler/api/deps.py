@@ -24,7 +24,7 @@ from scheduler.policy.config import PolicyConfig
 from scheduler.store.batcher import SubmitBatcher
 from scheduler.store.store import Store
 from scheduler.store.token_store import TokenStore
-from scheduler.view import ControllerHandle
+from scheduler.view import ClusterView, ControllerHandle
 
 __all__ = ["ApiSettings", "Deps", "JobId", "VisibleJob", "Who", "deps", "not_found", "team_filter"]
 
@@ -66,6 +66,19 @@ class Deps:
 def deps(request: Request) -> Deps:
     found: Deps = request.app.state.deps
     return found
+
+
+def drawn_view(controller: ControllerHandle) -> ClusterView:
+    """The controller's view of the cluster, or 503 with Retry-After while no cycle has drawn it (a
+    controller that just started or took over): empty lists would say there are no queues or nodes."""
+    view = controller.view()
+    if not view.drawn:
+        raise ApiError(
+            503,
+            "the controller has not drawn the cluster yet (it is starting or taking over); retry",
+            headers={"Retry-After": "1"},
+        )
+    return view
 
 
 # For the OpenAPI document (and /docs' "Authorize" button); the Authenticate middleware checks it.

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scheduler.api import schemas as s
 from scheduler.api.auth import Principal
 from scheduler.api.body import quote
-from scheduler.api.deps import Who, deps
+from scheduler.api.deps import Who, deps, drawn_view
 from scheduler.api.errors import ApiError
 from scheduler.model.records import Cordon
 from scheduler.store import controller_state
@@ -39,7 +39,7 @@ def _admin_only(who: Principal) -> None:
 
 def register(app: FastAPI) -> None:
     def known(request: Request, node: str) -> s.NodeOut:
-        view = deps(request).controller.view()
+        view = drawn_view(deps(request).controller)
         for status in view.nodes:
             if status.node.id == node:
                 return s.node_out(status, list(status.jobs))

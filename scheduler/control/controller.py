@@ -61,6 +61,7 @@ from scheduler.view import (
     QueueStatus,
     ReplayInputs,
     SchedulingState,
+    empty_view,
 )
 
 log = logging.getLogger("corral.controller")
@@ -181,9 +182,7 @@ class Controller:
         self._retry: list[BackendEvent] = []
         self._stop_reissued: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._view = ClusterView(
-            nodes=(), queues=(), priority_classes=tuple(self.priority_classes.values()), time=0
-        )
+        self._view = empty_view(tuple(self.priority_classes.values()))
         self._inputs = _Inputs((), (), (), {})
         self._state: SchedulingState | None = None  # what the last cycle decided over
         self._estimates: Mapping[str, float | None] = {}  # the latest forecast's, from a helper

@@ -9,6 +9,7 @@ import pytest
 
 from scheduler.model.job import JobState
 from scheduler.store import controller_state
+from scheduler.view import empty_view
 from tests.api.conftest import Api
 
 NODE = "cn-north-r1-n00"
@@ -97,3 +98,19 @@ def test_an_uncordon_that_was_written_is_not_answered_503_when_the_view_empties_
     r = api.client.post(f"/v1/nodes/{NODE}/cordon", json={"reason": "fan, third"}, headers=api.auth("admin"))
     assert r.status_code == 503  # checked before anything is written: nothing to retry around
     assert controller_state.cordons(api.store)[NODE].reason == "fan again"
+
+
+@pytest.mark.parametrize("path", ["/v1/queues", "/v1/nodes"])
+def test_a_controller_that_has_not_drawn_the_cluster_yet_answers_503_not_an_empty_list(
+    api: Api, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """Right after a restart or a takeover, before its first cycle, a controller has no queues or
+    nodes to show: an empty list would tell `corral queues` there are none (the e2e suite saw
+    `queues -o json` print [] after a restart). 503 with Retry-After makes the client wait."""
+    monkeypatch.setattr(api.controller, "view", lambda: empty_view(()))
+    r = api.client.get(path, headers=api.auth("admin"))
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1", r.text
+    assert "has not drawn the cluster yet" in r.json()["error"]
+    monkeypatch.undo()
+    r = api.client.get(path, headers=api.auth("admin"))
+    assert r.status_code == 200 and r.json(), r.text

@@ -20,6 +20,9 @@ import psutil
 import pytest
 import yaml
 
+from scheduler.client.errors import CorralError, ServerError, Unreachable
+from scheduler.client.transport import Transport
+
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 # Names of the tokens the tests act with: `corral up` makes the admin's (kept in context.yaml), the
@@ -83,32 +86,34 @@ class Corral:
         return dict(json.loads(self.run("describe", job_id, "-o", "json", token=token).stdout))
 
     def get(self, path: str, token: str | None = None) -> httpx.Response:
-        """GET `path` from the API over HTTP (200, else AssertionError), trying each replica: for
-        polling loops. A CLI process costs about a CPU-second to start, and polling through it kept
+        """GET `path` from the API through the client's own Transport (the CLI's replica failover
+        and 429/503 retries), for polling loops; a restart in progress is waited out, any other
+        error raises. A CLI process costs about a CPU-second to start, and polling through it kept
         one of CI's two cores busy while the controller and Ray under test waited for CPU."""
         context = yaml.safe_load((self.home / "context.yaml").read_text())
         urls = list(context.get("api_urls") or [context["api_url"]])
         urls.sort(key=lambda u: u != self._answered)  # a paused replica costs a timeout: start elsewhere
         bearer = self.tokens.get(token, token) if token is not None else context["token"]
+        transport = Transport(urls, bearer, timeout_s=15.0, retries=2)
         last = ""
-        for _ in range(60):  # a failover or a restart in progress: the other replica, or a moment later
-            for url in urls:
+        try:
+            for _ in range(60):  # no replica answers yet: a failover or a restart in progress
                 try:
-                    r = httpx.get(
-                        f"{url}{path}",
-                        headers={"Authorization": f"Bearer {bearer}"},
-                        timeout=httpx.Timeout(15, connect=5),
-                    )
-                except httpx.TransportError as exc:
-                    last = f"{url}: {type(exc).__name__}"
-                    continue
-                if r.status_code == 200:
-                    self._answered = url
-                    return r
-                last = f"{url}: {r.status_code} {r.text[:200]}"
-                if r.status_code not in (429, 502, 503):
-                    raise AssertionError(f"GET {path}: {last}")
-            time.sleep(0.5)
+                    response = transport.request("GET", path)
+                except Unreachable as exc:
+                    last = str(exc)
+                except ServerError as exc:
+                    if exc.status != 502:
+                        raise AssertionError(f"GET {path}: {exc}") from exc
+                    last = str(exc)
+                except CorralError as exc:
+                    raise AssertionError(f"GET {path}: {exc}") from exc
+                else:
+                    self._answered = transport.url
+                    return response
+                time.sleep(0.5)
+        finally:
+            transport.close()
         raise AssertionError(f"GET {path}: no answer: {last}")
 
     def job(self, job_id: str, token: str | None = None) -> dict[str, Any]:

@@ -30,6 +30,8 @@ def test_the_client_against_corral_up(corral: Corral, monkeypatch: pytest.Monkey
             working_dir=here,
             name="client-live",
         )
+        # following a job that never starts would wait for ever: a bounded wait says why first
+        corral.wait_for(job.id, ["RUNNING", "SUCCEEDED"], timeout=120, token=TEAM_A)
         assert [line for line in api.follow(job.id) if line.startswith("step")] == [
             "step 0",
             "step 1",
