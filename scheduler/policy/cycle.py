@@ -319,23 +319,28 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
         if examined >= config.scan_depth:
             break
         examined += 1
-        # 3. Nothing is free: only a preemption could start a job. Stop once no more may be
-        # tried; until then pass quickly over the jobs that could not preempt anyone.
-        if state.capacity.free_gpus() == 0:
-            if not _may_preempt(state):
-                fallback = PendingReason(PendingCode.RESOURCES, "no free GPUs")
-                break
-            if not state.never_fits(job.spec) and not any(
-                _could_preempt(state, job, pool) for pool in state.pools_for(job.spec)
-            ):
-                state.wait(job, state.resources_reason(job.spec))
-                continue
-        # A job just like one that had to wait, with nothing changed since, waits for the same reason.
+        # 3. Nothing is free: only a preemption could start a job. Stop once no more may be tried.
+        nothing_free = state.capacity.free_gpus() == 0
+        if nothing_free and not _may_preempt(state):
+            fallback = PendingReason(PendingCode.RESOURCES, "no free GPUs")
+            break
+        # A job just like one that had to wait, with nothing changed since, waits for the same
+        # reason (the key holds all that steps 2a-2d and the test below read of a job).
         key = _outcome_key(state, job)
         epoch = state.epoch()
         known = outcomes.get(key)
         if known is not None and known[0] == epoch:
             state.wait(job, known[1])
+            continue
+        # Pass quickly over the jobs that could not preempt anyone.
+        if (
+            nothing_free
+            and not state.never_fits(job.spec)
+            and not any(_could_preempt(state, job, pool) for pool in state.pools_for(job.spec))
+        ):
+            reason = state.resources_reason(job.spec)
+            state.wait(job, reason)
+            outcomes[key] = (epoch, reason)
             continue
         # 2. Consider this job.
         placed_pool = _consider(state, job)

@@ -52,17 +52,22 @@ def pending_key(config: PolicyConfig, priority_values: Mapping[str, int]) -> Pen
     if config.name == "las":
         th = config.las_baseline_thresholds_gpu_s
         return lambda job: (las_level(job.attained_gpu_s, th), job.submitted_at, _tiebreak(job))
+    static = corral_static(config, priority_values)
+    return lambda job: (static(job), _tiebreak(job))
+
+
+def corral_static(config: PolicyConfig, priority_values: Mapping[str, int]) -> Callable[[Job], float]:
+    """The part of corral's -score that differs between jobs of one queue (fair share is the
+    queue's): class value, submission time (aging) and service level."""
     aging = config.aging_s_per_point
     th = config.las_thresholds_gpu_s
     per_level = config.service_level_weight
 
-    def corral_key(job: Job) -> tuple[float | str, ...]:
+    def static(job: Job) -> float:
         value = priority_values.get(job.spec.priority, 0)
-        # The part of -score that differs between jobs of one queue (fair share is the queue's).
-        static = job.submitted_at / aging - value + per_level * las_level(job.attained_gpu_s, th)
-        return (static, _tiebreak(job))
+        return job.submitted_at / aging - value + per_level * las_level(job.attained_gpu_s, th)
 
-    return corral_key
+    return static
 
 
 def _runtime(job: Job) -> float:
@@ -136,6 +141,9 @@ class QueueMerger:
         self._queues = snapshot.queues
         self._types = tuple(snapshot.gpus_by_type)
         self._values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
+        self._static = corral_static(config, self._values)
+        self._now_points = now / config.aging_s_per_point
+        self._shares: dict[str, tuple[int, float]] = {}  # queue → (its revision, weight × share)
         self._iters: dict[str, Iterator[Job]] = {}
         # (queue, GPU type, GPUs, the queue's revision) → tier: a deep backlog asks the same few
         self._tiers: dict[tuple[str, str, int, int], int] = {}
@@ -150,16 +158,17 @@ class QueueMerger:
     def _rank(self, queue: str, job: Job) -> tuple[float | str, ...]:
         if self._fair_share is None:
             return self._key(job)
-        cfg = self._config
-        # -score = static part (class, age, service level) + fair-share penalty of the queue.
-        static = self._key(job)[0]
-        assert isinstance(static, float)
-        neg_score = (
-            static - self._now / cfg.aging_s_per_point + cfg.fair_share_weight * self._fair_share.share(queue)
-        )
-        return (self._at_quota(queue, job), neg_score, job.submitted_at, job.id)
+        # -score = static part (class, age, service level) + fair-share penalty of the queue; the
+        # penalty is worked out once per queue until the queue is handed GPUs.
+        revision = self._fair_share.revision(queue)
+        known = self._shares.get(queue)
+        if known is None or known[0] != revision:
+            known = (revision, self._config.fair_share_weight * self._fair_share.share(queue))
+            self._shares[queue] = known
+        neg_score = self._static(job) - self._now_points + known[1]
+        return (self._at_quota(queue, job, revision), neg_score, job.submitted_at, job.id)
 
-    def _at_quota(self, queue: str, job: Job) -> int:
+    def _at_quota(self, queue: str, job: Job, revision: int) -> int:
         """The job's tier (see the module docstring): 0 fits within nominal quota, 1 its queue is
         below nominal quota but it would borrow, 2 its queue is at or above nominal quota."""
         q = self._queues.get(queue)
@@ -167,7 +176,7 @@ class QueueMerger:
         if q is None or fair is None:
             return 0
         spec = job.spec
-        key = (queue, spec.gpu_type, spec.gpus, fair.revision(queue))
+        key = (queue, spec.gpu_type, spec.gpus, revision)
         tier = self._tiers.get(key)
         if tier is None:
             types = self._types if spec.gpu_type == ANY else (spec.gpu_type,)
