@@ -281,7 +281,8 @@ class Controller:
         """Remove what Ray runs that the store does not expect, as recover() does at start-up: a
         leader paused while it created a placement group can finish creating it after it was fenced
         (the chaos suite saw one left behind until the next restart). Only what was unexpected at
-        two sweeps in a row goes: a start this controller committed is expected before Ray has it."""
+        two sweeps in a row goes: one sweep can catch an attempt that just ended while Ray still
+        tears it down (a start is committed to the store, so expected, before Ray has it)."""
         self._last_sweep = now
         found = unexpected(list(self._records.values()), self.backend.attempt_pairs())
         for job_id, attempt in sorted(found & self._suspects):
