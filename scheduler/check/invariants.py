@@ -29,6 +29,7 @@ GPU_HELD_TWICE = "gpu_held_twice"
 ALLOCATION_ROWS = "allocation_rows"  # the allocations table disagrees with the jobs' allocations
 OVER_CAPACITY = "over_capacity"
 NODE_MISMATCH = "node_mismatch"  # Corral's allocated GPUs on a node ≠ what Ray holds there
+GPUS_OUTSIDE_PLACEMENT_GROUPS = "gpus_outside_placement_groups"  # in use in Ray, held by no placement group
 USAGE_MISMATCH = "usage_mismatch"  # persisted queue usage ≠ recount of live allocations
 OVER_QUOTA = "over_quota"  # a queue without a cohort above its nominal quota
 OVER_BORROWING_LIMIT = "over_borrowing_limit"
@@ -45,6 +46,7 @@ KINDS = (
     ALLOCATION_ROWS,
     OVER_CAPACITY,
     NODE_MISMATCH,
+    GPUS_OUTSIDE_PLACEMENT_GROUPS,
     USAGE_MISMATCH,
     OVER_QUOTA,
     OVER_BORROWING_LIMIT,
@@ -68,6 +70,7 @@ class Violation:
     nodes: tuple[str, ...] = ()
     queue: str = ""
     name: str = ""  # a Ray placement group's or actor's name
+    gpus: float = 0.0  # the GPUs in question, where a count is the finding (GPUS_OUTSIDE_PLACEMENT_GROUPS)
     settles: bool = False  # compares the store with Ray: confirmed on a second reading
 
     @property
@@ -83,6 +86,7 @@ class Violation:
             "nodes": list(self.nodes),
             "queue": self.queue or None,
             "name": self.name or None,
+            "gpus": self.gpus or None,
         }
 
 
@@ -123,12 +127,14 @@ class RayActor:
 @dataclass(frozen=True, slots=True)
 class RayState:
     """What Ray says (scheduler/check/read.py): its alive GPU nodes as Corral nodes, the GPUs in use
-    on each (capacity − available, whoever holds them), and Corral's named groups and actors."""
+    on each (capacity − available, whoever holds them), the GPUs that placement groups (anyone's)
+    hold on each, and Corral's named groups and actors."""
 
     nodes: Mapping[str, Node]
     used_gpus: Mapping[str, float] = field(default_factory=dict)
     groups: Sequence[RayGroup] = ()
     actors: Sequence[RayActor] = ()
+    grouped_gpus: Mapping[str, float] | None = None  # None: not read (count them all as grouped)
 
 
 def find_violations(store: StoreState, ray: RayState | None = None) -> list[Violation]:
@@ -524,6 +530,27 @@ def _node_usage(holding: Sequence[JobRecord], ray: RayState) -> list[Violation]:
                 )
             continue
         used = ray.used_gpus.get(node_id, 0.0)
+        grouped = used if ray.grouped_gpus is None else ray.grouped_gpus.get(node_id, 0.0)
+        if used - 1e-6 > high and grouped - 1e-6 <= high:
+            # Corral holds GPUs only through placement groups, and the groups there hold no more
+            # than Corral's jobs may: the excess is held by no group, so it is not Corral's.
+            excess = used - high
+            out.append(
+                Violation(
+                    GPUS_OUTSIDE_PLACEMENT_GROUPS,
+                    f"node {node_id}: Ray has {excess:g} more GPUs in use than Corral's jobs "
+                    f"({', '.join(holders) or 'none'}) may hold, and no placement group holds them "
+                    "(a Ray task or actor started outside Corral, or a reservation Ray kept when "
+                    "a placement group was removed while being scheduled: a Ray bug, see README "
+                    "Known limits); Corral places as if they were taken; free them by stopping "
+                    "that workload or restarting the node's raylet",
+                    jobs=holders,
+                    nodes=(node_id,),
+                    gpus=excess,
+                    settles=True,
+                )
+            )
+            continue
         if used + 1e-6 < low or used - 1e-6 > high:
             where = (
                 "more than Corral allocated (held outside Corral?)"

@@ -139,12 +139,19 @@ def read_ray() -> RayState:
             ray_to_corral[str(info["NodeID"])] = node.id
     free = free_gpus(ray_to_corral, _GCS_TIMEOUT_S)
     used = {n: max(0.0, totals[n] - free.get(n, 0.0)) for n in nodes}
-    groups = [g for info in ray.util.placement_group_table().values() if (g := _group(info, ray_to_corral))]
+    table = ray.util.placement_group_table().values()
+    groups = [g for info in table if (g := _group(info, ray_to_corral))]
+    grouped: dict[str, float] = {}
+    for info in table:  # anyone's groups, Corral's or not
+        if info.get("state") != "REMOVED":
+            for placed, gpus in _bundles(info, ray_to_corral):
+                if placed is not None:
+                    grouped[placed] = grouped.get(placed, 0.0) + gpus
     actors = []
     for name in ray.util.list_named_actors(all_namespaces=False):
         if m := ACTOR_NAME.match(name):
             actors.append(RayActor(name, m["job"], int(m["attempt"]), int(m["rank"])))
-    return RayState(nodes=nodes, used_gpus=used, groups=groups, actors=actors)
+    return RayState(nodes=nodes, used_gpus=used, groups=groups, actors=actors, grouped_gpus=grouped)
 
 
 def _group(info: dict[str, Any], ray_to_corral: dict[str, str]) -> RayGroup | None:
@@ -152,10 +159,15 @@ def _group(info: dict[str, Any], ray_to_corral: dict[str, str]) -> RayGroup | No
     m = PG_NAME.match(str(info.get("name") or ""))
     if m is None or state == "REMOVED":
         return None
+    return RayGroup(str(info["name"]), m["job"], int(m["attempt"]), state, _bundles(info, ray_to_corral))
+
+
+def _bundles(info: dict[str, Any], ray_to_corral: dict[str, str]) -> tuple[tuple[str | None, float], ...]:
+    """(Corral node id, or None while not placed; GPUs) per bundle of a placement group."""
     where = info.get("bundles_to_node_id") or {}
     bundles = []
     for index, resources in sorted((info.get("bundles") or {}).items()):
         ray_node = where.get(index)
         node = ray_to_corral.get(str(ray_node), str(ray_node)) if ray_node else None
         bundles.append((node, float(resources.get("GPU", 0.0))))
-    return RayGroup(str(info["name"]), m["job"], int(m["attempt"]), state, tuple(bundles))
+    return tuple(bundles)

@@ -79,6 +79,9 @@ class Counts:
     checks: int = 0
     check_violations: int = 0
     node_rejoin_retries: int = 0  # the test bed's Ray nodes slow to come back (not a Corral fault)
+    # GPUs Ray kept reserved after Corral removed a placement group (Ray's bug, not Corral's: only
+    # Corral runs on the test bed's Ray), per node: the most seen at once; Corral must withhold them.
+    ray_leaked_gpus: dict[str, float] = field(default_factory=dict)
     end_states: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
@@ -112,6 +115,7 @@ class Counts:
             "jobs_not_terminal": self.not_terminal,
             "wrong_end_states": self.wrong_end_states,
             "node_rejoin_retries": self.node_rejoin_retries,
+            "ray_leaked_gpus": dict(sorted(self.ray_leaked_gpus.items())),
             "invariant_checks": self.checks,
             "check_violations": self.check_violations,
             "end_states": dict(sorted(self.end_states.items())),
@@ -535,9 +539,33 @@ class ChaosRun:
         if checked.returncode not in (0, 1):
             return [f"corral check exited {checked.returncode}: {checked.stderr.strip()[:200]}"]
         if checked.returncode == 1:
-            problems += [_one(v) for v in _violations(checked.stdout)]
+            for found in _violations(checked.stdout):
+                if isinstance(found, dict) and found.get("kind") == "gpus_outside_placement_groups":
+                    problems += self._ray_leak(found)
+                else:
+                    problems.append(_one(found))
         problems += self._store_invariants(final=False)
         return problems
+
+    def _ray_leak(self, found: dict[str, Any]) -> list[str]:
+        """GPUs in use in Ray that no placement group holds. Nothing but Corral runs on this Ray, so
+        it is a reservation Ray kept after Corral removed a group while Ray was still placing it
+        (reproduced with Ray alone: tests/chaos/ray_leak.py). Not Corral's fault, but Corral must
+        not give those GPUs to a job: its own count of the node's free GPUs must be withheld."""
+        assert self.api is not None
+        (node_id,) = found["nodes"]
+        leaked = float(found["gpus"])
+        nodes = {n["id"]: n for n in self.api.call("GET", "/v1/nodes").json()}
+        node = nodes.get(node_id)
+        if node is None:
+            return [f"node {node_id} with {leaked:g} GPUs held outside placement groups is not listed"]
+        if node["drift_gpus"] < min(leaked, node["free"]):
+            return [
+                f"node {node_id}: Ray holds {leaked:g} GPUs in no placement group, but the controller "
+                f"withholds only {node['drift_gpus']} of its {node['free']} free GPUs"
+            ]
+        self.counts.ray_leaked_gpus[node_id] = max(leaked, self.counts.ray_leaked_gpus.get(node_id, 0.0))
+        return []
 
     def _store_invariants(self, final: bool) -> list[str]:
         store = Store.open(self.db_url)

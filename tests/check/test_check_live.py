@@ -1,8 +1,8 @@
 """`corral check` against a real local install: `corral up` (a Ray cluster of two 4-GPU nodes, the
 controller, a SQLite store), running jobs, then the CLI as a subprocess that finds the store and Ray
 from CORRAL_HOME. It is clean on a healthy install; it names a Corral placement group made by hand
-that the store does not expect; it names both jobs of a GPU held twice after the store is corrupted
-with raw SQL; and an acknowledged id that is not in the store."""
+that the store does not expect, and a GPU a plain Ray actor holds; it names both jobs of a GPU held
+twice after the store is corrupted with raw SQL; and an acknowledged id that is not in the store."""
 
 from __future__ import annotations
 
@@ -141,6 +141,33 @@ def test_a_corral_placement_group_the_store_does_not_expect_is_reported(
             "from ray.util.placement_group import get_placement_group, remove_placement_group\n"
             "remove_placement_group(get_placement_group('corral-999-0'))"
         )
+
+
+def test_a_gpu_held_by_a_plain_ray_actor_is_reported_as_outside_any_placement_group(
+    local: Local, jobs: dict[str, str]
+) -> None:
+    """Corral holds GPUs only through placement groups: a GPU in use that no group holds is named
+    as such (with the count), not as a mismatch of Corral's own accounting."""
+    local.ray(
+        "@ray.remote(num_gpus=1, num_cpus=0)\n"
+        "class Holder:\n"
+        "    def ping(self): return 1\n"
+        "h = Holder.options(name='gpu-holder', namespace='outsider', lifetime='detached').remote()\n"
+        "ray.get(h.ping.remote(), timeout=60)"
+    )
+    try:
+        code, report = local.check("--settle", "1")
+        assert code == 1 and not report["ok"], report
+        assert [(v["kind"], v["gpus"]) for v in report["violations"]] == [
+            ("gpus_outside_placement_groups", 1.0)
+        ], report
+        assert "no placement group holds them" in report["violations"][0]["message"]
+    finally:
+        local.ray("ray.kill(ray.get_actor('gpu-holder', namespace='outsider'))")
+    deadline = time.monotonic() + 30
+    while local.check("--settle", "1")[0] != 0:
+        assert time.monotonic() < deadline, "the GPU was not freed after the actor was killed"
+        time.sleep(1.0)
 
 
 def test_a_gpu_held_twice_in_a_corrupted_store_is_reported_with_both_jobs(

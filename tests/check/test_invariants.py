@@ -151,6 +151,24 @@ def test_ray_holding_fewer_or_more_gpus_than_corral_is_a_mismatch() -> None:
     assert _kinds(gone)[-1] == (inv.NODE_MISMATCH, ("3",), ("n3",)) and "not alive" in gone[-1].message
 
 
+def test_gpus_in_use_that_no_placement_group_holds_are_told_apart_from_corral_s() -> None:
+    """Corral holds GPUs only through placement groups: an excess no group holds is not Corral's
+    (a plain Ray actor, or a reservation Ray kept after removing a group), and says how many."""
+    ungrouped = inv.ray_matches([A], _ray(A, used={"n1": 5.0}, grouped_gpus={"n1": 2.0}))
+    assert _kinds(ungrouped) == [(inv.GPUS_OUTSIDE_PLACEMENT_GROUPS, ("1",), ("n1",))]
+    assert ungrouped[0].gpus == 3.0 and "no placement group holds them" in ungrouped[0].message
+    assert ungrouped[0].to_json()["gpus"] == 3.0
+    # on a node where Corral holds nothing, every GPU in use is the excess
+    idle = inv.ray_matches([], _ray(used={"n3": 2.0}, grouped_gpus={}))
+    assert _kinds(idle) == [(inv.GPUS_OUTSIDE_PLACEMENT_GROUPS, (), ("n3",))] and idle[0].gpus == 2.0
+    # another program's placement group holding the excess stays a mismatch: held outside Corral
+    other = inv.ray_matches([A], _ray(A, used={"n1": 5.0}, grouped_gpus={"n1": 5.0}))
+    assert _kinds(other) == [(inv.NODE_MISMATCH, ("1",), ("n1",))] and "held outside" in other[0].message
+    # fewer in use than Corral allocated is never blamed on anyone else
+    short = inv.ray_matches([A], _ray(A, used={"n1": 0.0}, grouped_gpus={}))
+    assert _kinds(short) == [(inv.NODE_MISMATCH, ("1",), ("n1",))]
+
+
 def test_jobs_in_flight_may_or_may_not_hold_their_gpus_in_ray() -> None:
     """A STARTING job's group may not exist yet; a stopping job's may be gone already."""
     stopping = _job("5", {"n2": [0, 1]}, stop=StopReason.PREEMPT)
@@ -270,6 +288,7 @@ def test_store_findings_are_final_without_a_second_reading() -> None:
             "nodes": ["n1"],
             "queue": None,
             "name": None,
+            "gpus": None,
         }
     ]
 
