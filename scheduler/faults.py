@@ -7,6 +7,8 @@ becomes ready), so what is tested is the handling, not a stand-in:
 
     unplaceable_node=NODE   bundles for NODE ask for a node label no node has: starts there time
                             out in Ray, as on a node that cannot start anything
+    rank_dies_on_node=NODE  a start's worker actor on NODE is killed as soon as it is created,
+                            before it answers (its process OOM-killed, its node gone meanwhile)
     crash_at=POINT[@N]      the process kills itself (SIGKILL) the Nth time (default 1st) it
                             reaches the named crash point — a controller crash at the worst moment:
         after_commit            the step that places a job is committed, its start not yet issued
@@ -29,7 +31,7 @@ from collections.abc import Mapping
 
 __all__ = ["CRASH_POINTS", "KNOWN", "active", "armed", "crash_point", "parse"]
 
-KNOWN = frozenset({"unplaceable_node", "crash_at"})
+KNOWN = frozenset({"unplaceable_node", "rank_dies_on_node", "crash_at"})
 CRASH_POINTS = frozenset({"after_commit", "after_placement_group", "mid_preemption"})
 
 log = logging.getLogger("corral.faults")

@@ -358,10 +358,12 @@ class RayBackend:
         ok = False
         why = _StartError("the start did not complete", "")
         try:
-            ok = self._place(run, deadline)
-            if ok:
+            # `ok` only from the whole start: a launch that raises after the group was placed must
+            # still tear the attempt down and end it (else it stays STARTING, and nobody ends it).
+            placed = self._place(run, deadline)
+            if placed:
                 faults.crash_point("after_placement_group")  # chaos tests only: PG up, no rank yet
-            ok = ok and self._launch(run, deadline)
+            ok = placed and self._launch(run, deadline)
         except _StartError as exc:
             why = exc
         except Exception as exc:
@@ -424,6 +426,8 @@ class RayBackend:
                     scheduling_strategy=strategy,
                 ).remote(job.id, run.attempt, rank)
             )
+        if (dying := self._faults.get("rank_dies_on_node")) in run.node_ids:  # fault injection (tests only)
+            ray.kill(run.held.actors[run.node_ids.index(dying)], no_restart=True)
         (master,) = self._gather(run, [run.held.actors[0].address.remote()], deadline)
         if self._aborted(run):
             return False

@@ -291,6 +291,29 @@ def test_an_unplaceable_start_fails_after_the_timeout_blaming_the_node(env: Env)
     assert pg_state("noroom") is None
 
 
+@pytest.mark.parametrize("stop_meanwhile", [False, True], ids=["start-fails", "stopped-meanwhile"])
+def test_a_worker_actor_that_dies_before_answering_fails_the_start_and_frees_the_group(
+    env: Env, monkeypatch: pytest.MonkeyPatch, stop_meanwhile: bool
+) -> None:
+    """After its placement group is ready, a start can still fail: a rank's worker actor dies
+    before it answers (its process killed, its node gone). The attempt must end (START_FAILED
+    blaming that node, or STOPPED if a stop came meanwhile) and free its group, not stay STARTING
+    until the controller's stop watchdog (found by the chaos suite: a preempted job stuck a minute)."""
+    monkeypatch.setattr(env.backend, "_faults", {"rank_dies_on_node": "n2"})
+    name = f"diesatlaunch{int(stop_meanwhile)}"
+    doomed = job(name, "sleep 60", gpus=1, nodes=2)
+    env.backend.start(doomed, alloc("n1", "n2", gpus=1))
+    if stop_meanwhile:
+        wait_until(lambda: pg_state(name) == "CREATED", 15)
+        env.backend.stop(doomed, 1.0)
+        env.events.wait_job(name, EventKind.STOPPED, timeout=20)
+    else:
+        failed = env.events.wait_job(name, EventKind.START_FAILED, timeout=20)
+        assert failed.node == "n2" and "worker actor of rank 1 on node n2" in failed.message, failed
+    wait_until(lambda: pg_state(name) is None, 10)
+    assert not job_processes(name)
+
+
 def test_a_dead_node_is_reported_for_itself_and_its_jobs(env: Env) -> None:
     extra = Node(id="n4", region="r-west", rack="r-west/rack-c", gpu_type="A100", gpus=4)
     env.cluster.cluster.add_node(extra)

@@ -24,9 +24,9 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -84,6 +84,7 @@ class Counts:
     ray_leaked_gpus: dict[str, float] = field(default_factory=dict)
     end_states: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    seconds: Counter[str] = field(default_factory=Counter)  # wall time by phase: where a run goes
 
     @property
     def clean(self) -> bool:
@@ -119,6 +120,7 @@ class Counts:
             "invariant_checks": self.checks,
             "check_violations": self.check_violations,
             "end_states": dict(sorted(self.end_states.items())),
+            "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
             "problems": self.problems[:20],
         }
 
@@ -217,6 +219,10 @@ class ChaosRun:
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        with self._timed("start"):
+            self._start()
+
+    def _start(self) -> None:
         if self.store_kind == "postgresql":
             self.postgres = LocalPostgres.start(fast=True)
             self.db_url = self.postgres.create_database(f"chaos_{uuid.uuid4().hex}")
@@ -227,6 +233,10 @@ class ChaosRun:
         self.api = Api([c["api_url"] for c in self.controllers()], token)
 
     def close(self) -> None:
+        with self._timed("close"):
+            self._close()
+
+    def _close(self) -> None:
         self._stop.set()
         (self.home / "faults").unlink(missing_ok=True)
         for c in self.controllers():
@@ -302,14 +312,25 @@ class ChaosRun:
                     self.rng.shuffle(order)
                 kind = order.pop()
             self.say(f"[chaos] fault: {kind}")
-            if getattr(self, f"_fault_{kind}")():
-                self.counts.faults[kind] += 1
-            self.heal()
-            self.check(f"after {kind}")
+            with self._timed("faults"):
+                if getattr(self, f"_fault_{kind}")():
+                    self.counts.faults[kind] += 1
+                self.heal()
+            with self._timed("checks"):
+                self.check(f"after {kind}")
         self._stop.set()
         workload.join(60)
-        self.finish()
+        with self._timed("finish"):
+            self.finish()
         return self.counts
+
+    @contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.counts.seconds[phase] += time.monotonic() - t0
 
     def _workload(self) -> None:
         while not self._stop.is_set():
@@ -632,8 +653,11 @@ class ChaosRun:
         self.heal()
         with self._lock:
             ids = list(self.accepted)
+        t0 = time.monotonic()
         for job_id in self._all_jobs(active_only=True):
             self.api.call("POST", f"/v1/jobs/{job_id}/cancel", json_body={"grace_s": 0}, repeatable=True)
+        self.say(f"[chaos] finish: cancelled in {time.monotonic() - t0:.1f} s")
+        reported_slow = False
         deadline = time.monotonic() + 150
         states: dict[str, dict[str, Any]] = {}
         while time.monotonic() < deadline:
@@ -641,6 +665,11 @@ class ChaosRun:
             states = {j: listed.get(j, {"state": "MISSING"}) for j in ids}
             if all(s.get("state") in TERMINAL for s in states.values()):
                 break
+            left = sorted(j for j, s in states.items() if s.get("state") not in TERMINAL)
+            if left and time.monotonic() - t0 > 20 and not reported_slow:
+                # Cancelled with no grace, a job should end within seconds: name the slow ones.
+                reported_slow = True
+                self.say(f"[chaos] finish: {len(left)} job(s) not ended after 20 s: {left[:10]}")
             time.sleep(2.0)
         self.counts.accepted = len(ids)
         for job_id, listed_job in states.items():
@@ -660,8 +689,10 @@ class ChaosRun:
                 self.counts.wrong_end_states += 1
                 last = history[-1]["message"] if history else ""
                 self.counts.problems.append(f"job {job_id} FAILED: {last[:160]}")
+        self.say(f"[chaos] finish: ended and counted after {time.monotonic() - t0:.1f} s")
         self.counts.problems.extend(self._store_invariants(final=True))
         self.check("at the end")
+        self.say(f"[chaos] finish: checked after {time.monotonic() - t0:.1f} s")
 
 
 def _starts_more_than_once(store: Store) -> list[tuple[str, int, int]]:

@@ -29,6 +29,7 @@ from tests.e2e.conftest import ADMIN, TEAM_A, TERMINAL, Corral
 pytestmark = [pytest.mark.xdist_group("e2e"), pytest.mark.timeout(600)]
 
 EAST = "cn-east-r1-n00"
+NORTH_1 = "cn-north-r1-n01"
 
 
 def _kinds(job: dict[str, Any]) -> list[str]:
@@ -306,9 +307,20 @@ def _restart_controller(corral: Corral, **env: str) -> None:
 def test_a_node_that_cannot_start_jobs_is_cordoned_instead_of_requeuing_for_ever(corral: Corral) -> None:
     shares = {q["name"]: q["fair_share"] for q in json.loads(corral.run("queues", "-o", "json").stdout)}
     try:  # the faulty controller is replaced whatever fails: later tests share this install
-        _restart_controller(corral, CORRAL_FAULTS=f"unplaceable_node={EAST}", CORRAL_START_TIMEOUT_S="3")
+        _restart_controller(
+            corral,
+            CORRAL_FAULTS=f"unplaceable_node={EAST},rank_dies_on_node={NORTH_1}",
+            CORRAL_START_TIMEOUT_S="3",
+        )
         after = {q["name"]: q["fair_share"] for q in json.loads(corral.run("queues", "-o", "json").stdout)}
         assert after == pytest.approx(shares, abs=0.02)  # fair-share usage came back from the store
+        # A rank whose worker actor dies once the group is placed fails the start: the job is
+        # requeued naming the node (it once stayed STARTING for ever).
+        gang = corral.submit("-N", "2", "--gpus-per-node", "1", "--region", "cn-north", "--", "true")
+        assert _wait(lambda: "REQUEUED" in _kinds(corral.describe(gang)), 30), corral.describe(gang)
+        corral.run("cancel", gang, "--grace", "0")
+        requeued = next(e for e in corral.describe(gang)["history"] if e["kind"] == "REQUEUED")
+        assert f"on node {NORTH_1}" in requeued["message"], requeued
         job_id = corral.submit("--gpus", "8", "--region", "cn-east", "--", "echo", "ran")
         assert _wait(lambda: _node(corral, EAST)["state"] == "draining", 90), _node(corral, EAST)
         job = corral.describe(job_id)
