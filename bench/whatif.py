@@ -8,7 +8,8 @@ queues): every GPU busy with trace jobs that started over the last 12 hours, `--
 trace jobs waiting (submitted over the last 24 hours, no time limits, as in the trace), runtimes
 learned from 2,000 more that finished. It then does what the CLI does after `GET /v1/state`:
 the server's encoding (JSON) and the CLI's decoding of that state, the arrivals of the last horizon
-again, and the two replays of `--horizon-h` hours (the current configuration and the changed one).
+again, and the two replays of `--horizon-h` hours (the current configuration and the changed one),
+side by side in two processes and deciding at most once per `--cycle-interval` (60 s), as the CLI.
 Wall and CPU seconds are both reported: on a shared machine the wall time includes waiting for a
 core, the CPU time is what the same work takes on an idle one.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -27,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scheduler.api.state_routes import encode
 from scheduler.config.cluster_file import ensure_queues, load_cluster
 from scheduler.forecast.arrivals import recent_arrivals
+from scheduler.forecast.replay import ForecastOptions
 from scheduler.forecast.runtimes import RuntimeModel
 from scheduler.forecast.settings import apply_settings, parse_setting
-from scheduler.forecast.whatif import WhatIfInputs, compare
+from scheduler.forecast.whatif import WHATIF_CYCLE_INTERVAL_S, WhatIfInputs, compare
 from scheduler.forecast.wire import decode_state
 from scheduler.model.job import Job, JobState
 from scheduler.model.plan import Allocation, NodeAllocation
@@ -87,11 +90,22 @@ def live_state(pending_jobs: int) -> tuple[ReplayInputs, list[list[object]], lis
     return ReplayInputs(state, cluster, PolicyConfig()), finished, [*pending, *(r.job for r in running)]
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the forked replay, once it has ended
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pending", type=int, default=10_000)
     p.add_argument("--horizon-h", type=float, default=24.0)
     p.add_argument("--set", dest="sets", action="append", default=[])
+    p.add_argument(
+        "--cycle-interval",
+        type=float,
+        default=WHATIF_CYCLE_INTERVAL_S,
+        help="decide at most once per this many replayed seconds (as `corral whatif`; 0: every event)",
+    )
     p.add_argument("--table", action="store_true", help="also print the comparison as `corral whatif` does")
     p.add_argument("--plot", default="", help="also draw it as `corral whatif --plot` does (PNG)")
     args = p.parse_args(argv)
@@ -104,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     live = decode_state(json.loads(wire))
     transfer, transfer_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     horizon = args.horizon_h * 3600
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    t0, cpu0 = time.perf_counter(), time.process_time() + _children_cpu()
     settings = [parse_setting(s) for s in sets]
     cluster, policy = apply_settings(live.cluster, live.policy, settings)
     runtimes = RuntimeModel.learn(live.finished, use_time_limits=False)
@@ -115,14 +129,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         policy,
         dict(settings),
         horizon,
+        ForecastOptions(cycle_interval_s=args.cycle_interval),
+        parallel=True,  # as `corral whatif`
     )
-    replays, replays_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    replays = time.perf_counter() - t0
+    replays_cpu = time.process_time() + _children_cpu() - cpu0  # both replays' processes
     out = {
         "pending": len(live.state.pending),
         "running": len(live.state.running),
         "arrivals": len(arrivals),
         "gpus": live.cluster.total_gpus,
         "horizon_h": args.horizon_h,
+        "cycle_interval_s": args.cycle_interval,
         "settings": sets,
         "state_mib": round(len(wire) / 2**20, 1),
         "build_s": round(built, 2),

@@ -21,9 +21,10 @@ from scheduler.cli.errors import fail
 from scheduler.cli.output import duration, safe, stdout
 from scheduler.cli.spec_input import parse_duration
 from scheduler.forecast.arrivals import recent_arrivals, trace_arrivals
+from scheduler.forecast.replay import ForecastOptions
 from scheduler.forecast.runtimes import RuntimeModel
 from scheduler.forecast.settings import SettingError, apply_settings, parse_setting
-from scheduler.forecast.whatif import WhatIfInputs, compare
+from scheduler.forecast.whatif import WHATIF_CYCLE_INTERVAL_S, WhatIfInputs, compare
 from scheduler.forecast.wire import StateFormatError, decode_state
 from scheduler.sim.traces import TraceError, load_trace
 
@@ -57,6 +58,14 @@ def whatif(
     ] = "24h",
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
     plot: Annotated[Path | None, typer.Option("--plot", help="Draw the comparison per queue (PNG).")] = None,
+    cycle_interval: Annotated[
+        float,
+        typer.Option(
+            "--cycle-interval",
+            help="The replays decide at most once per this many seconds of replayed time "
+            f"(default {WHATIF_CYCLE_INTERVAL_S:g}; 0: after every event, slower on deep queues).",
+        ),
+    ] = WHATIF_CYCLE_INTERVAL_S,
 ) -> None:
     """What if the configuration changed? Replays the live queue under both (nothing live changes)."""
     if output not in ("table", "json"):
@@ -67,6 +76,8 @@ def whatif(
         fail(f"--horizon: {exc}")
     if not horizon_s or horizon_s <= 0:
         fail("--horizon: must be a positive duration, e.g. 24h")
+    if not 0 <= cycle_interval <= 3600:
+        fail(f"--cycle-interval: must be between 0 and 3600 seconds (got {cycle_interval:g})")
     try:
         settings = [parse_setting(item) for item in set_]
     except SettingError as exc:
@@ -93,7 +104,8 @@ def whatif(
     else:
         arrivals = recent_arrivals(live.recent, now, horizon_s, runtimes)
     inputs = WhatIfInputs(live.state, live.cluster, live.policy, runtimes, arrivals)
-    result = compare(inputs, cluster, policy, dict(settings), horizon_s)
+    options = ForecastOptions(cycle_interval_s=cycle_interval)
+    result = compare(inputs, cluster, policy, dict(settings), horizon_s, options, parallel=True)
     if output == "json":
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:

@@ -35,6 +35,7 @@ class ForecastOptions:
     horizon_s: float = 7 * 86400.0  # replay at most this far ahead
     max_jobs: int = 5000  # pending jobs replayed (the first in the policy's order)
     tick_s: float = 300.0  # the simulator's periodic cycle while jobs wait
+    cycle_interval_s: float = 0.0  # decide at most this often (virtual s); 0: after every event
     checkpoint_interval_s: float = 1800.0
     restart_overhead_s: float = 60.0
 
@@ -67,6 +68,7 @@ def seeded_simulator(
         checkpoint_interval_s=options.checkpoint_interval_s,
         restart_overhead_s=options.restart_overhead_s,
         tick_s=options.tick_s,
+        cycle_interval_s=options.cycle_interval_s,
         record_spans=record_spans,
     )
     sim = Simulator(live, list(arrivals), policy, sim_options, observer=observer)

@@ -46,6 +46,9 @@ class SimOptions:
     checkpoint_interval_s: float = 1800.0
     restart_overhead_s: float = 60.0
     tick_s: float = 300.0  # a periodic cycle while jobs wait (aging, LAS levels)
+    # Decide at most once per this many virtual seconds; events in between wait for the next cycle,
+    # as with a controller whose cycles are that far apart (0: a cycle after every event instant).
+    cycle_interval_s: float = 0.0
     node_mtbf_s: float | None = None  # mean time between failures per node; None = no failures
     node_repair_s: float = 3600.0
     seed: int = 0
@@ -111,6 +114,7 @@ class Simulator:
         self._first_start: dict[str, float] = {}
         self._allocated = 0
         self._tick_at = math.inf
+        self._last_cycle_at = -math.inf
         self._finished = 0
 
     # --- main loop ------------------------------------------------------------------------------
@@ -149,6 +153,10 @@ class Simulator:
             if self._tick_at <= t:
                 self._tick_at = math.inf
                 changed = True
+            slot = self._last_cycle_at + self.options.cycle_interval_s
+            if changed and t < slot:  # too soon after the last cycle: decide at the next slot
+                self._tick_at = min(self._tick_at, slot)
+                changed = False
             if changed:
                 self._cycle()
                 if on_progress is not None:
@@ -296,6 +304,7 @@ class Simulator:
     # --- cycles -----------------------------------------------------------------------------------
     def _cycle(self) -> None:
         now = self.clock.now()
+        self._last_cycle_at = now
         observer = self.observer
         t0 = time.perf_counter() if observer is not None else 0.0
         plan = decide(self.snapshot(), self.policy, now)

@@ -61,6 +61,7 @@ def test_whatif_reads_the_live_state_and_changes_nothing(tmp_path: Path) -> None
         assert result["changed"]["settings"] == {"queues.ml-b.quota.H100": 32, "policy.backfill": False}
         assert {"ml-a", "ml-b"} <= set(result["baseline"]["queues"]) and "cluster" in result["diff"]
         assert result["baseline"]["queues"]["ml-a"]["gpu_allocation"] > 0
+        assert result["baseline"]["cycle_interval_s"] == result["changed"]["cycle_interval_s"] == 60
         assert (tmp_path / "whatif.png").stat().st_size > 1000
         table = admin("whatif", "--set", "policy.backfill=false")
         assert table.returncode == 0 and "WAIT P50" in table.stdout and "ml-b" in table.stdout, table.stderr
@@ -72,6 +73,12 @@ def test_whatif_reads_the_live_state_and_changes_nothing(tmp_path: Path) -> None
         bad = admin("whatif", "--set", "queues.ml-c.quota.H100=8")
         assert bad.returncode == 2 and bad.stderr.strip() == (
             "error: --set queues.ml-c.quota.H100: no queue 'ml-c'; the queues are default, ml-a, ml-b"
+        )
+        every = admin("whatif", "--set", "policy.backfill=false", "--cycle-interval", "0", "-o", "json")
+        assert every.returncode == 0 and json.loads(every.stdout)["changed"]["cycle_interval_s"] == 0
+        bad = admin("whatif", "--set", "policy.backfill=false", "--cycle-interval", "-1")
+        assert bad.returncode == 2 and bad.stderr.strip() == (
+            "error: --cycle-interval: must be between 0 and 3600 seconds (got -1)"
         )
         bad = admin("whatif", "--set", "policy.backfill=perhaps")
         assert bad.returncode == 2 and bad.stderr.startswith(

@@ -133,6 +133,17 @@ def test_the_json_has_baseline_changed_and_diff_per_queue_and_for_the_cluster() 
     assert research["finished"] == 4 and result["baseline"]["cluster"]["preemptions"] == 0
 
 
+def test_the_replays_run_side_by_side_give_the_same_result() -> None:
+    inputs = _inputs()
+    cluster, policy = apply_settings(CLUSTER, POLICY, settings("queues.research.borrowing_limit=0"))
+    args = (inputs, cluster, policy, {"queues.research.borrowing_limit": 0}, 6 * H)
+    apart, together = compare(*args), compare(*args, parallel=True)
+    for result in (apart, together):
+        for side in ("baseline", "changed"):
+            del result[side]["replay_s"]  # wall time
+    assert together == apart and apart["diff"]["queues"]["research"]["wait_p95_s"] > 0
+
+
 def test_a_smaller_quota_without_borrowing_makes_the_queue_wait_longer() -> None:
     inputs = _inputs()
     changed = apply_settings(CLUSTER, POLICY, settings("queues.research.borrowing_limit=0"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 import pytest
 
@@ -61,6 +62,27 @@ def test_jobs_queue_behind_each_other_fifo() -> None:
         (100, 200),
         (200, 300),
     ]
+
+
+def test_a_cycle_interval_makes_events_wait_for_the_next_cycle() -> None:
+    """With `cycle_interval_s`, a job arriving (or GPUs freed) soon after a cycle waits for the next
+    one, as under a controller that decides that often; without it, every event instant decides."""
+    jobs = [
+        job("a").gpus(4).submitted(0).trace(100),
+        job("b").gpus(4).submitted(10).trace(100),  # room for it at once
+        job("c").gpus(8).submitted(20).trace(50),  # after a and b: they end at 100 and 110
+    ]
+    every = by_id(simulate(ONE, jobs, PolicyConfig(name="fifo")))
+    assert [every[j].first_start for j in "abc"] == [0, 10, 110]
+    options = SimOptions(validate=True, record_spans=True, cycle_interval_s=60)
+    result = simulate(ONE, jobs, PolicyConfig(name="fifo"), options)
+    coalesced = by_id(result)
+    # b at the slot after the cycle at 0 (60); a ends at 100: a cycle at 120, too early for c;
+    # b ends at 160: c at the next slot, 180
+    assert [coalesced[j].first_start for j in "abc"] == [0, 60, 180]
+    assert coalesced["c"].finish_time == 230
+    cycle_times = [p.time for p in result.timeline]
+    assert all(b - a >= 60 for a, b in pairwise(cycle_times)), cycle_times
 
 
 def test_preempted_job_loses_work_since_its_checkpoint_plus_restart_overhead() -> None:
