@@ -20,6 +20,10 @@ class EventKind(str, Enum):
     NODE_LOST = "node_lost"
     NODE_JOINED = "node_joined"
     START_FAILED = "start_failed"  # the start could not complete (e.g. a node left): requeue the job
+    # An attempt a previous controller started could not be adopted: it stopped mid-start (ranks not
+    # all launched) or the ranks vanished while nobody watched. Requeued at once: not the job's
+    # failure, so not counted against its start retries (a job must not fail for failovers).
+    START_INTERRUPTED = "start_interrupted"
 
 
 @dataclass(frozen=True, slots=True)

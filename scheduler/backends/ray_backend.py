@@ -325,7 +325,8 @@ class RayBackend:
 
     def adopt(self, job: Job, allocation: Allocation) -> None:
         """Watch an attempt a previous controller started: STARTED now if it runs, EXITED when it
-        ends (at once if it already did), START_FAILED if its actors or placement group are gone."""
+        ends (at once if it already did), START_INTERRUPTED if it was half-started (its controller
+        stopped mid-start) or half-gone (ranks vanished while nobody watched)."""
         run = _Run.of(job, allocation)
         with self._lock:
             self._runs[run.key] = run
@@ -518,12 +519,15 @@ class RayBackend:
         run.held = self._find_named(run.job.id, run.attempt)
         launched: list[bool] = []
         ended = False
-        why = f"placement group {'found' if run.held.pg else 'missing'}, {len(run.held.actors)} actors"
-        if run.held.pg is not None and len(run.held.actors) == len(run.gpus):
+        ranks = len(run.gpus)
+        pg = "found" if run.held.pg else "missing"
+        why = f"placement group {pg}, {len(run.held.actors)} of {ranks} actors"
+        if run.held.pg is not None and len(run.held.actors) == ranks:
             try:
                 launched = ray.get([a.launched.remote() for a in run.held.actors], timeout=10)
                 codes = ray.get([a.exit_code.remote() for a in run.held.actors], timeout=10)
                 ended = any(code is not None for code in codes)
+                why = f"{sum(launched)} of {ranks} ranks launched"
             except Exception as exc:  # an actor on a dead node: not adoptable
                 why = one_line(exc)
         if launched and all(launched):
@@ -542,7 +546,9 @@ class RayBackend:
             self._end(run, EventKind.STOPPED)
         else:
             self._end(
-                run, EventKind.START_FAILED, message=f"attempt {run.attempt} could not be adopted: {why}"
+                run,
+                EventKind.START_INTERRUPTED,
+                message=f"attempt {run.attempt} could not be adopted: {why}",
             )
 
     def _watch(self, run: _Run) -> None:

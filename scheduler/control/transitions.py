@@ -204,6 +204,9 @@ def end_of_attempt(
     if reason is None and kind is EventKind.START_FAILED:
         _start_failed(rec, message, now, step)
         return
+    if reason is None and kind is EventKind.START_INTERRUPTED:
+        requeue(rec, now, step, f"{message or 'the start was interrupted'}: requeued (not a failed start)")
+        return
     if reason is StopReason.CANCEL:
         new = _finished(rec, now, JobState.CANCELLED, exit_code)
         step.note(rec, "CANCELLED", now, "cancelled by request")
@@ -223,6 +226,17 @@ def end_of_attempt(
     step.put(new)
 
 
+ENDS_OF_ATTEMPT = frozenset(
+    {
+        EventKind.EXITED,
+        EventKind.STOPPED,
+        EventKind.START_FAILED,
+        EventKind.START_INTERRUPTED,
+        EventKind.TIMED_OUT,
+    }
+)
+
+
 def on_backend_event(records: Mapping[str, JobRecord], event: BackendEvent, now: float, step: Step) -> None:
     """Apply one job event from the backend; events of an older attempt are stale and ignored."""
     rec = step.records.get(event.job_id) or records.get(event.job_id)
@@ -235,7 +249,7 @@ def on_backend_event(records: Mapping[str, JobRecord], event: BackendEvent, now:
             step.note(
                 rec, "STARTED", now, "on " + ", ".join(rec.allocation.node_ids if rec.allocation else ())
             )
-    elif event.kind in (EventKind.EXITED, EventKind.STOPPED, EventKind.START_FAILED, EventKind.TIMED_OUT):
+    elif event.kind in ENDS_OF_ATTEMPT:
         end_of_attempt(rec, event.kind, event.exit_code, now, step, event.message)
     elif event.kind is EventKind.NODE_LOST and rec.stop_reason is None:
         # One rank's node died: stop the other ranks at once, then requeue (a gang is all or nothing).

@@ -385,8 +385,8 @@ def test_a_new_controller_adopts_running_jobs_and_removes_orphans(env: Env) -> N
     env.backend.adopt(job("ghost", "true"), alloc("n3"))
     env.events.wait_job("adopt-run", EventKind.STARTED, timeout=10)
     assert env.events.wait_job("adopt-done", EventKind.EXITED, timeout=10).exit_code == 4
-    ghost = env.events.wait_job("ghost", EventKind.START_FAILED, timeout=10)
-    assert ghost.message == "attempt 0 could not be adopted: placement group missing, 0 actors"
+    ghost = env.events.wait_job("ghost", EventKind.START_INTERRUPTED, timeout=10)
+    assert ghost.message == "attempt 0 could not be adopted: placement group missing, 0 of 1 actors"
     assert job_processes("orphan")
     env.backend.remove("orphan", 0)
     wait_until(lambda: job_processes("orphan") == [], timeout=10)
@@ -397,6 +397,49 @@ def test_a_new_controller_adopts_running_jobs_and_removes_orphans(env: Env) -> N
     wait_until(lambda: pg_state("adopt-run") is None and pg_state("adopt-done") is None, timeout=10)
     assert env.events.of("adopt-done") == [EventKind.EXITED]  # it had ended: no STARTED
     assert not {"adopt-run", "adopt-done", "orphan"} & set(env.backend.attempts())
+
+
+CRASHING_DRIVER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from scheduler.backends.ray_backend import RayBackend
+    from scheduler.clock import WallClock
+    from scheduler.model.job import Job, JobSpec
+    from scheduler.model.plan import Allocation, NodeAllocation
+
+    backend = RayBackend(sys.argv[1], Path(sys.argv[2]), WallClock())
+    alloc = Allocation(nodes=(NodeAllocation(node="n3", gpus=(1,)),))
+    backend.start(Job(id="interrupted", spec=JobSpec(command="sleep 60")), alloc)
+    time.sleep(60)  # crash_at=after_placement_group kills this process first
+    """
+)
+
+
+def test_a_start_its_controller_died_in_is_interrupted_not_failed(env: Env) -> None:
+    """A controller that dies between the placement group and the ranks leaves a half-started
+    attempt. Its successor cannot adopt it: that is the failover's doing, not the job's, so it is
+    START_INTERRUPTED (requeued without counting), never START_FAILED (a job failed after four
+    failovers under the chaos soak)."""
+    driver = subprocess.run(
+        [sys.executable, "-c", CRASHING_DRIVER, env.cluster.address, str(env.backend.log_dir)],
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "RAY_AUTH_MODE": "disabled",
+            "CORRAL_FAULTS": "crash_at=after_placement_group",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert driver.returncode == -signal.SIGKILL, driver.stderr[-2000:]
+    assert env.backend.attempts().get("interrupted") == 0  # its placement group outlived it
+    env.backend.adopt(job("interrupted", "sleep 60"), alloc("n3"))
+    ended = env.events.wait_job("interrupted", EventKind.START_INTERRUPTED, timeout=15)
+    assert ended.message == "attempt 0 could not be adopted: placement group found, 0 of 1 actors"
+    wait_until(lambda: pg_state("interrupted") is None, timeout=10)
+    assert env.events.of("interrupted") == [EventKind.START_INTERRUPTED]
 
 
 def test_an_attempt_whose_adoption_or_stop_fails_unexpectedly_still_ends(

@@ -85,6 +85,9 @@ class Counts:
     end_states: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     seconds: Counter[str] = field(default_factory=Counter)  # wall time by phase: where a run goes
+    # SIGSTOPs that caught the SQLite leader inside a write transaction: it holds the store until
+    # SIGCONT (README, Known limits), so no takeover is expected; the other replica must answer 503.
+    sqlite_held_by_paused_leader: int = 0
 
     @property
     def clean(self) -> bool:
@@ -116,6 +119,7 @@ class Counts:
             "jobs_not_terminal": self.not_terminal,
             "wrong_end_states": self.wrong_end_states,
             "node_rejoin_retries": self.node_rejoin_retries,
+            "sqlite_held_by_paused_leader": self.sqlite_held_by_paused_leader,
             "ray_leaked_gpus": dict(sorted(self.ray_leaked_gpus.items())),
             "invariant_checks": self.checks,
             "check_violations": self.check_violations,
@@ -281,7 +285,25 @@ class ChaosRun:
                     if body.get("leader") and body.get("status") == "ok":
                         return c
             time.sleep(0.2)
-        raise AssertionError(f"no leader within {within_s:g} s")
+        raise AssertionError(f"no leader within {within_s:g} s: {self._replicas_seen()}")
+
+    def _replicas_seen(self) -> str:
+        """What each replica says of itself and the last lines of its log: why none leads."""
+        seen = []
+        for c in self.controllers():
+            body: object = "not running" if not psutil.pid_exists(c["pid"]) else "no answer"
+            with _quiet():
+                if psutil.Process(c["pid"]).status() == psutil.STATUS_STOPPED:
+                    body = "paused"
+                else:
+                    body = httpx.get(c["api_url"] + "/healthz", timeout=2).json()
+            tail = ""
+            with _quiet():
+                tail = " | ".join(Path(c["log"]).read_text(errors="replace").splitlines()[-8:])
+            seen.append(f"pid {c['pid']}: {body}; log: {tail}")
+        if self.store_kind == "sqlite":
+            seen.append(f"SQLite write lock held by pid {sqlite_write_lock_holder(self.home / 'corral.db')}")
+        return "; ".join(seen)
 
     def heal(self) -> None:
         """After a fault: every replica running again (`corral up` restarts dead ones), a leader."""
@@ -401,15 +423,47 @@ class ChaosRun:
         return True
 
     def _fault_sigstop_leader(self) -> bool:
-        proc = psutil.Process(self.leader()["pid"])
+        paused = self.leader()
+        proc = psutil.Process(paused["pid"])
         proc.suspend()
         try:
             time.sleep(LEASE_S + 2.0)  # past the lease: the other takes over
-            self.leader(within_s=30)
+            if self.store_kind == "sqlite" and sqlite_write_lock_holder(self.home / "corral.db") == proc.pid:
+                # SQLite has one writer (README, Known limits): paused inside a write transaction,
+                # the leader holds the whole store until it resumes. Nobody may take over then,
+                # and the other replica must fail closed instead of accepting what it cannot commit.
+                self.counts.sqlite_held_by_paused_leader += 1
+                self._expect_fail_closed([c for c in self.controllers() if c["pid"] != proc.pid])
+            else:
+                self.leader(within_s=30)
         finally:
             proc.resume()
         time.sleep(1.0)  # the woken one finds its lease gone and steps down
+        self.leader(within_s=LEASE_S + 30)
         return True
+
+    def _expect_fail_closed(self, others: list[dict[str, Any]]) -> None:
+        """A submission to a replica that cannot write answers 503 with Retry-After."""
+        assert self.api is not None
+        for c in others:
+            key = f"chaos-held-{uuid.uuid4().hex}"
+            r = httpx.post(
+                c["api_url"] + "/v1/jobs",
+                json=_small(self.rng),
+                headers=self.api.headers | {"Idempotency-Key": key},
+                timeout=60,
+            )
+            if r.status_code in (200, 201):  # committed after all: it must then run like any other
+                self.counts.problems.append(f"store held by a paused process, yet {c['api_url']} accepted")
+                with self._lock:
+                    self.keys[key] = str(r.json()["id"])
+                    self.accepted.setdefault(self.keys[key], Accepted(self.keys[key], key, "small"))
+            elif r.status_code != 503 or "retry-after" not in r.headers:
+                self.counts.wrongly_refused += 1
+                self.counts.problems.append(
+                    f"store held: {c['api_url']} answered {r.status_code} {r.text[:160]}, "
+                    "not 503 + Retry-After"
+                )
 
     def _crash_at(self, point: str, provoke: Callable[[], object]) -> bool:
         before = {c["pid"] for c in self.controllers() if psutil.pid_exists(c["pid"])}
@@ -777,6 +831,25 @@ def _violations(stdout: str) -> list[Any]:
 
 def _one(violation: Any) -> str:
     return violation if isinstance(violation, str) else json.dumps(violation)[:300]
+
+
+def sqlite_write_lock_holder(db: Path) -> int | None:
+    """The pid holding SQLite's WAL write lock on `db` (Linux): in WAL mode a write transaction
+    holds a POSIX write lock on byte 120 of the -shm file (WAL_WRITE_LOCK) until it ends."""
+    try:
+        shm = os.stat(f"{db}-shm").st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()  # "1: POSIX ADVISORY WRITE <pid> <maj:min:inode> <start> <end>"
+        if (
+            len(fields) >= 8
+            and (fields[1], fields[3], fields[6]) == ("POSIX", "WRITE", "120")
+            and fields[5].rsplit(":", 1)[-1] == str(shm)
+        ):
+            return int(fields[4])
+    return None
 
 
 def _quiet() -> AbstractContextManager[None]:

@@ -102,6 +102,29 @@ def test_a_failed_start_retries_with_backoff_then_fails_the_job(store: Store) ->
     assert len(backend.started) == MAX_START_RETRIES + 1
 
 
+def test_starts_interrupted_by_failovers_requeue_at_once_and_never_fail_the_job(store: Store) -> None:
+    """Each failover that lands mid-start leaves an attempt its successor cannot adopt. That is no
+    fault of the job: more of them than MAX_START_RETRIES must neither fail it nor back it off."""
+    clock, backend = VirtualClock(1000.0), ScriptedBackend(list(CONFIG.cluster.nodes))
+    c = _controller(store, backend, clock)
+    job = _submit(store, clock, gpus_per_node=1)
+    c.step()
+    for attempt in range(MAX_START_RETRIES + 2):
+        assert backend.started[-1] == (job, attempt)
+        message = f"attempt {attempt} could not be adopted: 0 of 1 ranks launched"
+        interrupted = BackendEvent(EventKind.START_INTERRUPTED, clock.now(), job, attempt, message=message)
+        backend.events.append(interrupted)
+        c.step()  # requeued, and placed again in the same step: no backoff
+        rec = store.get(job)
+        assert rec is not None and rec.state is JobState.STARTING, rec
+        assert rec.start_failures == 0 and rec.retry_at is None
+        requeued = [e for e in store.events(job) if e.kind == "REQUEUED"][-1]
+        assert requeued.message == f"{message}: requeued (not a failed start)"
+    backend.emit(EventKind.STARTED, job, MAX_START_RETRIES + 2, clock.now())
+    c.step()
+    assert store.get(job).state is JobState.RUNNING  # type: ignore[union-attr]
+
+
 def test_a_successful_start_resets_the_failure_count(store: Store) -> None:
     clock, backend = VirtualClock(1000.0), ScriptedBackend(list(CONFIG.cluster.nodes))
     c = _controller(store, backend, clock)
