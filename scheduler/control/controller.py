@@ -122,6 +122,7 @@ class _Inputs:
     running: tuple[RunningJob, ...]
     usage: Mapping[str, float]
     withheld: Allocation | None = None  # free GPUs Ray does not have free (see _withhold_drift)
+    settling: Allocation | None = None  # the part of them Ray is still releasing (young drift)
 
 
 class Controller:
@@ -537,10 +538,10 @@ class Controller:
         current = self._current(step)
         inputs = self._snapshot_inputs(current, nodes, now)
         snapshot = self._snapshot(inputs)
-        withheld = self._withhold_drift(snapshot, now)
+        withheld, settling = self._withhold_drift(snapshot, now)
         if withheld is not None:
-            inputs = replace(inputs, withheld=withheld)
-            snapshot = replace(snapshot, capacity=snapshot.capacity.allocate(withheld))
+            inputs = replace(inputs, withheld=withheld, settling=settling)
+            snapshot = replace(snapshot, capacity=snapshot.capacity.allocate(withheld), settling=settling)
         t0 = time.perf_counter()
         plan = decide(snapshot, self.config.policy, now)
         self.last_cycle_s = time.perf_counter() - t0
@@ -595,13 +596,21 @@ class Controller:
             pending_key=self._key,
         )
         if inputs.withheld is not None:
-            snapshot = replace(snapshot, capacity=snapshot.capacity.allocate(inputs.withheld))
+            snapshot = replace(
+                snapshot,
+                capacity=snapshot.capacity.allocate(inputs.withheld),
+                settling=inputs.settling,
+            )
         return snapshot
 
-    def _withhold_drift(self, snapshot: ClusterSnapshot, now: float) -> Allocation | None:
+    def _withhold_drift(
+        self, snapshot: ClusterSnapshot, now: float
+    ) -> tuple[Allocation | None, Allocation | None]:
         """The free GPUs (by Corral's accounting) that Ray does not have free, to take out of the
         cycle's capacity: a node's free GPUs are the minimum of the two views. A difference that
-        lasts is drift (something outside Corral holds GPUs): logged and exported."""
+        lasts is drift (something outside Corral holds GPUs): logged and exported. Second, the part
+        of them still young: GPUs Ray is still releasing, which the cycle counts as free soon (a
+        job that preempted for them waits for them instead of preempting elsewhere)."""
         available = getattr(self.backend, "available_gpus", None)
         ray_free: Mapping[str, float] = available() if callable(available) else {}
         withheld: list[NodeAllocation] = []
@@ -627,9 +636,12 @@ class Controller:
                 del self._drift_since[node_id]
         # Export only what has lasted past the grace (a freed placement group takes a moment to go).
         self._drift = {n: d for n, d in drift.items() if now - self._drift_since[n] >= DRIFT_GRACE_S}
-        young = any(now - self._drift_since[n] < DRIFT_GRACE_S for n in drift)
-        self._recheck_at = now + DRIFT_RECHECK_S if young else float("inf")
-        return Allocation(nodes=tuple(withheld)) if withheld else None
+        settling = tuple(na for na in withheld if now - self._drift_since[na.node] < DRIFT_GRACE_S)
+        self._recheck_at = now + DRIFT_RECHECK_S if settling else float("inf")
+        return (
+            Allocation(nodes=tuple(withheld)) if withheld else None,
+            Allocation(nodes=settling) if settling else None,
+        )
 
     def _charge(self, records: Collection[JobRecord], now: float) -> None:
         """Fair-share usage: each queue is charged for the GPUs its jobs hold, from the moment they

@@ -85,6 +85,9 @@ class ClusterSnapshot:
     usage_history: Mapping[str, float] = field(default_factory=dict)  # queue → decayed GPU-seconds
     gpus_by_type: Mapping[str, int] = field(default_factory=dict)  # schedulable GPUs per type
     pool_shapes: Mapping[PoolKey, PoolShape] = field(default_factory=dict)  # all nodes, any state
+    # GPUs jobs just gave back that Ray has not released yet (the live controller leaves them out
+    # of `capacity` for the moment): free soon, as a leaving job's are. None in the simulator.
+    settling: Allocation | None = None
 
     @classmethod
     def build(

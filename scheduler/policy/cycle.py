@@ -65,6 +65,7 @@ class CycleState:
     _after_leavers: dict[PoolKey, CapacityIndex] = field(default_factory=dict)
     _no_fit_after_leavers: dict[PoolKey, list[tuple[int, int]]] = field(default_factory=dict)
     _leaving_by_pool: dict[PoolKey, list[RunningJob]] | None = None
+    _settling_by_pool: dict[PoolKey, list[NodeAllocation]] | None = None
     _leaving_refunds: dict[str, dict[str, int]] = field(default_factory=dict)
     _admitted_after_leavers: dict[tuple[str, str, int, int, int], bool] = field(default_factory=dict)
     _array_running: dict[str, int] | None = None  # array id → its tasks holding GPUs (now and placed)
@@ -162,6 +163,18 @@ class CycleState:
             }
         return self._leaving_by_pool
 
+    def settling_in(self, pool: PoolKey) -> list[NodeAllocation]:
+        """GPUs of the pool that Ray is still releasing (snapshot.settling): free soon."""
+        if self._settling_by_pool is None:
+            by_pool: dict[PoolKey, list[NodeAllocation]] = {}
+            settling = self.snapshot.settling
+            for na in settling.nodes if settling is not None else ():
+                node_pool = self.snapshot.capacity.pool_of(na.node)
+                if node_pool is not None:
+                    by_pool.setdefault(node_pool, []).append(na)
+            self._settling_by_pool = by_pool
+        return self._settling_by_pool.get(pool, [])
+
     def admitted_after_leavers(self, spec: JobSpec, gpu_type: str) -> bool:
         """Would the job's queue take it once every leaving job has given its GPUs back?"""
         key = (spec.queue, gpu_type, spec.gpus, self.placed, self.claims)  # what changes the ledger
@@ -179,16 +192,19 @@ class CycleState:
         return ok
 
     def after_leavers(self, pool: PoolKey) -> CapacityIndex:
-        """Free GPUs once the pool's leaving jobs are gone, less what waiting jobs hold.
+        """Free GPUs once the pool's leaving jobs are gone and Ray has released what it is still
+        releasing, less what waiting jobs hold.
 
         Built once per pool and cycle, then kept in step with every change of `capacity`.
         """
         scratch = self._after_leavers.get(pool)
         if scratch is None:
             scratch = self.capacity
-            for r in self.leaving_in(pool):
+            gone = [r.allocation for r in self.leaving_in(pool)]
+            gone += [Allocation(nodes=(na,)) for na in self.settling_in(pool)]
+            for allocation in gone:
                 try:
-                    scratch = scratch.release(r.allocation)
+                    scratch = scratch.release(allocation)
                 except CapacityError:
                     continue
             self._after_leavers[pool] = scratch
@@ -427,9 +443,8 @@ def _wait(
     True if it starts once jobs leave (preempted now or already leaving)."""
     spec, now = job.spec, state.now
     for pool in pools:
-        leaving = _waiting_for_leavers(state, job, pool)
-        if leaving:
-            detail = f"waiting for {plural(leaving, 'preempted job')} to exit"
+        detail = _waiting_for_leavers(state, job, pool)
+        if detail is not None:
             state.wait(job, PendingReason(PendingCode.RESERVED, detail))
             return True
     if state.config.preemption and _may_preempt(state):
@@ -492,25 +507,29 @@ def _try_place(state: CycleState, job: Job, pool: PoolKey, borrowed: int) -> boo
     return True
 
 
-def _waiting_for_leavers(state: CycleState, job: Job, pool: PoolKey) -> int:
-    """How many preempted jobs (still in their grace period) are leaving the pool, if `job` fits
-    and is admitted once they are gone; 0 if not. If so, it holds those GPUs for this cycle."""
-    leaving = state.leaving_in(pool)
-    if not leaving:
-        return 0
+def _waiting_for_leavers(state: CycleState, job: Job, pool: PoolKey) -> str | None:
+    """What `job` waits for, if it fits and is admitted once the pool's preempted jobs (still in
+    their grace period) are gone and Ray has released the GPUs it is still releasing; None if not.
+    If so, it holds those GPUs for this cycle, so that a preemptor gets what it preempted for
+    instead of preempting again elsewhere while Ray catches up."""
+    leaving, settling = state.leaving_in(pool), state.settling_in(pool)
+    if not leaving and not settling:
+        return None
     # What is free once they leave only shrinks during a cycle: a shape that did not fit never will.
     n, g = job.spec.nodes, job.spec.gpus_per_node
     failed = state._no_fit_after_leavers.setdefault(pool, [])
     if any(n >= fn and g >= fg for fn, fg in failed):
-        return 0
+        return None
     alloc = find_allocation(state.after_leavers(pool), pool, n, g)
     if alloc is None:
         failed.append((n, g))
-        return 0
+        return None
     if not state.admitted_after_leavers(job.spec, pool.gpu_type):
-        return 0
+        return None
     state.hold(pool, alloc, leaving=True)
-    return len(leaving)
+    if leaving:
+        return f"waiting for {plural(len(leaving), 'preempted job')} to exit"
+    return f"waiting for {plural(sum(len(na.gpus) for na in settling), 'GPU')} to be released by Ray"
 
 
 def _could_preempt(state: CycleState, job: Job, pool: PoolKey) -> bool:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from scheduler.model.job import MAX_TIME_S, Job, PendingCode
-from scheduler.model.plan import Plan, Preempt
+from scheduler.model.plan import Allocation, NodeAllocation, Plan, Preempt
 from scheduler.model.queue import Queue
 from scheduler.model.snapshot import RunningJob
 from scheduler.policy.config import PolicyConfig
@@ -182,6 +183,24 @@ def test_waits_for_jobs_already_leaving_instead_of_preempting_more() -> None:
     reason = plan.reason_for("h")
     assert reason.code is PendingCode.RESERVED
     assert reason.detail == "waiting for 1 preempted job to exit"
+
+
+def test_waits_for_gpus_ray_is_still_releasing_and_holds_them_against_later_jobs() -> None:
+    """Four of N0's free GPUs are free in Corral's books but Ray is still releasing them (the live
+    controller leaves them out of capacity and names them in `settling`): the high job waits for
+    them instead of preempting v, and keeps N0's other four from the small job behind it; without
+    `settling` it preempts."""
+    jobs = [run("v", [N1], NOW - 100), *wall(N2, N3)]
+    small = job("s").queue("q").priority("low").gpus(1).submitted(NOW - 1).build()
+    base = snapshot(NODES, [high(), small], jobs)
+    ray_releasing = Allocation(nodes=(NodeAllocation(node=N0, gpus=(0, 1, 2, 3)),))
+    withheld = replace(base, capacity=base.capacity.allocate(ray_releasing))
+    assert victims(decide(withheld, CLASSIC, NOW)) == ["v"]  # blind to what is about to be free
+
+    plan = decide(replace(withheld, settling=ray_releasing), CLASSIC, NOW)
+    assert plan.preempts == [] and plan.places == []
+    assert plan.reason_for("h").code is PendingCode.RESERVED
+    assert plan.reason_for("h").detail == "waiting for 4 GPUs to be released by Ray"
 
 
 def test_preemption_can_be_switched_off() -> None:
