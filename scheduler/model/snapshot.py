@@ -88,6 +88,12 @@ class ClusterSnapshot:
     # GPUs jobs just gave back that Ray has not released yet (the live controller leaves them out
     # of `capacity` for the moment): free soon, as a leaving job's are. None in the simulator.
     settling: Allocation | None = None
+    # What a cycle derives from the running jobs alone (their grouping by pool, the victim
+    # candidates, ...) may be reused by a later cycle while they are unchanged: an owner that
+    # keeps its running jobs between cycles (the simulator) bumps `running_version` whenever they
+    # change and lends one `memo` to all its cycles. -1 (the default): derive everything afresh.
+    running_version: int = -1
+    memo: dict[object, object] | None = None
 
     @classmethod
     def build(

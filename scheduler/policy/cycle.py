@@ -17,7 +17,9 @@ The corral policy, in phases:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from scheduler.model.capacity import CapacityError, CapacityIndex
 from scheduler.model.cluster import PoolKey
@@ -28,9 +30,11 @@ from scheduler.policy import backfill, explain
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.order import FairShare, QueueMerger, las_level, pending_key
 from scheduler.policy.place import candidate_pools, find_allocation, residency_check
-from scheduler.policy.preempt import VictimCandidates, choose_victims
+from scheduler.policy.preempt import CandidateScan, VictimCandidates, choose_victims, scan_candidates
 from scheduler.policy.quota import QuotaLedger
 from scheduler.policy.words import plural
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -128,25 +132,70 @@ class CycleState:
 
     def _running(self) -> dict[PoolKey, list[RunningJob]]:
         if self._running_by_pool is None:
-            by_pool: dict[PoolKey, list[RunningJob]] = {}
-            for r in self.snapshot.running.values():
-                by_pool.setdefault(r.pool, []).append(r)
-            self._running_by_pool = by_pool
+            self._running_by_pool = self._derived("running_by_pool", self._group_running)
         return self._running_by_pool
+
+    def _group_running(self) -> dict[PoolKey, list[RunningJob]]:
+        by_pool: dict[PoolKey, list[RunningJob]] = {}
+        for r in self.snapshot.running.values():
+            by_pool.setdefault(r.pool, []).append(r)
+        return by_pool
+
+    def _derived(self, key: object, compute: Callable[[], _T]) -> _T:
+        """compute(), a function of the running jobs alone (never changed by the caller), reused
+        from an earlier cycle while they are unchanged (snapshot.memo, lent by the simulator)."""
+        snapshot = self.snapshot
+        memo = snapshot.memo
+        if memo is None or snapshot.running_version < 0:
+            return compute()
+        hit = memo.get(key)
+        if isinstance(hit, _Memo) and hit.version == snapshot.running_version:
+            return cast(_T, hit.value)
+        value = compute()
+        memo[key] = _Memo(snapshot.running_version, value)
+        return value
 
     def drain_order(self, pool: PoolKey) -> list[RunningJob]:
         """The pool's running jobs in the order backfill expects them to free their GPUs."""
         ordered = self._drain_order.get(pool)
         if ordered is None:
-            ordered = self._drain_order[pool] = backfill.drain_order(self.running_in(pool))
+            ordered = self._derived(
+                ("drain_order", pool), lambda: backfill.drain_order(self.running_in(pool))
+            )
+            self._drain_order[pool] = ordered
         return ordered
 
     def candidates_in(self, pool: PoolKey) -> VictimCandidates:
         found = self._candidates.get(pool)
         if found is None:
-            found = VictimCandidates(self.snapshot, self.running_in(pool), self.now, self.config)
+            found = VictimCandidates(
+                self.snapshot, self.running_in(pool), self.now, self.config, self._reusable_scan(pool)
+            )
             self._candidates[pool] = found
         return found
+
+    def _reusable_scan(self, pool: PoolKey) -> CandidateScan | None:
+        """The pool's candidate scan from an earlier cycle if nothing in it has changed since:
+        the same running jobs, config and classes, and no protection or level changed in between.
+        Otherwise a new scan, kept for the next cycles (None when there is no memo)."""
+        snapshot = self.snapshot
+        memo = snapshot.memo
+        if memo is None or snapshot.running_version < 0:
+            return None
+        key = ("victims", pool)
+        hit = memo.get(key)
+        if (
+            isinstance(hit, _Memo)
+            and hit.version == snapshot.running_version
+            and isinstance(hit.value, _ScanMemo)
+            and hit.value.config is self.config
+            and hit.value.classes is snapshot.priority_classes
+            and hit.value.scan.at <= self.now < hit.value.scan.valid_until
+        ):
+            return hit.value.scan
+        scan = scan_candidates(snapshot, self.running_in(pool), self.now, self.config)
+        memo[key] = _Memo(snapshot.running_version, _ScanMemo(self.config, snapshot.priority_classes, scan))
+        return scan
 
     def top_level(self, pool: PoolKey) -> int:
         """The highest service level among the pool's running jobs that service preemption may take."""
@@ -266,15 +315,22 @@ class CycleState:
 
     def _arrays(self) -> dict[str, int]:
         if self._array_running is None:
-            counts: dict[str, int] = {}
-            for r in self.snapshot.running.values():
-                array_id, cap = r.job.array_id, r.job.array_max_running
-                if array_id is not None:
-                    counts[array_id] = counts.get(array_id, 0) + 1
-                    if cap is not None:
-                        self._array_caps[array_id] = cap
-            self._array_running = counts
+            counts, caps = self._derived("arrays", self._count_arrays)
+            self._array_running = dict(counts)  # place() counts this cycle's placements in
+            self._array_caps.update(caps)
         return self._array_running
+
+    def _count_arrays(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Array id → its tasks holding GPUs, and → its %N cap, among the running jobs."""
+        counts: dict[str, int] = {}
+        caps: dict[str, int] = {}
+        for r in self.snapshot.running.values():
+            array_id, cap = r.job.array_id, r.job.array_max_running
+            if array_id is not None:
+                counts[array_id] = counts.get(array_id, 0) + 1
+                if cap is not None:
+                    caps[array_id] = cap
+        return counts, caps
 
     def place(self, job: Job, pool: PoolKey, allocation: Allocation, borrowed: int, backfilled: bool) -> None:
         if job.array_id is not None:
@@ -312,6 +368,21 @@ class CycleState:
 
     def wait(self, job: Job, reason: PendingReason) -> None:
         self.pending[job.id] = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """A value derived from the running jobs, with the snapshot.running_version it was made at."""
+
+    version: int
+    value: object
+
+
+@dataclass(frozen=True, slots=True)
+class _ScanMemo:
+    config: PolicyConfig
+    classes: object  # snapshot.priority_classes, by identity
+    scan: CandidateScan
 
 
 def _array_limit(array_id: str, running: int, cap: int) -> PendingReason:

@@ -23,6 +23,7 @@ need. If it does not fit with every candidate gone, nobody is preempted.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -89,53 +90,90 @@ class Candidate:
     protected: bool = False  # only a reclaim may take it (it runs on borrowed quota)
 
 
+# A candidate as the summary saw it: (pool order, job, class value, protected, service level).
+_Found = tuple[int, RunningJob, int, bool, int]
+# Rebuild a little before a computed change time: a float sum may round either way at the edge.
+_CHANGE_MARGIN_S = 1e-3
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateScan:
+    """What VictimCandidates computes from a pool's running jobs at `at`. Nothing in it changes
+    before `valid_until` while those jobs do not (a protection ends, a service level is crossed),
+    so an owner that keeps its running jobs between cycles may reuse it (snapshot.memo)."""
+
+    at: float
+    valid_until: float
+    found: tuple[_Found, ...]
+    summary: Mapping[str, Mapping[int, int]]
+    top: int
+
+
+def scan_candidates(
+    snapshot: ClusterSnapshot, running: Sequence[RunningJob], now: float, config: PolicyConfig
+) -> CandidateScan:
+    """The pool's jobs some rule may preempt, the summary of them, and until when that holds."""
+    values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
+    thresholds = config.las_thresholds_gpu_s
+    # can_be_victim and protected_for_s, inlined: this loop sees every running job of the pool.
+    cap, backoff = config.max_preemptions_per_job, config.preemption_backoff
+    base = config.default_min_runtime_s
+    summary: dict[str, dict[int, int]] = {}
+    top = -1
+    found: list[_Found] = []
+    valid_until = math.inf
+    for i, r in enumerate(running):
+        job = r.job
+        spec = job.spec
+        ran = now - r.started_at
+        count = job.preemption_count
+        fixed = not spec.preemptible or r.preempting or count >= cap  # until the job changes
+        protected_s = max(spec.min_runtime_s, base * backoff**count)
+        protected = fixed or ran < protected_s
+        if protected and not fixed:
+            valid_until = min(valid_until, r.started_at + protected_s)
+        if protected and not reclaimable(r):
+            continue
+        value = values.get(spec.priority, 0)
+        attained_now = job.attained_gpu_s + r.gpus * max(0.0, ran)  # attained()
+        level = las_level(attained_now, thresholds)
+        if level < len(thresholds) and r.gpus > 0:
+            crossing = r.started_at + (thresholds[level] - job.attained_gpu_s) / r.gpus
+            valid_until = min(valid_until, max(crossing, now))
+        found.append((i, r, value, protected, level))
+        if not protected and level > top:
+            top = level
+        _note(summary, r.queue, value, -1 if protected else level)
+    return CandidateScan(now, valid_until - _CHANGE_MARGIN_S, tuple(found), summary, top)
+
+
 class VictimCandidates:
     """The pool's jobs that some rule may preempt, cheapest first, sorted lazily.
 
     Built for every pool a cycle searches, but walked rarely: the summary ends most searches of a
-    deep backlog (on the Philly prefix, 147 of 7,699 were ever walked). So the constructor computes
+    deep backlog (on the Philly prefix, 147 of 7,699 were ever walked). So the scan computes
     only what the summary needs; the costs go into a heap on the first walk, and a Candidate is
     built only when iteration reaches it. Iterating again replays the ones already built, then goes
     on. Ties keep the pool's order (as a stable sort).
     """
 
     def __init__(
-        self, snapshot: ClusterSnapshot, running: Sequence[RunningJob], now: float, config: PolicyConfig
+        self,
+        snapshot: ClusterSnapshot,
+        running: Sequence[RunningJob],
+        now: float,
+        config: PolicyConfig,
+        scan: CandidateScan | None = None,
     ) -> None:
+        """`scan`: one made earlier from the same running jobs and still valid at `now`."""
+        if scan is None:
+            scan = scan_candidates(snapshot, running, now, config)
         self._now = now
-        # (pool order, job, class value, protected, level) of each candidate; costed on the first walk
-        self._found: list[tuple[int, RunningJob, int, bool, int]] | None = []
+        self._found: Sequence[_Found] | None = scan.found  # costed on the first walk
         self._heap: list[tuple[tuple[float, ...], int, RunningJob, int, bool, int]] = []
-        values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
-        thresholds = config.las_thresholds_gpu_s
-        # can_be_victim and protected_for_s, inlined: this loop sees every running job of the pool.
-        cap, backoff = config.max_preemptions_per_job, config.preemption_backoff
-        base = config.default_min_runtime_s
-        summary: dict[str, dict[int, int]] = {}
-        top = -1
-        found = self._found
-        for i, r in enumerate(running):
-            job = r.job
-            spec = job.spec
-            ran = now - r.started_at
-            count = job.preemption_count
-            protected = (
-                not spec.preemptible
-                or r.preempting
-                or count >= cap
-                or ran < max(spec.min_runtime_s, base * backoff**count)
-            )
-            if protected and not reclaimable(r):
-                continue
-            value = values.get(spec.priority, 0)
-            level = las_level(job.attained_gpu_s + r.gpus * max(0.0, ran), thresholds)  # attained()
-            found.append((i, r, value, protected, level))
-            if not protected and level > top:
-                top = level
-            _note(summary, r.queue, value, -1 if protected else level)
         self._sorted: list[Candidate] = []
-        self._summary = summary
-        self._top = top
+        self._summary = scan.summary
+        self._top = scan.top
 
     def summary(self) -> Mapping[str, Mapping[int, int]]:
         """queue → class value → the highest service level among its candidates of that class that

@@ -101,6 +101,9 @@ class Simulator:
         self.pending: dict[str, SortedKeyList] = {q: SortedKeyList(key=self._key) for q in self.queues}
         self.jobs: dict[str, Job] = {}
         self.running: dict[str, RunningJob] = {}
+        # Bumped at every change of `running`: cycles reuse what they derived from it until then.
+        self.running_version = 0
+        self._memo: dict[object, object] = {}
         self.nodes: dict[str, Node] = {n.id: n for n in cluster.nodes}
         self.capacity = CapacityIndex.build(self.nodes.values())
         self._refresh_topology()
@@ -188,6 +191,8 @@ class Simulator:
             usage_history={q: u.value_at(now) for q, u in self.usage.items()},
             gpus_by_type=self._gpus_by_type,
             pool_shapes=self._pool_shapes,
+            running_version=self.running_version,
+            memo=self._memo,
         )
 
     def validate(self) -> None:
@@ -219,8 +224,8 @@ class Simulator:
             if job.state is JobState.STARTING:
                 job = job.model_copy(update={"state": JobState.RUNNING})
             self._seed_job(job, remaining)
-            self.running[job.id] = RunningJob(
-                job, r.allocation, r.pool, r.started_at, r.checkpoint_interval_s
+            self._set_running(
+                job.id, RunningJob(job, r.allocation, r.pool, r.started_at, r.checkpoint_interval_s)
             )
             self._first_start[job.id] = job.first_started_at or r.started_at
             self._charge(job.spec.queue, r.gpu_type, r.gpus, now)
@@ -269,7 +274,7 @@ class Simulator:
             if job.state is JobState.STARTING:
                 job = job.transition(JobState.RUNNING)
                 self._set(job)
-                self.running[job.id] = _with_job(self.running[job.id], job)
+                self._set_running(job.id, _with_job(self.running[job.id], job))
             return False
         if event.kind is EventKind.NODE_LOST:
             self._node_lost(event.node)
@@ -332,7 +337,7 @@ class Simulator:
                     self._attribute(decision, self.running[job.id], now)
                     job = job.transition(JobState.PREEMPTING)
                     self._set(job)
-                    self.running[job.id] = _with_job(self.running[job.id], job)
+                    self._set_running(job.id, _with_job(self.running[job.id], job))
                     self.result.preemptions += 1
                     self.backend.stop(job, job.spec.grace_period_s)
             elif isinstance(decision, Reject):
@@ -364,14 +369,15 @@ class Simulator:
         job = job.transition(JobState.STARTING, started_at=now, first_started_at=job.first_started_at or now)
         self._set(job)
         self._first_start.setdefault(job.id, now)
-        self.running[job.id] = RunningJob(
-            job, alloc, first_node.pool, now, self.options.checkpoint_interval_s
+        self._set_running(
+            job.id, RunningJob(job, alloc, first_node.pool, now, self.options.checkpoint_interval_s)
         )
         self._charge(job.spec.queue, gpu_type, alloc.gpus, now)
         self.backend.start(job, alloc)
 
     def _release(self, job: Job, end_reason: str) -> None:
         r = self.running.pop(job.id)
+        self.running_version += 1
         now = self.clock.now()
         self.capacity = self.capacity.release(r.allocation)
         self._charge(r.queue, r.gpu_type, -r.gpus, now)
@@ -438,6 +444,10 @@ class Simulator:
         if self.observer is not None:
             self.observer.changed(self.jobs[job.id], job)
         self.jobs[job.id] = job
+
+    def _set_running(self, job_id: str, running: RunningJob) -> None:
+        self.running[job_id] = running
+        self.running_version += 1
 
     def _charge(self, queue: str, gpu_type: str, gpus: int, now: float) -> None:
         per_type = self.queue_usage.setdefault(queue, {})
