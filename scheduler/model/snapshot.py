@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from scheduler.model.capacity import CapacityIndex
 from scheduler.model.cluster import Node, PoolKey
 from scheduler.model.job import Job, JobState
+from scheduler.model.pending_shapes import PendingShapes
 from scheduler.model.plan import Allocation
 from scheduler.model.queue import PriorityClass, Queue
 
@@ -94,6 +95,10 @@ class ClusterSnapshot:
     # change and lends one `memo` to all its cycles. -1 (the default): derive everything afresh.
     running_version: int = -1
     memo: dict[object, object] | None = None
+    # Each queue's pending jobs grouped by shape, kept by an owner that needs no reasons for the
+    # jobs a cycle would only find waiting (the simulator without an observer): the cycle may
+    # then stop as soon as no job left can change anything (see model/pending_shapes.py).
+    pending_shapes: PendingShapes | None = None
 
     @classmethod
     def build(

@@ -81,6 +81,11 @@ def drain_order(running_in_pool: Iterable[RunningJob]) -> list[RunningJob]:
 
 def ends_before(spec: JobSpec, now: float, start: float | None) -> bool:
     """May a job with this spec use reserved nodes (it is gone before the reservation starts)?"""
-    if start is None or spec.time_limit_s is None:
+    return limit_ends_before(spec.time_limit_s, now, start)
+
+
+def limit_ends_before(time_limit_s: float | None, now: float, start: float | None) -> bool:
+    """ends_before, for a job with this time limit."""
+    if start is None or time_limit_s is None:
         return False
-    return now + spec.time_limit_s <= start
+    return now + time_limit_s <= start

@@ -17,13 +17,14 @@ The corral policy, in phases:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
 from scheduler.model.capacity import CapacityError, CapacityIndex
 from scheduler.model.cluster import PoolKey
 from scheduler.model.job import Job, JobSpec, PendingCode, PendingReason
+from scheduler.model.pending_shapes import PendingShapes
 from scheduler.model.plan import Allocation, Decision, NodeAllocation, Place, Plan, Preempt, Reject, Reserve
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy import backfill, explain
@@ -35,6 +36,8 @@ from scheduler.policy.quota import QuotaLedger
 from scheduler.policy.words import plural
 
 _T = TypeVar("_T")
+_Epoch = tuple[int, int, int, int]  # CycleState.epoch()
+_Outcome = tuple[_Epoch, PendingReason]  # why a job with some outcome key waited, and when
 
 
 @dataclass
@@ -399,7 +402,13 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
     merger = QueueMerger(snapshot, config, now, pending_key(config, priority_values), fair)
     examined = 0
     fallback = PendingReason(PendingCode.PRIORITY, "behind higher-ordered jobs")
-    outcomes: dict[tuple[object, ...], tuple[tuple[int, int, int, int], PendingReason]] = {}
+    outcomes: dict[tuple[object, ...], _Outcome] = {}
+    shapes = snapshot.pending_shapes
+    settled = (
+        _Settled(state, shapes)
+        if shapes is not None and shapes.thresholds == config.las_thresholds_gpu_s
+        else None
+    )
     for job in merger:
         if state.array_capped(job):
             continue  # a dictionary look-up: not counted against the scan depth
@@ -418,6 +427,8 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
         known = outcomes.get(key)
         if known is not None and known[0] == epoch:
             state.wait(job, known[1])
+            if settled is not None and settled.check(outcomes, epoch):
+                break  # nothing left can change anything: the rest wait, unexamined
             continue
         # Pass quickly over the jobs that could not preempt anyone.
         if (
@@ -446,19 +457,79 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
 
 def _outcome_key(state: CycleState, job: Job) -> tuple[object, ...]:
     """Everything about a job that steps 2a-2d look at, except its identity."""
-    spec, config, now = job.spec, state.config, state.now
+    spec = job.spec
+    level = las_level(job.attained_gpu_s, state.config.las_thresholds_gpu_s)
+    shape = (spec.priority, spec.data_region, spec.gpu_type, spec.nodes, spec.gpus_per_node)
+    return _key(state, spec.queue, shape, spec.time_limit_s, level, job.submitted_at)
+
+
+def _key(
+    state: CycleState,
+    queue: str,
+    shape: tuple[str, str, str, int, int],
+    time_limit_s: float | None,
+    level: int,
+    submitted_at: float,
+) -> tuple[object, ...]:
+    now = state.now
     return (
-        spec.queue,
-        spec.priority,
-        spec.data_region,
-        spec.gpu_type,
-        spec.nodes,
-        spec.gpus_per_node,
+        queue,
+        *shape,
         # The time limit matters only through which reservations the job would end before.
-        tuple(backfill.ends_before(spec, now, r.start) for r in state.reservations.values()),
-        las_level(job.attained_gpu_s, config.las_thresholds_gpu_s),
-        now - job.submitted_at >= config.reserve_unbounded_after_s,  # may take an unbounded reservation
+        tuple(backfill.limit_ends_before(time_limit_s, now, r.start) for r in state.reservations.values()),
+        level,
+        now - submitted_at >= state.config.reserve_unbounded_after_s,  # may take an unbounded reservation
     )
+
+
+class _Settled:
+    """Tells when every pending job's outcome key is known at the cycle's current epoch: then no
+    job left can place, preempt, reserve or claim anything, in whatever order they come.
+
+    Asked after each job that waited for a known reason; it looks only once the epoch has stayed
+    the same for SETTLE_AFTER such jobs (working out the keys of every shape costs about as much as
+    walking that many jobs), and then resumes where it stopped, since a key known at an epoch stays
+    known for the rest of it.
+    """
+
+    SETTLE_AFTER = 32
+
+    def __init__(self, state: CycleState, shapes: PendingShapes) -> None:
+        self._state = state
+        self._shapes = shapes
+        self._epoch: _Epoch | None = None
+        self._hits = 0
+        self._needed: list[tuple[object, ...]] | None = None
+        self._at = 0
+
+    def check(self, outcomes: Mapping[tuple[object, ...], _Outcome], epoch: _Epoch) -> bool:
+        if epoch != self._epoch:
+            self._epoch, self._hits, self._needed, self._at = epoch, 0, None, 0
+        self._hits += 1
+        if self._hits < self.SETTLE_AFTER:
+            return False
+        needed = self._needed
+        if needed is None:
+            needed = self._needed = self._keys()
+        while self._at < len(needed):
+            known = outcomes.get(needed[self._at])
+            if known is None or known[0] != epoch:
+                return False
+            self._at += 1
+        return True
+
+    def _keys(self) -> list[tuple[object, ...]]:
+        """The outcome keys of every pending job, by shape (both ends of each shape's submission
+        range: whether a job may take an unbounded reservation is the key's only part that moves)."""
+        state = self._state
+        keys: list[tuple[object, ...]] = []
+        for queue, groups in self._shapes.groups.items():
+            for (priority, region, gpu_type, nodes, gpn, limit, level), group in groups.items():
+                shape = (priority, region, gpu_type, nodes, gpn)
+                keys.append(_key(state, queue, shape, limit, level, group.oldest))
+                if group.newest != group.oldest:
+                    keys.append(_key(state, queue, shape, limit, level, group.newest))
+        return keys
 
 
 def _may_preempt(state: CycleState) -> bool:

@@ -240,16 +240,23 @@ def _any_rule_applies(
     every candidate counted as not yet taken (so True is only a maybe, False is certain)."""
     for other, by_value in summary.items():
         same_queue = other == queue
-        lends_back = not same_queue and ledger.over_nominal(other, gpu_type) > 0
-        if lends_back and within_nominal:
-            return True  # reclaim
+        lends_back: bool | None = False if same_queue else None  # asked of the ledger when needed
+        if within_nominal and not same_queue:
+            lends_back = ledger.over_nominal(other, gpu_type) > 0
+            if lends_back:
+                return True  # reclaim
         for c_value, top in by_value.items():
             if top < 0:
                 continue  # protected: only a reclaim could take them
             if preempts_lower and c_value < value and (same_queue or within_nominal):
                 return True
-            if service and c_value <= value and top > level and (same_queue or lends_back or within_nominal):
-                return True
+            if service and c_value <= value and top > level:
+                if same_queue or within_nominal:
+                    return True
+                if lends_back is None:
+                    lends_back = ledger.over_nominal(other, gpu_type) > 0
+                if lends_back:
+                    return True
     return False
 
 

@@ -22,13 +22,14 @@ from scheduler.clock import VirtualClock
 from scheduler.model.capacity import CapacityIndex
 from scheduler.model.cluster import Node, NodeState
 from scheduler.model.job import Job, JobSpec, JobState
+from scheduler.model.pending_shapes import PendingShapes
 from scheduler.model.plan import Place, Plan, Preempt, Reject
 from scheduler.model.queue import ClusterConfig, with_defaults
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob, gpus_by_type, pool_shapes
 from scheduler.policy import explain
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.decide import decide
-from scheduler.policy.order import pending_key
+from scheduler.policy.order import las_level, pending_key
 from scheduler.policy.usage import DecayedUsage
 from scheduler.sim.invariants import check_invariants
 from scheduler.sim.records import (
@@ -104,6 +105,14 @@ class Simulator:
         # Bumped at every change of `running`: cycles reuse what they derived from it until then.
         self.running_version = 0
         self._memo: dict[object, object] = {}
+        # Without an observer nobody reads why a job waits: a cycle may stop once no pending job
+        # left can change anything (model/pending_shapes.py), which it tells from these.
+        thresholds = policy.las_thresholds_gpu_s
+        self._shapes = (
+            PendingShapes(thresholds, lambda attained: las_level(attained, thresholds))
+            if observer is None
+            else None
+        )
         self.nodes: dict[str, Node] = {n.id: n for n in cluster.nodes}
         self.capacity = CapacityIndex.build(self.nodes.values())
         self._refresh_topology()
@@ -193,6 +202,7 @@ class Simulator:
             pool_shapes=self._pool_shapes,
             running_version=self.running_version,
             memo=self._memo,
+            pending_shapes=self._shapes,
         )
 
     def validate(self) -> None:
@@ -235,7 +245,7 @@ class Simulator:
         for job, runtime in pending:
             if job.spec.queue in self.pending:
                 self._seed_job(job.model_copy(update={"runtime_hint_s": runtime}), runtime)
-                self.pending[job.spec.queue].add(self.jobs[job.id])
+                self._pend(self.jobs[job.id])
         self._rebuild_capacity()
         self._tick_at = now
 
@@ -259,7 +269,7 @@ class Simulator:
         if job.spec.queue not in self.pending:
             self._finish(job, JobState.FAILED, reason="unknown queue")
             return
-        self.pending[job.spec.queue].add(job)
+        self._pend(job)
 
     def _accepted(self, trace_job: TraceJob) -> JobSpec:
         """The spec as the live controller accepts it: with its queue's or the cluster's default
@@ -342,7 +352,7 @@ class Simulator:
                     self.backend.stop(job, job.spec.grace_period_s)
             elif isinstance(decision, Reject):
                 job = self.jobs[decision.job_id]
-                self.pending[job.spec.queue].remove(job)
+                self._unpend(job)
                 self._finish(job, JobState.FAILED, reason=decision.reason)
 
     def _attribute(self, decision: Preempt, victim: RunningJob, now: float) -> None:
@@ -361,7 +371,7 @@ class Simulator:
         )
 
     def _start(self, job: Job, place: Place, now: float) -> None:
-        self.pending[job.spec.queue].remove(job)
+        self._unpend(job)
         alloc = place.allocation
         self.capacity = self.capacity.allocate(alloc)
         first_node = self.nodes[alloc.nodes[0].node]
@@ -411,7 +421,7 @@ class Simulator:
             preemption_count=job.preemption_count + (1 if preempted else 0),
         )
         self._set(job)
-        self.pending[job.spec.queue].add(job)
+        self._pend(job)
 
     def _finish(self, job: Job, state: JobState, reason: str = "") -> None:
         """End a job; only jobs that ran get a record (rejected ones are counted apart)."""
@@ -444,6 +454,16 @@ class Simulator:
         if self.observer is not None:
             self.observer.changed(self.jobs[job.id], job)
         self.jobs[job.id] = job
+
+    def _pend(self, job: Job) -> None:
+        self.pending[job.spec.queue].add(job)
+        if self._shapes is not None:
+            self._shapes.add(job)
+
+    def _unpend(self, job: Job) -> None:
+        self.pending[job.spec.queue].remove(job)
+        if self._shapes is not None:
+            self._shapes.remove(job)
 
     def _set_running(self, job_id: str, running: RunningJob) -> None:
         self.running[job_id] = running
@@ -485,6 +505,8 @@ class Simulator:
             for job in list(queue):
                 self._finish(job, JobState.FAILED, reason="never scheduled")
             queue.clear()
+        if self._shapes is not None:
+            self._shapes.groups.clear()
 
 
 def _counts(p: TimelinePoint) -> tuple[int, int, int]:
