@@ -136,7 +136,8 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     # waits does not take a running job's GPUs. Ranking both by arrival instead preempted running
     # jobs for older pending ones of the same level, and cost 1.2× the average JCT on the peer input.
 
-    ranked_running = sorted((r for r in snapshot.running.values() if not r.preempting), key=rank)
+    ranked = sorted((rank(r), r) for r in snapshot.running.values() if not r.preempting)
+    ranked_running = [r for _, r in ranked]
     pending_iter = iter(_ordered(snapshot, config, now))
     next_pending = next(pending_iter, None)
     keep: set[str] = set()
@@ -163,7 +164,7 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
             take_running = False
         else:
             pj = next_pending
-            take_running = rank(ranked_running[i])[0] <= las_level(pj.attained_gpu_s, th)
+            take_running = ranked[i][0][0] <= las_level(pj.attained_gpu_s, th)
         if take_running:
             r = ranked_running[i]
             i += 1

@@ -217,16 +217,19 @@ class QuotaLedger:
 
     def charge(self, queue_name: str, gpu_type: str, gpus: int) -> None:
         self._admitted.clear()
-        queue = self._queues.get(queue_name)
-        key = (queue.cohort, gpu_type) if queue is not None and queue.cohort is not None else None
-        if key is not None and queue is not None:
-            self._lendable[key] = self._lendable.get(key, 0) - self.lendable(queue, gpu_type)
-            self._borrowed[key] = self._borrowed.get(key, 0) - self.over_nominal(queue_name, gpu_type)
         per_type = self._usage.setdefault(queue_name, {})
-        per_type[gpu_type] = per_type.get(gpu_type, 0) + gpus
-        if key is not None and queue is not None:
-            self._lendable[key] += self.lendable(queue, gpu_type)
-            self._borrowed[key] += self.over_nominal(queue_name, gpu_type)
+        before = per_type.get(gpu_type, 0)
+        after = per_type[gpu_type] = before + gpus
+        queue = self._queues.get(queue_name)
+        if queue is not None and queue.cohort is not None:
+            # The cohort totals move by what this queue lends and borrows after, less before.
+            key = (queue.cohort, gpu_type)
+            nominal = queue.nominal(gpu_type)
+            lend = self._lend_at(queue, gpu_type, after) - self._lend_at(queue, gpu_type, before)
+            self._lendable[key] = self._lendable.get(key, 0) + lend
+            self._borrowed[key] = (
+                self._borrowed.get(key, 0) + max(0, after - nominal) - max(0, before - nominal)
+            )
 
     def refund(self, queue: str, gpu_type: str, gpus: int) -> None:
         self.charge(queue, gpu_type, -gpus)
