@@ -488,8 +488,9 @@ class _Settled:
 
     Asked after each job that waited for a known reason; it looks only once the epoch has stayed
     the same for SETTLE_AFTER such jobs (working out the keys of every shape costs about as much as
-    walking that many jobs), and then resumes where it stopped, since a key known at an epoch stays
-    known for the rest of it.
+    walking that many jobs), then after twice as many each time it finds a key still unknown (the
+    jobs with that key may lie beyond the scan depth, never reached), and resumes where it stopped,
+    since a key known at an epoch stays known for the rest of it.
     """
 
     SETTLE_AFTER = 32
@@ -499,14 +500,16 @@ class _Settled:
         self._shapes = shapes
         self._epoch: _Epoch | None = None
         self._hits = 0
+        self._next = self.SETTLE_AFTER
         self._needed: list[tuple[object, ...]] | None = None
         self._at = 0
 
     def check(self, outcomes: Mapping[tuple[object, ...], _Outcome], epoch: _Epoch) -> bool:
         if epoch != self._epoch:
             self._epoch, self._hits, self._needed, self._at = epoch, 0, None, 0
+            self._next = self.SETTLE_AFTER
         self._hits += 1
-        if self._hits < self.SETTLE_AFTER:
+        if self._hits < self._next:
             return False
         needed = self._needed
         if needed is None:
@@ -514,6 +517,7 @@ class _Settled:
         while self._at < len(needed):
             known = outcomes.get(needed[self._at])
             if known is None or known[0] != epoch:
+                self._next = 2 * self._hits
                 return False
             self._at += 1
         return True
