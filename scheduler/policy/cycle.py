@@ -29,7 +29,7 @@ from scheduler.model.plan import Allocation, Decision, NodeAllocation, Place, Pl
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy import backfill, explain
 from scheduler.policy.config import PolicyConfig
-from scheduler.policy.order import FairShare, QueueMerger, las_level, pending_key
+from scheduler.policy.order import FairShare, QueueMerger, corral_static, las_level, pending_key
 from scheduler.policy.place import candidate_pools, find_allocation, residency_check
 from scheduler.policy.preempt import CandidateScan, VictimCandidates, choose_victims, scan_candidates
 from scheduler.policy.quota import QuotaLedger
@@ -77,16 +77,54 @@ class CycleState:
     _admitted_after_leavers: dict[tuple[str, str, int, int, int], bool] = field(default_factory=dict)
     _array_running: dict[str, int] | None = None  # array id → its tasks holding GPUs (now and placed)
     _array_caps: dict[str, int] = field(default_factory=dict)  # array id → its %N, where seen
+    # id(job) → (job, what its outcome key and rank need of it): lent by the simulator across
+    # cycles (snapshot.memo), where a pending job is the same object from cycle to cycle.
+    _facts: dict[int, _Facts] = field(default_factory=dict)
+    _static: Callable[[Job], float] | None = None
 
     @classmethod
     def start(cls, snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> CycleState:
-        return cls(
+        state = cls(
             snapshot=snapshot,
             config=config,
             now=now,
             capacity=snapshot.capacity,
             ledger=QuotaLedger(snapshot.queues, snapshot.queue_usage),
         )
+        memo = snapshot.memo
+        if memo is not None:
+            kept = memo.get("job_facts")
+            if not (
+                isinstance(kept, _KeptFacts)
+                and kept.config is config
+                and kept.classes is snapshot.priority_classes
+                and len(kept.facts) < 4 * snapshot.pending_count + 10_000  # ended jobs' go now and then
+            ):
+                kept = _KeptFacts(config, snapshot.priority_classes, {})
+                memo["job_facts"] = kept
+            state._facts = kept.facts
+        return state
+
+    def facts(self, job: Job) -> _Facts:
+        """What the job's outcome key and rank need of it, worked out once per job object."""
+        known = self._facts.get(id(job))
+        if known is not None and known[0] is job:
+            return known
+        spec = job.spec
+        if self._static is None:
+            values = {name: pc.value for name, pc in self.snapshot.priority_classes.items()}
+            self._static = corral_static(self.config, values)
+        known = (
+            job,
+            spec.queue,
+            (spec.priority, spec.data_region, spec.gpu_type, spec.nodes, spec.gpus_per_node),
+            spec.time_limit_s,
+            las_level(job.attained_gpu_s, self.config.las_thresholds_gpu_s),
+            job.submitted_at,
+            self._static(job),
+        )
+        self._facts[id(job)] = known
+        return known
 
     def epoch(self) -> tuple[int, int, int, int]:
         """Changes whenever a decision could change the outcome for a later job."""
@@ -373,6 +411,18 @@ class CycleState:
         self.pending[job.id] = reason
 
 
+# (the job, its queue, (priority, region, GPU type, nodes, GPUs per node), time limit, service
+# level, submission time, the static part of its rank: order.corral_static)
+_Facts = tuple[Job, str, tuple[str, str, str, int, int], float | None, int, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptFacts:
+    config: PolicyConfig
+    classes: object  # snapshot.priority_classes, by identity
+    facts: dict[int, _Facts]
+
+
 @dataclass(frozen=True, slots=True)
 class _Memo:
     """A value derived from the running jobs, with the snapshot.running_version it was made at."""
@@ -399,7 +449,9 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
     fair = FairShare(snapshot, config)
     priority_values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
     # 1. Order.
-    merger = QueueMerger(snapshot, config, now, pending_key(config, priority_values), fair)
+    merger = QueueMerger(
+        snapshot, config, now, pending_key(config, priority_values), fair, static=lambda j: state.facts(j)[6]
+    )
     examined = 0
     fallback = PendingReason(PendingCode.PRIORITY, "behind higher-ordered jobs")
     outcomes: dict[tuple[object, ...], _Outcome] = {}
@@ -457,10 +509,8 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
 
 def _outcome_key(state: CycleState, job: Job) -> tuple[object, ...]:
     """Everything about a job that steps 2a-2d look at, except its identity."""
-    spec = job.spec
-    level = las_level(job.attained_gpu_s, state.config.las_thresholds_gpu_s)
-    shape = (spec.priority, spec.data_region, spec.gpu_type, spec.nodes, spec.gpus_per_node)
-    return _key(state, spec.queue, shape, spec.time_limit_s, level, job.submitted_at)
+    _, queue, shape, time_limit_s, level, submitted_at, _ = state.facts(job)
+    return _key(state, queue, shape, time_limit_s, level, submitted_at)
 
 
 def _key(
@@ -472,11 +522,14 @@ def _key(
     submitted_at: float,
 ) -> tuple[object, ...]:
     now = state.now
+    reservations = state.reservations
     return (
         queue,
         *shape,
         # The time limit matters only through which reservations the job would end before.
-        tuple(backfill.limit_ends_before(time_limit_s, now, r.start) for r in state.reservations.values()),
+        tuple(backfill.limit_ends_before(time_limit_s, now, r.start) for r in reservations.values())
+        if reservations
+        else (),
         level,
         now - submitted_at >= state.config.reserve_unbounded_after_s,  # may take an unbounded reservation
     )

@@ -133,7 +133,9 @@ class QueueMerger:
         now: float,
         key: PendingKey,
         fair_share: FairShare | None,
+        static: Callable[[Job], float] | None = None,
     ) -> None:
+        """`static`: corral_static's value of a job, if the caller keeps it (it must agree)."""
         self._config = config
         self._now = now
         self._key = key
@@ -141,7 +143,7 @@ class QueueMerger:
         self._queues = snapshot.queues
         self._types = tuple(snapshot.gpus_by_type)
         self._values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
-        self._static = corral_static(config, self._values)
+        self._static = static if static is not None else corral_static(config, self._values)
         self._now_points = now / config.aging_s_per_point
         self._shares: dict[str, tuple[int, float]] = {}  # queue → (its revision, weight × share)
         self._iters: dict[str, Iterator[Job]] = {}
