@@ -449,9 +449,9 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
     fair = FairShare(snapshot, config)
     priority_values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
     # 1. Order.
-    merger = QueueMerger(
-        snapshot, config, now, pending_key(config, priority_values), fair, static=lambda j: state.facts(j)[6]
-    )
+    # Kept facts pay off only across cycles; within one, each job is ranked and keyed once.
+    static = (lambda j: state.facts(j)[6]) if snapshot.memo is not None else None
+    merger = QueueMerger(snapshot, config, now, pending_key(config, priority_values), fair, static=static)
     examined = 0
     fallback = PendingReason(PendingCode.PRIORITY, "behind higher-ordered jobs")
     outcomes: dict[tuple[object, ...], _Outcome] = {}
@@ -509,8 +509,13 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
 
 def _outcome_key(state: CycleState, job: Job) -> tuple[object, ...]:
     """Everything about a job that steps 2a-2d look at, except its identity."""
-    _, queue, shape, time_limit_s, level, submitted_at, _ = state.facts(job)
-    return _key(state, queue, shape, time_limit_s, level, submitted_at)
+    if state.snapshot.memo is not None:  # the simulator: kept from cycle to cycle
+        _, queue, shape, time_limit_s, level, submitted_at, _ = state.facts(job)
+        return _key(state, queue, shape, time_limit_s, level, submitted_at)
+    spec = job.spec
+    level = las_level(job.attained_gpu_s, state.config.las_thresholds_gpu_s)
+    shape = (spec.priority, spec.data_region, spec.gpu_type, spec.nodes, spec.gpus_per_node)
+    return _key(state, spec.queue, shape, spec.time_limit_s, level, job.submitted_at)
 
 
 def _key(
