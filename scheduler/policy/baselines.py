@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from scheduler.model.cluster import PoolKey
-from scheduler.model.job import Job, JobSpec, PendingCode, PendingReason
+from scheduler.model.job import Job, PendingCode, PendingReason
 from scheduler.model.plan import Plan, Preempt, Reject
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob, usage_of
 from scheduler.policy import explain
@@ -48,29 +48,6 @@ def _admit_and_place(state: CycleState, job: Job, prefer: PoolKey | None = None)
             return True
     state.wait(job, quota or explain.resources(state.capacity, spec))
     return False
-
-
-def _nothing_to_reject(state: CycleState) -> bool:
-    """Whether no pending job is one no node or quota could ever hold. Then, once every pool's
-    budget is spent, the rest of a las ranking changes nothing (no running job left is kept, no
-    pending one wins) and a cycle may skip it. Known only where the owner lends the pending jobs'
-    shapes (the simulator, which needs no reasons for the jobs not walked)."""
-    shapes = state.snapshot.pending_shapes
-    if shapes is None:
-        return False
-    for queue, groups in shapes.groups.items():
-        for priority, region, gpu_type, nodes, gpus_per_node, _, _ in groups:
-            spec = JobSpec.model_construct(
-                queue=queue,
-                priority=priority,
-                data_region=region,
-                gpu_type=gpu_type,
-                nodes=nodes,
-                gpus_per_node=gpus_per_node,
-            )
-            if state.never_fits(spec) is not None:
-                return False
-    return True
 
 
 def _ordered(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> QueueMerger:
@@ -148,14 +125,6 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     admissions = QuotaLedger(snapshot.queues, usage_of(r for r in snapshot.running.values() if r.preempting))
     examined = 0
     i = 0
-    no_rejections: list[bool] = []  # worked out once, when every budget is first spent
-
-    def settled() -> bool:
-        """Every budget is spent: may the rest of the ranking be skipped?"""
-        if not no_rejections:
-            no_rejections.append(_nothing_to_reject(state))
-        return no_rejections[0]
-
     # Merge the two rankings: whatever fits in its pool's GPU budget, in rank order, should run.
     while i < len(ranked_running) or next_pending is not None:
         if next_pending is None:
@@ -172,8 +141,6 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
                 keep.add(r.id)
                 budget[r.pool] -= r.gpus
                 admissions.charge(r.queue, r.gpu_type, r.gpus)
-                if budget[r.pool] <= 0 and not any(b > 0 for b in budget.values()) and settled():
-                    break
             continue
         assert next_pending is not None
         if examined >= config.scan_depth:
@@ -198,8 +165,6 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
                     budget[pool] -= spec.gpus
                     break
         next_pending = next(pending_iter, None)
-        if next_pending is not None and not any(b > 0 for b in budget.values()) and settled():
-            break
     # Preempt, in each pool, only as many losers as the winners there cannot find free.
     need: dict[PoolKey, int] = {}
     for job, pool in winners:

@@ -111,37 +111,3 @@ def test_a_deep_backlog_that_can_only_wait_is_not_walked_to_the_scan_depth() -> 
     assert walked.decisions == stopped.decisions == ()
     assert walked.examined == len(pending)
     assert stopped.examined < 100, stopped.examined
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    st.lists(pending_job, min_size=1, max_size=80),
-    st.integers(0, 4),
-    st.sampled_from([0.0, 300.0, 5_000.0]),
-    st.booleans(),  # a pending job no node could ever hold (rejected when reached)
-)
-def test_las_stops_once_every_budget_is_spent_and_decides_what_a_full_walk_decides(
-    rows: list,  # type: ignore[type-arg]
-    busy: int,
-    ran: float,
-    impossible: bool,
-) -> None:
-    now = 100_000.0
-    pending = _pending(rows, now)
-    if impossible:
-        pending.append(job("too-wide").queue("b").nodes(9).gpus(8).submitted(now).build())  # the last in line
-    occupants = [
-        running(
-            job(f"r{i}").queue("ab"[i % 2]).priority("low").gpus(8).attained(ran * 8).build(),
-            [NODES[i].id],
-            now - ran,
-            on=NODES,
-        )
-        for i in range(busy)
-    ]
-    config = PolicyConfig(name="las")
-    full = snapshot(NODES, pending, occupants, queues=QUEUES, config=config)
-    walked = decide(full, config, now)
-    stopped = decide(_lent(full, pending, config), config, now)
-    assert stopped.decisions == walked.decisions
-    assert stopped.examined <= walked.examined
