@@ -473,20 +473,26 @@ class RayBackend:
         the first rank whose actor failed or did not answer in time."""
         _, pending = ray.wait(refs, num_returns=len(refs), timeout=_left(deadline))
         results = []
+        # A rank whose actor died names the cause better than one that is only slow (on a loaded
+        # machine a healthy rank can miss the deadline while another rank's node is the problem).
         for rank, ref in enumerate(refs):
-            node = run.node_ids[rank]
             if ref in pending:
-                raise _StartError(
-                    f"worker actor of rank {rank} on node {node} did not answer within "
-                    f"{self._start_timeout_s:g} s",
-                    node,
-                )
+                continue
+            node = run.node_ids[rank]
             try:
                 results.append(ray.get(ref, timeout=_RPC_SLACK_S))
             except Exception as exc:
                 raise _StartError(
                     f"worker actor of rank {rank} on node {node}: {one_line(exc)}", node
                 ) from exc
+        for rank, ref in enumerate(refs):
+            if ref in pending:
+                node = run.node_ids[rank]
+                raise _StartError(
+                    f"worker actor of rank {rank} on node {node} did not answer within "
+                    f"{self._start_timeout_s:g} s",
+                    node,
+                )
         return results
 
     def _write_header(self, run: _Run) -> None:

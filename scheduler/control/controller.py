@@ -10,6 +10,7 @@ requests, which the controller reads back through Store.changed_since().
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -73,6 +74,7 @@ CORDON_AFTER_START_FAILURES = 3  # failed starts in a row blamed on one node bef
 DRIFT_RECHECK_S = 0.5
 ORPHAN_SWEEP_S = 30.0  # how often the leader looks for attempts Ray runs that the store does not expect
 DRIFT_GRACE_S = 30.0
+SETTLING_S = 10.0  # GPUs Corral freed this recently that Ray still holds: Ray is releasing them
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -171,6 +173,8 @@ class Controller:
         self._next_retry = float("inf")  # earliest retry_at of a job in start backoff
         self._drift: dict[str, int] = {}  # node → GPUs Corral counts free that Ray does not
         self._drift_since: dict[str, float] = {}
+        self._free_seen: dict[str, int] = {}  # node → its free GPUs by Corral's books, last cycle
+        self._freed_at: dict[str, float] = {}  # node → when Corral last freed GPUs there
         self._recheck_at = float("inf")
         # Nodes the cluster file declares count as known from the start: one that is absent (or
         # dies while this controller restarts) shows as DOWN, and jobs for its region wait for it.
@@ -636,7 +640,19 @@ class Controller:
                 del self._drift_since[node_id]
         # Export only what has lasted past the grace (a freed placement group takes a moment to go).
         self._drift = {n: d for n, d in drift.items() if now - self._drift_since[n] >= DRIFT_GRACE_S}
-        settling = tuple(na for na in withheld if now - self._drift_since[na.node] < DRIFT_GRACE_S)
+        # Ray catching up is a difference on a node where Corral itself just freed GPUs; GPUs that
+        # something outside Corral took are a shortage like any other ("Resources").
+        for node_id in snapshot.nodes:
+            count = len(snapshot.capacity.free_on(node_id))
+            if count > self._free_seen.get(node_id, count):
+                self._freed_at[node_id] = now
+            self._free_seen[node_id] = count
+        settling = tuple(
+            na
+            for na in withheld
+            if now - self._drift_since[na.node] < DRIFT_GRACE_S
+            and now - self._freed_at.get(na.node, -math.inf) < SETTLING_S
+        )
         self._recheck_at = now + DRIFT_RECHECK_S if settling else float("inf")
         return (
             Allocation(nodes=tuple(withheld)) if withheld else None,
