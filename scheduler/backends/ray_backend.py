@@ -429,7 +429,8 @@ class RayBackend:
             )
         if (dying := self._faults.get("rank_dies_on_node")) in run.node_ids:  # fault injection (tests only)
             ray.kill(run.held.actors[run.node_ids.index(dying)], no_restart=True)
-        (master,) = self._gather(run, [run.held.actors[0].address.remote()], deadline)
+        # Every rank answers, not only rank 0: a dead rank is then blamed, not a slow rank 0.
+        master = self._gather(run, [actor.address.remote() for actor in run.held.actors], deadline)[0]
         if self._aborted(run):
             return False
         self._write_header(run)
@@ -472,6 +473,11 @@ class RayBackend:
         """The results of one call per rank (rank i = refs[i]); a _StartError blaming the node of
         the first rank whose actor failed or did not answer in time."""
         _, pending = ray.wait(refs, num_returns=len(refs), timeout=_left(deadline))
+        if len(pending) > 1:
+            # Which of several late ranks to blame: Ray can report a dead actor a moment after
+            # the deadline on a loaded machine, and the dead rank's node is the one to count
+            # towards a cordon, not a healthy rank that is merely slow.
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=_RPC_SLACK_S)
         results = []
         # A rank whose actor died names the cause better than one that is only slow (on a loaded
         # machine a healthy rank can miss the deadline while another rank's node is the problem).

@@ -494,3 +494,28 @@ def test_a_stop_asked_again_long_after_its_grace_is_forced(env: Env, monkeypatch
     task(late)  # the start finally runs: it finds the attempt ended and starts nothing
     time.sleep(1.0)
     assert env.events.of("stuck") == [EventKind.STOPPED] and pg_state("stuck") is None
+
+
+@ray.remote(num_cpus=0)
+def _answer_after(seconds: float, fail: bool) -> str:
+    time.sleep(seconds)
+    if fail:
+        raise RuntimeError("this rank's actor died")
+    return "ok"
+
+
+def test_a_rank_whose_failure_surfaces_just_after_the_deadline_is_blamed_before_a_slow_one(env: Env) -> None:
+    """On a loaded machine Ray can report a dead actor a moment after the start deadline, while a
+    healthy rank on another node is still slow to answer. The start must blame the dead rank's
+    node (that is the node a cordon should count), not the first rank still pending (found by CI:
+    'rank 0 on node n00 did not answer within 3 s' while rank 1's node was the broken one)."""
+    from scheduler.backends.ray_backend import _Run, _StartError
+
+    run = _Run(job=job("blame", "true", gpus=1, nodes=2), node_ids=("n1", "n2"), gpus=(1, 1))
+    refs = [_answer_after.remote(30.0, False), _answer_after.remote(2.0, True)]
+    with pytest.raises(_StartError) as raised:
+        env.backend._gather(run, refs, deadline=time.monotonic() + 1.0)
+    blamed = raised.value
+    assert blamed.node == "n2" and "worker actor of rank 1 on node n2" in str(blamed), blamed
+    for ref in refs:
+        ray.cancel(ref, force=True)
