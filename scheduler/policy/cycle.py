@@ -74,7 +74,7 @@ class CycleState:
     _leaving_by_pool: dict[PoolKey, list[RunningJob]] | None = None
     _settling_by_pool: dict[PoolKey, list[NodeAllocation]] | None = None
     _leaving_refunds: dict[str, dict[str, int]] = field(default_factory=dict)
-    _admitted_after_leavers: dict[tuple[str, str, int, int, int], bool] = field(default_factory=dict)
+    _admitted_after_leavers: dict[tuple[str, str, int, tuple[int, int]], bool] = field(default_factory=dict)
     _array_running: dict[str, int] | None = None  # array id → its tasks holding GPUs (now and placed)
     _array_caps: dict[str, int] = field(default_factory=dict)  # array id → its %N, where seen
     # id(job) → (job, what its outcome key and rank need of it): lent by the simulator across
@@ -267,7 +267,7 @@ class CycleState:
 
     def admitted_after_leavers(self, spec: JobSpec, gpu_type: str) -> bool:
         """Would the job's queue take it once every leaving job has given its GPUs back?"""
-        key = (spec.queue, gpu_type, spec.gpus, self.placed, self.claims)  # what changes the ledger
+        key = (spec.queue, gpu_type, spec.gpus, self.ledger.stamp(spec.queue, gpu_type))
         ok = self._admitted_after_leavers.get(key)
         if ok is None:
             refunds = self._leaving_refunds.get(gpu_type)

@@ -38,7 +38,12 @@ class QuotaLedger:
         self._usage: dict[str, dict[str, int]] = {q: dict(u) for q, u in usage.items()}
         self._lendable: dict[tuple[str, str], int] = {}  # (cohort, type) → idle quota lent out
         self._borrowed: dict[tuple[str, str], int] = {}  # (cohort, type) → GPUs used above quotas
-        self._admitted: dict[tuple[str, str, int], Admission] = {}  # memo until the next charge
+        # (queue, type, GPUs) → (stamp it was worked out at, admission): see stamp().
+        self._admitted: dict[tuple[str, str, int], tuple[tuple[int, int], Admission]] = {}
+        self._ceilings: dict[tuple[str, str], int] = {}  # a function of the queues' config alone
+        # Change counters: per (cohort, or the queue itself without one, type), and per queue.
+        self._shared_changes: dict[tuple[bool, str, str], int] = {}
+        self._queue_changes: dict[str, int] = {}
         self._claims: dict[tuple[str, str], dict[str, int]] = {}  # (cohort, type) → queue → claimed
         types = {t for q in queues.values() for t in q.quota} | {t for u in usage.values() for t in u}
         for q in queues.values():
@@ -101,7 +106,7 @@ class QuotaLedger:
             return
         per_queue = self._claims.setdefault((q.cohort, gpu_type), {})
         per_queue[queue_name] = per_queue.get(queue_name, 0) + gpus
-        self._admitted.clear()
+        self._changed(queue_name, gpu_type)
 
     def within_nominal(self, queue_name: str, gpu_type: str, gpus: int) -> bool:
         """Would `gpus` more stay within the queue's nominal quota, counting what it claimed?"""
@@ -128,6 +133,13 @@ class QuotaLedger:
 
     def ceiling(self, queue_name: str, gpu_type: str) -> int:
         """The most GPUs of `gpu_type` the queue could ever hold, with every other queue idle."""
+        key = (queue_name, gpu_type)
+        known = self._ceilings.get(key)
+        if known is None:
+            known = self._ceilings[key] = self._ceiling(queue_name, gpu_type)
+        return known
+
+    def _ceiling(self, queue_name: str, gpu_type: str) -> int:
         queue = self._queues.get(queue_name)
         if queue is None:
             return 0
@@ -143,12 +155,34 @@ class QuotaLedger:
             lent = min(lent, queue.borrowing_limit)
         return nominal + lent
 
+    def stamp(self, queue_name: str, gpu_type: str) -> tuple[int, int]:
+        """Changes whenever an answer of admit or admit_after for this queue and type may change:
+        a charge or claim of that type in its cohort (or the queue itself, without one), or a
+        charge of the queue of any type (what it borrows counts all types together)."""
+        return (
+            self._shared_changes.get(self._sharing(queue_name, gpu_type), 0),
+            self._queue_changes.get(queue_name, 0),
+        )
+
+    def _sharing(self, queue_name: str, gpu_type: str) -> tuple[bool, str, str]:
+        """Who shares the queue's quota of a type: its cohort, or the queue alone."""
+        queue = self._queues.get(queue_name)
+        if queue is not None and queue.cohort is not None:
+            return (True, queue.cohort, gpu_type)
+        return (False, queue_name, gpu_type)
+
+    def _changed(self, queue_name: str, gpu_type: str) -> None:
+        key = self._sharing(queue_name, gpu_type)
+        self._shared_changes[key] = self._shared_changes.get(key, 0) + 1
+        self._queue_changes[queue_name] = self._queue_changes.get(queue_name, 0) + 1
+
     def admit(self, queue_name: str, gpu_type: str, gpus: int) -> Admission:
         key = (queue_name, gpu_type, gpus)
+        stamp = self.stamp(queue_name, gpu_type)
         cached = self._admitted.get(key)
-        if cached is None:
-            cached = self._admitted[key] = self.admit_after(queue_name, gpu_type, gpus, {})
-        return cached
+        if cached is None or cached[0] != stamp:
+            cached = self._admitted[key] = (stamp, self.admit_after(queue_name, gpu_type, gpus, {}))
+        return cached[1]
 
     def admit_after(self, queue_name: str, gpu_type: str, gpus: int, refunds: Mapping[str, int]) -> Admission:
         """Would `gpus` more of `gpu_type` be admitted once `refunds` (queue → GPUs of this type)
@@ -216,7 +250,7 @@ class QuotaLedger:
         return Admission(True, borrowed=over) if over else _ADMITTED
 
     def charge(self, queue_name: str, gpu_type: str, gpus: int) -> None:
-        self._admitted.clear()
+        self._changed(queue_name, gpu_type)
         per_type = self._usage.setdefault(queue_name, {})
         before = per_type.get(gpu_type, 0)
         after = per_type[gpu_type] = before + gpus
