@@ -209,8 +209,8 @@ class QuotaLedger:
         lend, borrow = self._lendable.get(key, 0), self._borrowed.get(key, 0)
         for name, back in refunds.items():
             other = self._queues.get(name)
-            if other is None or other.cohort != queue.cohort or not back:
-                continue
+            if other is None or other.cohort != queue.cohort or not back or name == queue_name:
+                continue  # (its own refund is counted below, with its admission)
             now_used = self.used(name, gpu_type)
             lend += self._lend_at(other, gpu_type, now_used - back) - self._lend_at(other, gpu_type, now_used)
             borrow += max(0, now_used - back - other.nominal(gpu_type)) - max(
@@ -238,8 +238,9 @@ class QuotaLedger:
                 )
             return Admission(False, detail=detail)
         if over and queue.borrowing_limit is not None:
-            borrowed_total = self.borrowed(queue_name) - (
-                over_before - max(0, self.used(queue_name, gpu_type) - nominal)
+            # What it borrows of every type, with this type's part as it is after the refunds.
+            borrowed_total = (
+                self.borrowed(queue_name) - max(0, self.used(queue_name, gpu_type) - nominal) + over_before
             )
             if borrowed_total + over > queue.borrowing_limit:
                 return Admission(

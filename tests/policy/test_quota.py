@@ -208,3 +208,49 @@ def test_ledger_matches_brute_force(
                     expected = brute_admit(queues, usage, probe, pt, gpus)
                     assert led.admit(probe, pt, gpus).ok == expected, (probe, pt, gpus, usage)
                     assert fresh.admit(probe, pt, gpus).ok == expected, (probe, pt, gpus, usage)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    specs=st.lists(QUEUE, min_size=1, max_size=4),
+    used=st.lists(st.tuples(st.integers(0, 24), st.integers(0, 24)), min_size=4, max_size=4),
+    refunded=st.lists(st.tuples(st.integers(0, 24), st.integers(0, 24)), min_size=4, max_size=4),
+)
+def test_admission_after_refunds_is_admission_on_the_usage_without_them(
+    specs: list[tuple[dict[str, int], str | None, int | None, int | None]],
+    used: list[tuple[int, int]],
+    refunded: list[tuple[int, int]],
+) -> None:
+    """admit_after(..., refunds) answers as a ledger whose usage already lacks the refunds (the
+    GPUs of leaving or chosen victims) — the queue's own refund included, counted once."""
+    queues = {
+        f"q{i}": Queue(name=f"q{i}", quota=quota, cohort=cohort, borrowing_limit=b, lending_limit=lend)
+        for i, (quota, cohort, b, lend) in enumerate(specs)
+    }
+    names = sorted(queues)
+    usage = {n: {"H100": used[i][0], "A100": used[i][1]} for i, n in enumerate(names)}
+    led = QuotaLedger(queues, usage)
+    for t, k in (("H100", 0), ("A100", 1)):
+        refunds = {n: min(refunded[i][k], usage[n][t]) for i, n in enumerate(names)}
+        after = {n: {**u, t: u[t] - refunds[n]} for n, u in usage.items()}
+        fresh = QuotaLedger(queues, after)
+        for probe in names:
+            for gpus in (1, 4, 8, 16):
+                assert led.admit_after(probe, t, gpus, refunds).ok == fresh.admit(probe, t, gpus).ok, (
+                    probe,
+                    t,
+                    gpus,
+                    usage,
+                    refunds,
+                )
+
+
+def test_a_queues_own_refund_is_counted_once() -> None:
+    """Queue a borrows 2 of b's idle H100 (12 of its 10) and 4 of its own GPUs are leaving: with
+    them gone it uses 8 and b lends nothing more, so 4 more GPUs are 2 over its quota with nothing
+    left to borrow. Counting its own refund twice made up 2 idle GPUs and admitted it."""
+    a = queue("a").quota(H100=10).cohort("c").build()
+    b = queue("b").quota(H100=2).cohort("c").build()
+    led = ledger([a, b], a={"H100": 12}, b={"H100": 0})
+    assert not led.admit_after("a", "H100", 4 + 2, {"a": 4}).ok
+    assert led.admit_after("a", "H100", 4, {"a": 4}).ok
