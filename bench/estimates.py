@@ -1,6 +1,6 @@
 """How good are start-time estimates? Replay public traces, estimate at each submit, compare.
 
-    python bench/estimates.py [--samples 120] [--out bench/estimates.json]
+    python bench/estimates.py [--samples 60] [--out bench/estimates.json]
 
 For each scenario the trace is replayed once in the simulator under the `corral` policy: that run
 is the truth (each job's actual first start). At the submit of every sampled job (evenly spread
@@ -269,7 +269,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--samples", type=int, default=120, help="sampled submits per scenario")
+    p.add_argument("--samples", type=int, default=60, help="sampled submits per scenario")
     p.add_argument("--philly-jobs", type=int, default=2000, help="first N jobs of the Philly trace")
     p.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
     p.add_argument("--out", default="", help="also write the results as JSON here")

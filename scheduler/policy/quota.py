@@ -44,6 +44,11 @@ class QuotaLedger:
         # Change counters: per (cohort, or the queue itself without one, type), and per queue.
         self._shared_changes: dict[tuple[bool, str, str], int] = {}
         self._queue_changes: dict[str, int] = {}
+        self._claims_seen: dict[tuple[str, str], tuple[int, int, dict[str, int]]] = {}
+        # (cohort, type) → (the refunds, the stamp, the cohort's lend and borrow change, per queue)
+        self._refunds_seen: dict[
+            tuple[str, str], tuple[Mapping[str, int], int, int, int, dict[str, tuple[int, int]]]
+        ] = {}
         self._claims: dict[tuple[str, str], dict[str, int]] = {}  # (cohort, type) → queue → claimed
         types = {t for q in queues.values() for t in q.quota} | {t for u in usage.values() for t in u}
         for q in queues.values():
@@ -118,14 +123,20 @@ class QuotaLedger:
 
     def _claimed_by_others(self, queue: Queue, gpu_type: str) -> int:
         """Idle quota of the rest of the cohort that their waiting jobs claimed (not lendable)."""
-        per_queue = self._claims.get((queue.cohort, gpu_type)) if queue.cohort is not None else None
-        if not per_queue:
+        cohort = queue.cohort
+        per_queue = self._claims.get((cohort, gpu_type)) if cohort is not None else None
+        if not per_queue or cohort is None:
             return 0
-        return sum(
-            min(gpus, self.lendable(self._queues[name], gpu_type))
-            for name, gpus in per_queue.items()
-            if name != queue.name
-        )
+        # Claims and usage of the cohort change its stamp: worked out once per stamp.
+        stamp = self._shared_changes.get((True, cohort, gpu_type), 0)
+        known = self._claims_seen.get((cohort, gpu_type))
+        if known is None or known[0] != stamp:
+            held = {
+                name: min(gpus, self.lendable(self._queues[name], gpu_type))
+                for name, gpus in per_queue.items()
+            }
+            known = self._claims_seen[(cohort, gpu_type)] = (stamp, sum(held.values()), held)
+        return known[1] - known[2].get(queue.name, 0)
 
     def borrowers(self, cohort: str | None, gpu_type: str) -> int:
         """GPUs of `gpu_type` that the cohort's queues use above their quotas."""
@@ -207,15 +218,10 @@ class QuotaLedger:
             return Admission(True)
         key = (queue.cohort, gpu_type)
         lend, borrow = self._lendable.get(key, 0), self._borrowed.get(key, 0)
-        for name, back in refunds.items():
-            other = self._queues.get(name)
-            if other is None or other.cohort != queue.cohort or not back or name == queue_name:
-                continue  # (its own refund is counted below, with its admission)
-            now_used = self.used(name, gpu_type)
-            lend += self._lend_at(other, gpu_type, now_used - back) - self._lend_at(other, gpu_type, now_used)
-            borrow += max(0, now_used - back - other.nominal(gpu_type)) - max(
-                0, now_used - other.nominal(gpu_type)
-            )
+        if refunds:
+            lend_back, borrow_back = self._refunded(queue, gpu_type, refunds)
+            lend += lend_back
+            borrow += borrow_back
         if queue_name in refunds:  # its own refund changes its share of the totals too
             now_used = self.used(queue_name, gpu_type)
             lend += self._lend_at(queue, gpu_type, used_before) - self._lend_at(queue, gpu_type, now_used)
@@ -249,6 +255,35 @@ class QuotaLedger:
                     f"limit {queue.borrowing_limit}",
                 )
         return Admission(True, borrowed=over) if over else _ADMITTED
+
+    def _refunded(self, queue: Queue, gpu_type: str, refunds: Mapping[str, int]) -> tuple[int, int]:
+        """How much more the rest of the queue's cohort lends, and less it borrows, once `refunds`
+        are given back (the queue's own refund left out): worked out once per cohort, type and
+        refunds while the cohort's usage of that type stays the same."""
+        cohort = queue.cohort
+        assert cohort is not None
+        stamp = self._shared_changes.get((True, cohort, gpu_type), 0)
+        known = self._refunds_seen.get((cohort, gpu_type))
+        if known is None or known[0] is not refunds or known[1] != stamp:
+            per_queue: dict[str, tuple[int, int]] = {}
+            lend = borrow = 0
+            for name, back in refunds.items():
+                other = self._queues.get(name)
+                if other is None or other.cohort != cohort or not back:
+                    continue
+                now_used = self.used(name, gpu_type)
+                nominal = other.nominal(gpu_type)
+                dl = self._lend_at(other, gpu_type, now_used - back) - self._lend_at(
+                    other, gpu_type, now_used
+                )
+                db = max(0, now_used - back - nominal) - max(0, now_used - nominal)
+                per_queue[name] = (dl, db)
+                lend += dl
+                borrow += db
+            known = self._refunds_seen[(cohort, gpu_type)] = (refunds, stamp, lend, borrow, per_queue)
+        _, _, lend, borrow, per_queue = known
+        own = per_queue.get(queue.name)
+        return (lend - own[0], borrow - own[1]) if own is not None else (lend, borrow)
 
     def charge(self, queue_name: str, gpu_type: str, gpus: int) -> None:
         self._changed(queue_name, gpu_type)
