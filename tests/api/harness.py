@@ -150,7 +150,13 @@ class Harness:
             default_min_runtime_s=self.config.policy.default_min_runtime_s,
         )
         self.app: FastAPI = create_app(
-            self.store, self.controller, self.tokens, self.log_dir, self.clock, settings=self.settings
+            self.store,
+            self.controller,
+            self.tokens,
+            self.log_dir,
+            self.clock,
+            settings=self.settings,
+            metrics_registry=self.controller.metrics.registry,  # /metrics as `corral serve` serves it
         )
         self.secrets: dict[str, str] = {"admin": ADMIN_TOKEN}
 

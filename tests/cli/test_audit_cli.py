@@ -1,5 +1,6 @@
 """`corral audit head | verify | export` end to end: the real CLI (a subprocess) against the real
-served app; the export checked with the README's offline recipe (plain python, no Corral code)."""
+served app; the export checked with the README's offline recipe (plain python, no Corral code), on
+SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,12 +18,32 @@ import sqlalchemy as sa
 
 from scheduler.model.job import JobState
 from scheduler.store import engine as engines
+from scheduler.store.local_postgres import LocalPostgres
 from tests.api.harness import HOLDING, ROOT, Served, one_line_error, until
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     with Served(tmp_path) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[LocalPostgres]:
+    server = LocalPostgres.start(fast=True)  # a throwaway server: PostgreSQL that cannot start fails
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def served_on_each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    """`served` on a SQLite file, then on a fresh PostgreSQL database."""
+    url = None
+    if request.param == "postgresql":
+        server: LocalPostgres = request.getfixturevalue("postgres_server")
+        url = server.create_database(f"a_{uuid.uuid4().hex}")
+    with Served(tmp_path, db_url=url) as s:
+        assert s.h.store.dialect == request.param
         yield s
 
 
@@ -89,7 +111,10 @@ def test_audit_commands_fail_in_one_line_with_the_documented_code(served: Served
     )
 
 
-def test_export_holds_exactly_the_regions_placements_and_the_recipe_verifies_it(served: Served) -> None:
+def test_export_holds_exactly_the_regions_placements_and_the_recipe_verifies_it(
+    served_on_each_store: Served,
+) -> None:
+    served = served_on_each_store
     admin = served.cli("admin")
     cn = _place(served, "cn-north", 2)
     eu = _place(served, "eu-west", 1)
@@ -176,3 +201,34 @@ def test_denied_requests_tokens_and_cancels_are_audited_with_who(served: Served)
     assert "corral_" not in json.dumps([r.detail for r in records if r.decision.startswith("token")]).replace(
         "(corral_", ""
     )  # prefixes only, never a token
+
+
+def _scraped(served: Served, name: str) -> float:
+    """The value of the unlabelled metric `name` in what /metrics serves (no token: as Prometheus)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{served.server.url}/metrics", timeout=30).text
+    values = [s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
+    assert len(values) == 1, (name, values)
+    return float(values[0])
+
+
+def test_the_head_metric_is_the_seq_corral_audit_head_prints(served: Served) -> None:
+    admin = served.cli("admin")
+
+    def head_seq() -> int:
+        run = admin("audit", "head")
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout.strip().split(":")[0])
+
+    first = head_seq()
+    assert first >= 7 and _scraped(served, "corral_audit_head_seq") == first  # config and tokens
+    jobs = _place(served, "cn-north", 2)
+    served.h.finish(jobs[0], JobState.CANCELLED)  # a cancel request and a cancel
+    with httpx.Client(base_url=served.server.url, timeout=30) as http:  # a denial (written in batches)
+        assert http.get("/v1/tokens", headers=served.h.auth("a")).status_code == 403
+    until(lambda: any(r.decision == "denied" for r in served.h.store.audit(limit=None)), "the denial")
+    seq = head_seq()
+    assert seq >= first + 5  # 2 placements, cancel request, cancel, denial
+    assert _scraped(served, "corral_audit_head_seq") == seq
+    assert head_seq() == seq  # nothing was audited meanwhile
