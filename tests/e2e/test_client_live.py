@@ -42,6 +42,22 @@ def test_the_client_against_corral_up(corral: Corral, monkeypatch: pytest.Monkey
         assert "step 2" in api.logs(job.id)
         assert job.id in {j.id for j in api.jobs(all=True)}
 
+        # the cluster as tests/e2e/cluster.yaml declares it: its queues, and Ray's nodes with their regions
+        queues = {q.name: q for q in api.queues()}
+        assert sorted(queues) == ["default", "nlp", "vision"]
+        assert [(queues[q].cohort, queues[q].quota) for q in ("default", "vision", "nlp")] == [
+            ("default", {"H100": 24}),
+            ("default", {"H100": 8}),
+            ("default", {"H100": 8}),
+        ]
+        nodes = {n.id: n for n in api.nodes()}
+        assert {i: (n.region, n.rack, n.gpu_type, n.gpus) for i, n in nodes.items()} == {
+            "cn-east-r1-n00": ("cn-east", "cn-east/r1", "H100", 8),
+            "cn-north-r1-n00": ("cn-north", "cn-north/r1", "H100", 8),
+            "cn-north-r1-n01": ("cn-north", "cn-north/r1", "H100", 8),
+        }
+        assert all(n.used + n.free == n.gpus and n.labels for n in nodes.values()), nodes
+
         sleeper = api.submit(command="sleep 600", gpus=8, data_region="cn-east", working_dir=here)
         api.cancel(sleeper.id, grace_s=1)
         assert api.wait(sleeper.id, timeout=120).state is JobState.CANCELLED
