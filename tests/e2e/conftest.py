@@ -150,8 +150,8 @@ class Corral:
 def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corral]:
     home = tmp_path_factory.mktemp("corral-home")
     c = Corral(home)
-    c.run("up", "--config", str(HERE / "cluster.yaml"), timeout=180)
-    try:
+    try:  # `down` even when `up` fails or times out: it may have started Ray already
+        c.run("up", "--config", str(HERE / "cluster.yaml"), timeout=180)
         context = home / "context.yaml"
         assert stat.S_IMODE(context.stat().st_mode) == 0o600
         c.tokens[ADMIN] = str(yaml.safe_load(context.read_text())["token"])
