@@ -41,7 +41,7 @@ from scheduler.control.transitions import (
     with_node_regions,
 )
 from scheduler.metrics import Metrics
-from scheduler.model.cluster import ANY, Node, NodeState
+from scheduler.model.cluster import ANY, Node, NodeState, PoolKey
 from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.plan import Allocation, NodeAllocation, Place, Reject
 from scheduler.model.queue import with_defaults
@@ -125,6 +125,7 @@ class _Inputs:
     usage: Mapping[str, float]
     withheld: Allocation | None = None  # free GPUs Ray does not have free (see _withhold_drift)
     settling: Allocation | None = None  # the part of them Ray is still releasing (young drift)
+    running_version: int = -1  # changes whenever `running` does (see Controller._running_of)
 
 
 class Controller:
@@ -189,6 +190,13 @@ class Controller:
         self._lock = threading.Lock()
         self._view = empty_view(tuple(self.priority_classes.values()))
         self._inputs = _Inputs((), (), (), {})
+        # Across cycles, as the simulator does (ClusterSnapshot.memo): what decide() derives from
+        # the running jobs alone is reused while they are the same objects. A running job's
+        # RunningJob is rebuilt only when its record or its node's pool changed.
+        self._memo: dict[object, object] = {}
+        self._running_built: dict[str, tuple[JobRecord, PoolKey, RunningJob]] = {}
+        self._running_last: Sequence[RunningJob] = ()
+        self._running_version = 0
         self._state: SchedulingState | None = None  # what the last cycle decided over
         self._estimates: Mapping[str, float | None] = {}  # the latest forecast's, from a helper
         self._helpers: list[Helper] = []
@@ -542,12 +550,20 @@ class Controller:
         current = self._current(step)
         inputs = self._snapshot_inputs(current, nodes, now)
         snapshot = self._snapshot(inputs)
+        # Only this thread's cycles share the memo (dry runs and suggestions decide without it).
+        memoized = replace(
+            snapshot,
+            priority_classes=self.priority_classes,  # by identity: the memo checks it
+            running_version=inputs.running_version,
+            memo=self._memo,
+        )
         withheld, settling = self._withhold_drift(snapshot, now)
         if withheld is not None:
             inputs = replace(inputs, withheld=withheld, settling=settling)
             snapshot = replace(snapshot, capacity=snapshot.capacity.allocate(withheld), settling=settling)
+            memoized = replace(memoized, capacity=snapshot.capacity, settling=settling)
         t0 = time.perf_counter()
-        plan = decide(snapshot, self.config.policy, now)
+        plan = decide(memoized, self.config.policy, now)
         self.last_cycle_s = time.perf_counter() - t0
         self.metrics.observe_cycle(self.last_cycle_s, plan)
         self.cycles += 1
@@ -584,10 +600,34 @@ class Controller:
                 first = next((nodes[n] for n in rec.allocation.node_ids if n in nodes), None)
                 if first is None:  # never: _nodes() includes every node an allocation names
                     raise RuntimeError(f"job {rec.id} holds GPUs on unknown nodes")
-                running.append(RunningJob(job, rec.allocation, first.pool, job.started_at or now))
+                running.append(self._running_of(rec, job, first.pool, now))
         self._charge(current.values(), now)
         usage = {q: u.value_at(now) for q, u in self._usage.items()}
-        return _Inputs(tuple(nodes.values()), tuple(pending), tuple(running), usage)
+        version = self._running_changed(running)
+        return _Inputs(tuple(nodes.values()), tuple(pending), tuple(running), usage, running_version=version)
+
+    def _running_of(self, rec: JobRecord, job: Job, pool: PoolKey, now: float) -> RunningJob:
+        """The job's RunningJob: the same object as last cycle while its record and pool are."""
+        built = self._running_built.get(rec.id)
+        if built is not None and built[0] is rec and built[1] == pool:
+            return built[2]
+        assert rec.allocation is not None  # it holds GPUs
+        running = RunningJob(job, rec.allocation, pool, job.started_at or now)
+        if job.started_at is not None:  # else its start is `now`, a new one each cycle
+            self._running_built[rec.id] = (rec, pool, running)
+        return running
+
+    def _running_changed(self, running: Sequence[RunningJob]) -> int:
+        """The running-jobs version for this cycle: bumped when any RunningJob differs (by
+        identity) from last cycle's, or the set changed."""
+        last = self._running_last
+        if len(last) != len(running) or any(a is not b for a, b in zip(last, running, strict=True)):
+            self._running_last = tuple(running)
+            self._running_version += 1
+            live = {r.id for r in running}
+            for gone in [k for k in self._running_built if k not in live]:
+                del self._running_built[gone]
+        return self._running_version
 
     def _snapshot(self, inputs: _Inputs, extra: Sequence[Job] = ()) -> ClusterSnapshot:
         snapshot = ClusterSnapshot.build(
