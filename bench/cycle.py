@@ -34,6 +34,10 @@ What is timed (time.perf_counter, median of --repeat runs, a gc.collect() before
   reference, arrival_on_first_snapshot_s / completion_on_first_snapshot_s time the same change
   applied to (a)'s own snapshot (which still has a backlog to place, so they cost about (a)).
   snapshot_build_s: ClusterSnapshot.build from the plain lists (sorting the pending lists).
+  (d) arrival_cycle_live_s / completion_cycle_live_s: the same events, decided as the live
+      controller decides them, with the memo its previous cycle left (what decide() derives from
+      the running jobs alone, reused while they are the same objects; see incremental_live). The
+      plans must equal (b)'s and (c)'s: the script stops with an error if they do not.
 
 Growth (unless --no-growth): full-cycle time for nodes 1k/5k/10k (pending 50k) and pending
 10k/50k/100k (nodes 10k), the ratio per step next to n·log n's, and the exponent of a log-log fit
@@ -419,6 +423,38 @@ def incremental(
     return arrivals, completions
 
 
+def incremental_live(
+    base: ClusterSnapshot,
+    world: World,
+    config: PolicyConfig,
+    key: PendingKey,
+    now: float,
+    repeat: int,
+    seed: int,
+) -> tuple[list[tuple[float, Plan]], list[tuple[float, Plan]]]:
+    """The same events as `incremental` (same seed), decided as the live controller decides
+    them: with the memo its previous cycle left (ClusterSnapshot.memo, warmed by one decide() on
+    `base`). After an arrival the running jobs are the same objects (same running version: the
+    derived values are reused); after a completion they are not (a new version: only the pending
+    jobs' facts are). The plans must be those of `incremental`: measure() checks it."""
+    memo: dict[object, object] = {}
+    warm = dataclasses.replace(base, running_version=1, memo=memo)
+    decide(warm, config, now - 1.0)
+    rng = random.Random(seed)
+    pools = sorted(base.pool_shapes)
+    arrivals = []
+    for i in range(repeat):
+        job = make_pending_job(rng, 10_000_000 + i, world.queues, [1.0] * len(world.queues), pools, now)
+        arrival = with_arrival(warm, job, key)
+        arrivals.append(timed(lambda s=arrival: decide(s, config, now)))
+    leavers = sorted(rid for rid, r in base.running.items() if not r.preempting)
+    completions = []
+    for version, rid in enumerate(rng.sample(leavers, min(repeat, len(leavers))), start=2):
+        completion = dataclasses.replace(with_completion(warm, rid), running_version=version)
+        completions.append(timed(lambda s=completion: decide(s, config, now)))
+    return arrivals, completions
+
+
 def _med(runs: list[tuple[float, Plan]]) -> float:
     return median([s for s, _ in runs]) if runs else 0.0
 
@@ -430,6 +466,12 @@ def measure(args: argparse.Namespace, config: PolicyConfig, key: PendingKey) -> 
 
     settled, now, rounds = settle_fully(snapshot, plan, config, NOW)
     arrivals, completions = incremental(settled, world, config, key, now + 1.0, args.repeat, args.seed + 1)
+    live_arrivals, live_completions = incremental_live(
+        settled, world, config, key, now + 1.0, args.repeat, args.seed + 1
+    )
+    for (_, plain), (_, live) in zip(arrivals + completions, live_arrivals + live_completions, strict=True):
+        if plain.decisions != live.decisions or plain.pending != live.pending:
+            raise SystemExit("error: a cycle with the controller's memo decided differently than without it")
     raw_arrivals, raw_completions = incremental(
         snapshot, world, config, key, NOW + 1.0, args.repeat, args.seed + 2
     )
@@ -451,6 +493,8 @@ def measure(args: argparse.Namespace, config: PolicyConfig, key: PendingKey) -> 
         "full_cycle_s": full_s,
         "arrival_cycle_s": _med(arrivals),
         "completion_cycle_s": _med(completions),
+        "arrival_cycle_live_s": _med(live_arrivals),
+        "completion_cycle_live_s": _med(live_completions),
         "settle_rounds": rounds,
         "steady_state": {
             "pending": settled.pending_count,
@@ -517,6 +561,8 @@ def report(result: dict[str, Any]) -> None:
         ("full cycle", "full_cycle_s", 1.0, "full_plan"),
         ("after one arrival", "arrival_cycle_s", 0.05, "arrival_plan"),
         ("after one completion", "completion_cycle_s", 0.05, "completion_plan"),
+        ("  … live controller", "arrival_cycle_live_s", 0.05, "arrival_plan"),
+        ("  … live controller", "completion_cycle_live_s", 0.05, "completion_plan"),
     ):
         counts = ", ".join(f"{k} {v}" for k, v in result[plan].items())
         print(f"  {label:<20} {fmt_s(result[key]):>10}  {_verdict(result[key], target)}  [{counts}]")
