@@ -37,7 +37,7 @@ before each):
   snapshot_build_s: ClusterSnapshot.build from the plain lists (sorting the pending lists).
   (d) arrival_cycle_live_s / completion_cycle_live_s: the same events, decided as the live
       controller decides them, with the memo its previous cycle left (what decide() derives from
-      the running jobs alone, reused while they are the same objects; see incremental_live). The
+      the running jobs alone, reused while they are the same objects; see incremental). The
       plans must equal (b)'s and (c)'s: the script stops with an error if they do not.
 
 Growth (unless --no-growth): full-cycle time for nodes 1k/5k/10k (pending 50k) and pending
@@ -407,8 +407,18 @@ def incremental(
     now: float,
     repeat: int,
     seed: int,
+    live: bool = False,
 ) -> tuple[list[tuple[float, Plan]], list[tuple[float, Plan]]]:
-    """(arrival runs, completion runs) on `base`, one different job arriving / leaving per run."""
+    """(arrival runs, completion runs) on `base`, one different job arriving / leaving per run.
+
+    `live`: the same events (same seed), decided as the live controller decides them, with the
+    memo its previous cycle left (ClusterSnapshot.memo, warmed by one decide() on `base`). After
+    an arrival the running jobs are the same objects (same running version: the derived values
+    are reused); after a completion they are not (a new version: only the pending jobs' facts
+    are). The plans must be those without it: measure() checks it."""
+    if live:
+        base = dataclasses.replace(base, running_version=1, memo={})
+        decide(base, config, now - 1.0)
     rng = random.Random(seed)
     pools = sorted(base.pool_shapes)
     arrivals = []
@@ -418,40 +428,10 @@ def incremental(
         arrivals.append(timed(lambda s=arrival: decide(s, config, now)))
     leavers = sorted(rid for rid, r in base.running.items() if not r.preempting)
     completions = []
-    for rid in rng.sample(leavers, min(repeat, len(leavers))):
-        completion = with_completion(base, rid)
-        completions.append(timed(lambda s=completion: decide(s, config, now)))
-    return arrivals, completions
-
-
-def incremental_live(
-    base: ClusterSnapshot,
-    world: World,
-    config: PolicyConfig,
-    key: PendingKey,
-    now: float,
-    repeat: int,
-    seed: int,
-) -> tuple[list[tuple[float, Plan]], list[tuple[float, Plan]]]:
-    """The same events as `incremental` (same seed), decided as the live controller decides
-    them: with the memo its previous cycle left (ClusterSnapshot.memo, warmed by one decide() on
-    `base`). After an arrival the running jobs are the same objects (same running version: the
-    derived values are reused); after a completion they are not (a new version: only the pending
-    jobs' facts are). The plans must be those of `incremental`: measure() checks it."""
-    memo: dict[object, object] = {}
-    warm = dataclasses.replace(base, running_version=1, memo=memo)
-    decide(warm, config, now - 1.0)
-    rng = random.Random(seed)
-    pools = sorted(base.pool_shapes)
-    arrivals = []
-    for i in range(repeat):
-        job = make_pending_job(rng, 10_000_000 + i, world.queues, [1.0] * len(world.queues), pools, now)
-        arrival = with_arrival(warm, job, key)
-        arrivals.append(timed(lambda s=arrival: decide(s, config, now)))
-    leavers = sorted(rid for rid, r in base.running.items() if not r.preempting)
-    completions = []
     for version, rid in enumerate(rng.sample(leavers, min(repeat, len(leavers))), start=2):
-        completion = dataclasses.replace(with_completion(warm, rid), running_version=version)
+        completion = with_completion(base, rid)
+        if live:
+            completion = dataclasses.replace(completion, running_version=version)
         completions.append(timed(lambda s=completion: decide(s, config, now)))
     return arrivals, completions
 
@@ -467,8 +447,8 @@ def measure(args: argparse.Namespace, config: PolicyConfig, key: PendingKey) -> 
 
     settled, now, rounds = settle_fully(snapshot, plan, config, NOW)
     arrivals, completions = incremental(settled, world, config, key, now + 1.0, args.repeat, args.seed + 1)
-    live_arrivals, live_completions = incremental_live(
-        settled, world, config, key, now + 1.0, args.repeat, args.seed + 1
+    live_arrivals, live_completions = incremental(
+        settled, world, config, key, now + 1.0, args.repeat, args.seed + 1, live=True
     )
     for (_, plain), (_, live) in zip(arrivals + completions, live_arrivals + live_completions, strict=True):
         if plain.decisions != live.decisions or plain.pending != live.pending:
