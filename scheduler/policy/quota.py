@@ -259,7 +259,8 @@ class QuotaLedger:
     def _refunded(self, queue: Queue, gpu_type: str, refunds: Mapping[str, int]) -> tuple[int, int]:
         """How much more the rest of the queue's cohort lends, and less it borrows, once `refunds`
         are given back (the queue's own refund left out): worked out once per cohort, type and
-        refunds while the cohort's usage of that type stays the same."""
+        refunds while the cohort's usage of that type stays the same. `refunds` is recognised by
+        identity: a caller must not change a mapping after passing it (the cycle builds each once)."""
         cohort = queue.cohort
         assert cohort is not None
         stamp = self._shared_changes.get((True, cohort, gpu_type), 0)
