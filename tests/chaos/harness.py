@@ -483,10 +483,32 @@ class ChaosRun:
         return False
 
     def _fault_crash_after_commit(self) -> bool:
-        return self._crash_at("after_commit", lambda: self.submit("small", _small(self.rng)))
+        return self._crash_at("after_commit", self._provoke_a_placement())
 
     def _fault_crash_after_placement_group(self) -> bool:
-        return self._crash_at("after_placement_group", lambda: self.submit("small", _small(self.rng)))
+        return self._crash_at("after_placement_group", self._provoke_a_placement())
+
+    def _provoke_a_placement(self) -> Callable[[], object]:
+        """Submit a small job; from the 5th try on also cancel one running job, so that a cluster
+        that long jobs and gangs keep full still places something (under CI's load, a minute of
+        small submissions once placed nothing, and the fault went uncounted)."""
+        tries = 0
+
+        def provoke() -> None:
+            nonlocal tries
+            tries += 1
+            if tries >= 5:
+                self._cancel_a_running_job()
+            self.submit("small", _small(self.rng))
+
+        return provoke
+
+    def _cancel_a_running_job(self) -> None:
+        assert self.api is not None
+        r = self.api.call("GET", "/v1/jobs?state=RUNNING&limit=20")
+        running = [str(j["id"]) for j in r.json()] if r.status_code == 200 else []
+        if running:
+            self.api.call("POST", f"/v1/jobs/{running[0]}/cancel", json_body={"grace_s": 0}, repeatable=True)
 
     def _fault_crash_mid_preemption(self) -> bool:
         def provoke() -> None:
