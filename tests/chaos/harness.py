@@ -511,7 +511,13 @@ class ChaosRun:
             self.api.call("POST", f"/v1/jobs/{running[0]}/cancel", json_body={"grace_s": 0}, repeatable=True)
 
     def _fault_crash_mid_preemption(self) -> bool:
+        tries = 0
+
         def provoke() -> None:
+            nonlocal tries
+            tries += 1
+            if tries >= 5:  # the long job must start before its stop can be interrupted
+                self._cancel_a_running_job()
             job_id = self.submit("long", _long(self.rng))
             time.sleep(1.5)
             if job_id is not None and self.api is not None:
