@@ -27,16 +27,18 @@ def _other(db_url: str) -> Store:
 def test_one_holder_at_a_time_and_a_new_epoch_at_each_takeover(store: Store, db_url: str) -> None:
     other_store = _other(db_url)
     try:
-        a = Lease(store, duration_s=1.0, api_url="http://a")
-        b = Lease(other_store, duration_s=1.0, api_url="http://b")
+        # 3 s, not 1: a loaded CI machine once spent over a second between
+        # acquiring and reading the lease back, and the lease had expired.
+        a = Lease(store, duration_s=3.0, api_url="http://a")
+        b = Lease(other_store, duration_s=3.0, api_url="http://b")
         assert a.try_acquire() and a.epoch == 1 and a.leading
         assert not b.try_acquire() and b.epoch == 0  # held and not expired
         info = current_lease(store)
         assert info is not None and (info.holder, info.epoch, info.api_url) == (a.holder, 1, "http://a")
-        assert 0 < info.expires_in_s <= 1.0
+        assert 0 < info.expires_in_s <= 3.0
         a.renew()
         assert a.try_acquire() and a.epoch == 1  # its own lease: renewed, same epoch
-        time.sleep(1.1)  # a stops renewing (dead, paused, cut off): the lease expires
+        time.sleep(3.1)  # a stops renewing (dead, paused, cut off): the lease expires
         assert not a.leading  # its local deadline passed before the store's expiry
         with pytest.raises(LockLost, match="not renewed within"):
             a.check()
@@ -51,12 +53,12 @@ def test_one_holder_at_a_time_and_a_new_epoch_at_each_takeover(store: Store, db_
 def test_the_fence_refuses_a_deposed_leaders_write_in_its_own_transaction(store: Store, db_url: str) -> None:
     other_store = _other(db_url)
     try:
-        old = Lease(store, duration_s=0.5)
+        old = Lease(store, duration_s=2.0)
         assert old.try_acquire()
         job, _ = store.submit(spec(), "t", 1.0)
         event = EventRecord(job.id, 2.0, "NOTE", "by the old leader")
         store.apply(Batch(events=[event]), fence=old.verify)  # while it leads: written
-        time.sleep(0.6)
+        time.sleep(2.1)
         new = Lease(other_store, duration_s=5.0)
         assert new.try_acquire() and new.epoch == old.epoch + 1
         late = EventRecord(job.id, 3.0, "NOTE", "by the deposed leader")
