@@ -1,6 +1,6 @@
 """The chaos suite's CI runs: which faults each store gets (every kind once, split over the two
-stores, each with a store outage and a leader fault), and the test body both modules share. One
-module per store, so that `--dist loadfile` runs them on two workers at once."""
+stores, each with a store outage and a leader fault), and the test body (tests/chaos/test_chaos.py
+runs it once per store, one store after the other)."""
 
 from __future__ import annotations
 
