@@ -24,12 +24,20 @@ from typing import TypeVar, cast
 from scheduler.model.capacity import CapacityError, CapacityIndex
 from scheduler.model.cluster import PoolKey
 from scheduler.model.job import Job, JobSpec, PendingCode, PendingReason
-from scheduler.model.pending_shapes import PendingShapes
+from scheduler.model.pending_shapes import PendingShapes, Shape
 from scheduler.model.plan import Allocation, Decision, NodeAllocation, Place, Plan, Preempt, Reject, Reserve
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy import backfill, explain
 from scheduler.policy.config import PolicyConfig
-from scheduler.policy.order import FairShare, QueueMerger, corral_static, las_level, pending_key
+from scheduler.policy.group_walk import GroupMerger, Known
+from scheduler.policy.order import (
+    FairShare,
+    QueueMerger,
+    corral_static,
+    las_level,
+    order_signature,
+    pending_key,
+)
 from scheduler.policy.place import candidate_pools, find_allocation, residency_check
 from scheduler.policy.preempt import CandidateScan, VictimCandidates, choose_victims, scan_candidates
 from scheduler.policy.quota import QuotaLedger
@@ -451,17 +459,28 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
     # 1. Order.
     # Kept facts pay off only across cycles; within one, each job is ranked and keyed once.
     static = (lambda j: state.facts(j)[6]) if snapshot.memo is not None else None
-    merger = QueueMerger(snapshot, config, now, pending_key(config, priority_values), fair, static=static)
+    key = pending_key(config, priority_values)
     examined = 0
     fallback = PendingReason(PendingCode.PRIORITY, "behind higher-ordered jobs")
     outcomes: dict[tuple[object, ...], _Outcome] = {}
     shapes = snapshot.pending_shapes
-    settled = (
-        _Settled(state, shapes)
-        if shapes is not None and shapes.thresholds == config.las_thresholds_gpu_s
-        else None
-    )
+    if shapes is not None and shapes.thresholds != config.las_thresholds_gpu_s:
+        shapes = None
+    settled: _Settled | None = None
+    merger: QueueMerger
+    if shapes is not None and _may_walk_groups(shapes, config, priority_values):
+        merger = GroupMerger(
+            snapshot, config, now, key, fair, static, shapes, _known_outcome(state, outcomes)
+        )
+    else:
+        merger = QueueMerger(snapshot, config, now, key, fair, static=static)
+        settled = _Settled(state, shapes) if shapes is not None else None
     for job in merger:
+        if passed := merger.passed_over():
+            examined, stop = _count_passed(state, examined, passed)
+            if stop is not None:
+                fallback = stop
+                break
         if state.array_capped(job):
             continue  # a dictionary look-up: not counted against the scan depth
         if examined >= config.scan_depth:
@@ -474,9 +493,9 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
             break
         # A job just like one that had to wait, with nothing changed since, waits for the same
         # reason (the key holds all that steps 2a-2d and the test below read of a job).
-        key = _outcome_key(state, job)
+        outcome_key = _outcome_key(state, job)
         epoch = state.epoch()
-        known = outcomes.get(key)
+        known = outcomes.get(outcome_key)
         if known is not None and known[0] == epoch:
             state.wait(job, known[1])
             if settled is not None and settled.check(outcomes, epoch):
@@ -490,14 +509,17 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
         ):
             reason = state.resources_reason(job.spec)
             state.wait(job, reason)
-            outcomes[key] = (epoch, reason)
+            outcomes[outcome_key] = (epoch, reason)
             continue
         # 2. Consider this job.
         placed_pool = _consider(state, job)
         if placed_pool is not None:
             fair.add(job.spec.queue, placed_pool.gpu_type, job.spec.gpus)
         elif state.epoch() == epoch and job.id in state.pending:
-            outcomes[key] = (epoch, state.pending[job.id])
+            outcomes[outcome_key] = (epoch, state.pending[job.id])
+    else:
+        if passed := merger.passed_over():  # the tail, walked past: only the count changes
+            examined, _ = _count_passed(state, examined, passed)
     return Plan(
         decisions=tuple(state.decisions),
         pending=state.pending,
@@ -511,11 +533,18 @@ def _outcome_key(state: CycleState, job: Job) -> tuple[object, ...]:
     """Everything about a job that steps 2a-2d look at, except its identity."""
     if state.snapshot.memo is not None:  # the simulator: kept from cycle to cycle
         _, queue, shape, time_limit_s, level, submitted_at, _ = state.facts(job)
-        return _key(state, queue, shape, time_limit_s, level, submitted_at)
+        return _key(state, queue, shape, time_limit_s, level, _may_reserve_unbounded(state, submitted_at))
     spec = job.spec
     level = las_level(job.attained_gpu_s, state.config.las_thresholds_gpu_s)
     shape = (spec.priority, spec.data_region, spec.gpu_type, spec.nodes, spec.gpus_per_node)
-    return _key(state, spec.queue, shape, spec.time_limit_s, level, job.submitted_at)
+    old = _may_reserve_unbounded(state, job.submitted_at)
+    return _key(state, spec.queue, shape, spec.time_limit_s, level, old)
+
+
+def _may_reserve_unbounded(state: CycleState, submitted_at: float) -> bool:
+    """Whether a job submitted then has waited long enough to take an unbounded reservation
+    (group_walk.py asks it the same way)."""
+    return state.now - submitted_at >= state.config.reserve_unbounded_after_s
 
 
 def _key(
@@ -524,7 +553,7 @@ def _key(
     shape: tuple[str, str, str, int, int],
     time_limit_s: float | None,
     level: int,
-    submitted_at: float,
+    old: bool,
 ) -> tuple[object, ...]:
     now = state.now
     reservations = state.reservations
@@ -536,8 +565,46 @@ def _key(
         if reservations
         else (),
         level,
-        now - submitted_at >= state.config.reserve_unbounded_after_s,  # may take an unbounded reservation
+        old,  # may take an unbounded reservation
     )
+
+
+def _may_walk_groups(shapes: PendingShapes, config: PolicyConfig, priority_values: dict[str, int]) -> bool:
+    """Whether the group walk (group_walk.py) walks these pending jobs as QueueMerger would: the
+    owner keeps each group in this cycle's queue order, no two jobs of a group are tied but for
+    their tie-break, and no capped array task waits (each of those must be looked at)."""
+    return (
+        shapes.order_signature == order_signature(config, priority_values)
+        and shapes.order_ties == 0
+        and shapes.capped_tasks == 0
+    )
+
+
+def _known_outcome(state: CycleState, outcomes: Mapping[tuple[object, ...], _Outcome]) -> Known:
+    """group_walk.Known over this cycle's outcomes: known at the cycle's current state."""
+
+    def known(queue: str, shape: Shape, old: bool) -> bool:
+        priority, region, gpu_type, nodes, gpus_per_node, time_limit_s, level = shape
+        key = _key(state, queue, (priority, region, gpu_type, nodes, gpus_per_node), time_limit_s, level, old)
+        found = outcomes.get(key)
+        return found is not None and found[0] == state.epoch()
+
+    return known
+
+
+def _count_passed(state: CycleState, examined: int, passed: int) -> tuple[int, PendingReason | None]:
+    """Count `passed` jobs walked past with a known outcome, as the plain walk counts each job it
+    examines: against the scan depth, and with nothing free and no preemption left the first of
+    them is where the walk stops. Returns the new count and why the walk stops there, if it does."""
+    depth = state.config.scan_depth
+    if examined >= depth:
+        return examined, PendingReason(PendingCode.PRIORITY, "behind higher-ordered jobs")
+    examined += 1
+    if state.capacity.free_gpus() == 0 and not _may_preempt(state):
+        return examined, PendingReason(PendingCode.RESOURCES, "no free GPUs")
+    if examined + passed - 1 > depth:
+        return depth, PendingReason(PendingCode.PRIORITY, "behind higher-ordered jobs")
+    return examined + passed - 1, None
 
 
 class _Settled:
@@ -588,9 +655,11 @@ class _Settled:
         for queue, groups in self._shapes.groups.items():
             for (priority, region, gpu_type, nodes, gpn, limit, level), group in groups.items():
                 shape = (priority, region, gpu_type, nodes, gpn)
-                keys.append(_key(state, queue, shape, limit, level, group.oldest))
+                old = _may_reserve_unbounded(state, group.oldest)
+                keys.append(_key(state, queue, shape, limit, level, old))
                 if group.newest != group.oldest:
-                    keys.append(_key(state, queue, shape, limit, level, group.newest))
+                    old = _may_reserve_unbounded(state, group.newest)
+                    keys.append(_key(state, queue, shape, limit, level, old))
         return keys
 
 

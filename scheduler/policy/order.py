@@ -56,6 +56,19 @@ def pending_key(config: PolicyConfig, priority_values: Mapping[str, int]) -> Pen
     return lambda job: (static(job), _tiebreak(job))
 
 
+def order_signature(config: PolicyConfig, priority_values: Mapping[str, int]) -> tuple[object, ...]:
+    """Everything `pending_key(config, priority_values)` depends on: an owner that keeps pending
+    jobs sorted with that key says so with this (model/pending_shapes.py)."""
+    return (
+        config.name,
+        config.aging_s_per_point,
+        config.service_level_weight,
+        config.las_thresholds_gpu_s,
+        config.las_baseline_thresholds_gpu_s,
+        tuple(sorted(priority_values.items())),
+    )
+
+
 def corral_static(config: PolicyConfig, priority_values: Mapping[str, int]) -> Callable[[Job], float]:
     """The part of corral's -score that differs between jobs of one queue (fair share is the
     queue's): class value, submission time (aging) and service level."""
@@ -134,8 +147,11 @@ class QueueMerger:
         key: PendingKey,
         fair_share: FairShare | None,
         static: Callable[[Job], float] | None = None,
+        *,
+        heads: bool = True,
     ) -> None:
-        """`static`: corral_static's value of a job, if the caller keeps it (it must agree)."""
+        """`static`: corral_static's value of a job, if the caller keeps it (it must agree).
+        `heads`: False for a subclass that walks the pending jobs its own way (group_walk.py)."""
         self._config = config
         self._now = now
         self._key = key
@@ -150,14 +166,14 @@ class QueueMerger:
         # (queue, GPU type, GPUs, the queue's revision) → tier: a deep backlog asks the same few
         self._tiers: dict[tuple[str, str, int, int], int] = {}
         self._heap: list[tuple[tuple[float | str, ...], str, Job]] = []
-        for queue, jobs in snapshot.pending.items():
+        for queue, jobs in snapshot.pending.items() if heads else ():
             if jobs:
                 it = iter(jobs)
                 self._iters[queue] = it
                 head = next(it)
-                heapq.heappush(self._heap, (self._rank(queue, head), queue, head))
+                heapq.heappush(self._heap, (self.rank(queue, head), queue, head))
 
-    def _rank(self, queue: str, job: Job) -> tuple[float | str, ...]:
+    def rank(self, queue: str, job: Job) -> tuple[float | str, ...]:
         if self._fair_share is None:
             return self._key(job)
         # -score = static part (class, age, service level) + fair-share penalty of the queue; the
@@ -169,6 +185,16 @@ class QueueMerger:
             self._shares[queue] = known
         neg_score = self._static(job) - self._now_points + known[1]
         return (self._at_quota(queue, job, revision), neg_score, job.submitted_at, job.id)
+
+    def rank_like(self, queue: str, job: Job) -> Callable[[Job], tuple[float | str, ...]]:
+        """rank(queue, ·) for the queue's jobs of `job`'s GPU type and count, until the queue is
+        next handed GPUs: the tier and the fair-share penalty worked out once (group_walk.py)."""
+        tier = self.rank(queue, job)[0]
+        if self._fair_share is None:
+            return self._key
+        penalty = self._shares[queue][1]
+        static, now_points = self._static, self._now_points
+        return lambda j: (tier, static(j) - now_points + penalty, j.submitted_at, j.id)
 
     def _at_quota(self, queue: str, job: Job, revision: int) -> int:
         """The job's tier (see the module docstring): 0 fits within nominal quota, 1 its queue is
@@ -190,6 +216,11 @@ class QueueMerger:
             self._tiers[key] = tier
         return tier
 
+    def passed_over(self) -> int:
+        """Jobs walked past, without being yielded, since the last one yielded: none here (the
+        group walk passes over jobs whose outcome is known)."""
+        return 0
+
     def __iter__(self) -> Iterator[Job]:
         heap = self._heap
         while heap:
@@ -197,4 +228,4 @@ class QueueMerger:
             yield job
             following = next(self._iters[queue], None)
             if following is not None:
-                heapq.heappush(heap, (self._rank(queue, following), queue, following))
+                heapq.heappush(heap, (self.rank(queue, following), queue, following))

@@ -29,7 +29,7 @@ from scheduler.model.snapshot import ClusterSnapshot, RunningJob, gpus_by_type, 
 from scheduler.policy import explain
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.decide import decide
-from scheduler.policy.order import las_level, pending_key
+from scheduler.policy.order import las_level, order_signature, pending_key
 from scheduler.policy.usage import DecayedUsage
 from scheduler.sim.invariants import check_invariants
 from scheduler.sim.records import (
@@ -98,18 +98,25 @@ class Simulator:
         )
         self.queues = {q.name: q for q in cluster.queues}
         self.priority_classes = {p.name: p for p in cluster.priority_classes}
-        self._key = pending_key(policy, {p.name: p.value for p in cluster.priority_classes})
+        priority_values = {p.name: p.value for p in cluster.priority_classes}
+        self._key = pending_key(policy, priority_values)
         self.pending: dict[str, SortedKeyList] = {q: SortedKeyList(key=self._key) for q in self.queues}
         self.jobs: dict[str, Job] = {}
         self.running: dict[str, RunningJob] = {}
         # Bumped at every change of `running`: cycles reuse what they derived from it until then.
         self.running_version = 0
         self._memo: dict[object, object] = {}
-        # Without an observer nobody reads why a job waits: a cycle may stop once no pending job
-        # left can change anything (model/pending_shapes.py), which it tells from these.
+        # Without an observer nobody reads why a job waits: a cycle may pass over the jobs whose
+        # outcome it already knows and stop once no pending job left can change anything
+        # (model/pending_shapes.py, policy/group_walk.py), which it tells from these.
         thresholds = policy.las_thresholds_gpu_s
         self._shapes = (
-            PendingShapes(thresholds, lambda attained: las_level(attained, thresholds))
+            PendingShapes(
+                thresholds,
+                lambda attained: las_level(attained, thresholds),
+                self._key,
+                order_signature(policy, priority_values),
+            )
             if observer is None
             else None
         )

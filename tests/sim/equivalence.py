@@ -168,6 +168,21 @@ def schedule(case: Case, policy: str) -> dict[str, Any]:
     return _as_data(result, log)
 
 
+def unobserved_schedule(case: Case, policy: str) -> dict[str, Any]:
+    """Replay `case` as `corral sim` and the benchmarks do, with no observer: nobody reads why jobs
+    wait, so cycles pass over the jobs whose outcome they know and stop once none left can change
+    anything (policy/group_walk.py, cycle._Settled). The parts of the schedule this run has: the
+    spans, the job records, the rejections and the preemption count."""
+    cluster, jobs = case.load()
+    options = SimOptions(**{**_fields(case.options), "record_spans": True, "validate": False})
+    result = Simulator(cluster, jobs, case.policy(policy), options).run()
+    data = _as_data(result, _DecisionLog())
+    return {part: data[part] for part in UNOBSERVED_PARTS}
+
+
+UNOBSERVED_PARTS = ("spans", "jobs", "rejected", "preemptions")
+
+
 def _fields(options: SimOptions) -> dict[str, Any]:
     return {name: getattr(options, name) for name in SimOptions.__dataclass_fields__}
 

@@ -1,0 +1,178 @@
+"""Step 1 for a cycle that gives no reason to the jobs that wait (the simulator's): the merge of
+QueueMerger, yielding only the jobs whose outcome is not yet known, and passing over the runs of
+jobs in between in a few look-ups each instead of one by one.
+
+A cycle (cycle.py) remembers, per outcome key, why a job with that key waited, until its state
+changes; a later job with a known key only waits. In a deep backlog most of the walk is such jobs:
+about 500 a cycle on the contended Philly replay, with only ~17 whose outcome was unknown. The
+owner (scheduler/sim) keeps each queue's pending jobs grouped by shape, each group in the queue's
+own order (model/pending_shapes.py); a group's jobs share an outcome key, except that the older
+ones may take an unbounded reservation (a prefix of the group), and share a tier and a class, so
+their ranks rise along the group like their sort keys.
+
+The merge pops the queue whose head ranks first, as QueueMerger does. When that head's outcome is
+known, the same queue keeps coming next while its following jobs rank before every other queue's
+head; so the walk passes at once over all of them up to the first one that does not (found by a
+binary search on rank in each group) or whose outcome is unknown (the head of a group, or of its
+younger part), and counts them (`passed_over`) for the scan depth. The jobs yielded, their order,
+and the cycle's state when each is yielded are exactly QueueMerger's; only the walked-past jobs
+are not looked at (tests/policy/test_group_walk.py compares both walks' plans).
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from scheduler.model.job import Job
+from scheduler.model.pending_shapes import PendingShapes, Shape, ShapeGroup
+from scheduler.model.snapshot import ClusterSnapshot
+from scheduler.policy.config import PolicyConfig
+from scheduler.policy.order import FairShare, PendingKey, QueueMerger
+
+# known(queue, shape, old): whether the cycle knows the outcome of a job of that queue and shape,
+# old enough (or not) to take an unbounded reservation, at its current state.
+Known = Callable[[str, Shape, bool], bool]
+_Rank = tuple[float | str, ...]
+
+
+@dataclass(slots=True)
+class _Cursor:
+    """One group's jobs in queue order and how far this cycle's walk has passed them."""
+
+    shape: Shape
+    keys: list[tuple[float | str, ...]]
+    jobs: list[Job]
+    at: int = 0  # the first job not yet walked
+    young: int = -1  # the first job too young for an unbounded reservation (-1: not worked out)
+
+
+class GroupMerger(QueueMerger):
+    def __init__(
+        self,
+        snapshot: ClusterSnapshot,
+        config: PolicyConfig,
+        now: float,
+        key: PendingKey,
+        fair_share: FairShare,
+        static: Callable[[Job], float] | None,
+        shapes: PendingShapes,
+        known: Known,
+    ) -> None:
+        super().__init__(snapshot, config, now, key, fair_share, static, heads=False)
+        self._known = known
+        self._old_after = config.reserve_unbounded_after_s
+        self._cursors = {
+            queue: [_cursor(shape, group) for shape, group in groups.items() if group.jobs]
+            for queue, groups in shapes.groups.items()
+            if queue in snapshot.pending
+        }
+        self._passed = 0
+
+    def passed_over(self) -> int:
+        passed, self._passed = self._passed, 0
+        return passed
+
+    def __iter__(self) -> Iterator[Job]:
+        heap: list[tuple[_Rank, str]] = []
+        for queue, cursors in self._cursors.items():
+            head = _head(cursors)
+            if head is not None:
+                heap.append((self.rank(queue, head.jobs[head.at]), queue))
+        heapq.heapify(heap)
+        while heap:
+            _, queue = heapq.heappop(heap)
+            cursors = self._cursors[queue]
+            cursor = _head(cursors)
+            assert cursor is not None
+            job = cursor.jobs[cursor.at]
+            if self._known(queue, cursor.shape, self._is_old(cursor, cursor.at)):
+                cursor.at += 1
+                self._passed += 1 + self._pass_known(queue, cursors, heap[0][0] if heap else None)
+            else:
+                yield job  # the caller decides for it, which may change this queue's ranks
+                cursor.at += 1
+            head = _head(cursors)
+            if head is not None:
+                heapq.heappush(heap, (self.rank(queue, head.jobs[head.at]), queue))
+
+    def _pass_known(self, queue: str, cursors: list[_Cursor], top: _Rank | None) -> int:
+        """Walk past the queue's next jobs while their outcome is known and they rank before
+        `top` (the best head of the other queues); returns how many."""
+        stop: tuple[float | str, ...] | None = None  # sort key of the first job not passed
+        for c in cursors:
+            end = len(c.jobs)
+            if c.at >= end:
+                continue
+            young = self._young(c)
+            if c.at < young and not self._known(queue, c.shape, True):
+                unknown = c.at
+            else:
+                first_young = max(c.at, young)
+                unknown = first_young if first_young < end and not self._known(queue, c.shape, False) else end
+            first = unknown
+            if top is not None and c.at < unknown:
+                first = _first_after(c, unknown, top, self.rank_like(queue, c.jobs[c.at]))
+            if first < end and (stop is None or c.keys[first] < stop):
+                stop = c.keys[first]
+        passed = 0
+        for c in cursors:
+            if c.at < len(c.jobs):
+                to = len(c.jobs) if stop is None else bisect_left(c.keys, stop, c.at)
+                passed += to - c.at
+                c.at = to
+        return passed
+
+    def _is_old(self, c: _Cursor, at: int) -> bool:
+        return at < self._young(c)
+
+    def _young(self, c: _Cursor) -> int:
+        """The first job of the group that has not waited long enough to take an unbounded
+        reservation; the group's jobs are in submission order."""
+        if c.young < 0:
+            now, after = self._now, self._old_after
+            lo, hi = 0, len(c.jobs)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if now - c.jobs[mid].submitted_at >= after:  # as the outcome key says it
+                    lo = mid + 1
+                else:
+                    hi = mid
+            c.young = lo
+        return c.young
+
+
+def _first_after(c: _Cursor, end: int, top: _Rank, rank: Callable[[Job], _Rank]) -> int:
+    """The first of the group's jobs from c.at (before `end`) that ranks after `top`, else `end`.
+    A group's ranks rise with its sort keys (same tier, class and level). Galloping: the other
+    queues' heads usually cut a run short."""
+    jobs, lo = c.jobs, c.at
+    if rank(jobs[lo]) > top:
+        return lo
+    step = 1  # jobs[lo] ranks before top; find a later one that does not
+    while lo + step < end and rank(jobs[lo + step]) < top:
+        lo += step
+        step *= 2
+    lo, hi = lo + 1, min(lo + step, end)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if rank(jobs[mid]) < top:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _cursor(shape: Shape, group: ShapeGroup) -> _Cursor:
+    return _Cursor(shape, group.keys, group.jobs)
+
+
+def _head(cursors: list[_Cursor]) -> _Cursor | None:
+    """The group holding the queue's next job (the smallest sort key not yet walked)."""
+    best: _Cursor | None = None
+    for c in cursors:
+        if c.at < len(c.jobs) and (best is None or c.keys[c.at] < best.keys[best.at]):
+            best = c
+    return best

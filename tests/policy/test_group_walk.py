@@ -1,0 +1,215 @@
+"""The group walk (policy/group_walk.py) yields exactly the jobs the plain merge reaches with an
+unknown outcome, in the same order and at the same state, and counts the ones it passes over:
+checked merger against merger, and whole cycles against whole cycles."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from unittest.mock import patch
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.model.job import Job
+from scheduler.model.pending_shapes import PendingShapes, Shape
+from scheduler.model.snapshot import ClusterSnapshot
+from scheduler.policy import cycle
+from scheduler.policy.config import PolicyConfig
+from scheduler.policy.decide import decide
+from scheduler.policy.group_walk import GroupMerger
+from scheduler.policy.order import FairShare, QueueMerger, las_level, order_signature, pending_key
+from tests.builders import cluster, job, queue, running, snapshot
+
+NODES = cluster(racks=1, nodes_per_rack=4)  # 32 GPUs
+CONFIG = PolicyConfig(default_min_runtime_s=600.0)
+QUEUES = [queue(q).quota(H100=12).cohort("c").build() for q in ("a", "b", "c")]
+NOW = 100_000.0
+
+pending_job = st.tuples(
+    st.sampled_from(["a", "b", "c"]),
+    st.sampled_from([1, 2, 4, 8]),  # GPUs
+    st.sampled_from([1, 1, 1, 2]),  # nodes (a 2-node job takes whole nodes)
+    st.sampled_from(["low", "normal", "high"]),
+    # waited: equal times (ties broken by id) and both sides of the 30-min unbounded threshold
+    st.sampled_from([0.0, 10.0, 600.0, 1_799.0, 1_800.0, 1_801.0, 5_000.0, 20_000.0]) | st.floats(0, 20_000),
+    st.sampled_from([0.0, 5_000.0, 50_000.0]),  # attained GPU-seconds: its service level
+    st.sampled_from([None, 600.0, 7_200.0]),  # time limit
+)
+
+
+# Few shapes, so that a queue's jobs form long runs the walk passes over, cut by the other queues'.
+narrow_job = st.tuples(
+    st.sampled_from(["a", "b", "c"]),
+    st.sampled_from([1, 2]),
+    st.sampled_from([1, 1, 1, 1, 2]),
+    st.just("normal"),
+    # the unbounded threshold (1,800 s) falls inside, and on it
+    (st.integers(0, 3_000) | st.sampled_from([1_799, 1_800, 1_800, 1_801])).map(float),
+    st.sampled_from([0.0, 0.0, 50_000.0]),
+    st.just(None),
+)
+
+
+def _pending(rows: list[tuple[str, int, int, str, float, float, float | None]]) -> list[Job]:
+    out = []
+    for i, (q, gpus, nodes, priority, age, attained, limit) in enumerate(rows):
+        b = job(f"p{i:03d}").queue(q).priority(priority).nodes(nodes).submitted(NOW - age).attained(attained)
+        b = b.gpus(8 if nodes > 1 else gpus)
+        if limit is not None:
+            b = b.time_limit(limit)
+        out.append(b.build())
+    return out
+
+
+def _shapes(snap: ClusterSnapshot, pending: list[Job], config: PolicyConfig) -> PendingShapes:
+    """The shapes as the simulator keeps them: each group in the queue's own order."""
+    th = config.las_thresholds_gpu_s
+    values = {name: pc.value for name, pc in snap.priority_classes.items()}
+    shapes = PendingShapes(
+        th, lambda a: las_level(a, th), pending_key(config, values), order_signature(config, values)
+    )
+    for j in pending:
+        shapes.add(j)
+    return shapes
+
+
+def _occupants(busy: int, ran: float) -> list:  # type: ignore[type-arg]
+    return [
+        running(
+            job(f"r{i}").queue("abc"[i % 3]).priority("low").gpus(8).build(),
+            [NODES[i].id],
+            NOW - ran,
+            on=NODES,
+        )
+        for i in range(busy)
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(pending_job, min_size=1, max_size=90) | st.lists(narrow_job, min_size=1, max_size=90),
+    st.integers(0, 4),  # nodes busy
+    # the consumer's actions, in turn (mostly: learn the outcome)
+    st.lists(st.sampled_from([0, 1, 1, 1, 2, 3, 4]), min_size=1, max_size=30),
+)
+def test_the_group_walk_yields_what_the_merge_reaches_with_an_unknown_outcome(
+    rows: list,  # type: ignore[type-arg]
+    busy: int,
+    actions: list[int],
+) -> None:
+    """Both mergers, driven alike: a job yielded makes its outcome known (action 1-3), also hands
+    its queue GPUs (2: its ranks and tiers change), or forgets every outcome (0: a decision), or
+    nothing (4-5). The group walk must yield the same jobs in the same order, with as many jobs
+    passed over before each as the merge found known."""
+    pending = _pending(rows)
+    snap = snapshot(NODES, pending, _occupants(busy, 300.0), queues=QUEUES, config=CONFIG)
+    shapes = _shapes(snap, pending, CONFIG)
+    key = pending_key(CONFIG, {n: pc.value for n, pc in snap.priority_classes.items()})
+
+    def drive(grouped: bool) -> list[tuple[str, int]]:
+        fair = FairShare(snap, CONFIG)
+        known: set[tuple[str, Shape, bool]] = set()
+
+        def is_known(q: str, shape: Shape, old: bool) -> bool:
+            return (q, shape, old) in known
+
+        merger: QueueMerger
+        if grouped:
+            merger = GroupMerger(snap, CONFIG, NOW, key, fair, None, shapes, is_known)
+        else:
+            merger = QueueMerger(snap, CONFIG, NOW, key, fair)
+        seen: list[tuple[str, int]] = []
+        passed = 0
+        for j in merger:
+            where = (j.spec.queue, shapes.shape(j), NOW - j.submitted_at >= CONFIG.reserve_unbounded_after_s)
+            if not grouped and where in known:
+                passed += 1
+                continue
+            seen.append((j.id, passed + merger.passed_over()))
+            passed = 0
+            action = actions[len(seen) % len(actions)]
+            if action == 0:
+                known.clear()
+            elif action <= 3:
+                known.add(where)
+            if action == 2:
+                fair.add(j.spec.queue, "H100", j.spec.gpus)
+        seen.append(("end", passed + merger.passed_over()))
+        return seen
+
+    assert drive(grouped=True) == drive(grouped=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(pending_job, min_size=1, max_size=90) | st.lists(narrow_job, min_size=1, max_size=90),
+    st.integers(0, 4),  # nodes left busy
+    st.sampled_from([0.0, 300.0, 5_000.0]),  # how long the busy ones have run
+    st.integers(1, 60),  # scan depth
+)
+def test_a_cycle_that_walks_groups_decides_and_counts_what_a_plain_walk_does(
+    rows: list,  # type: ignore[type-arg]
+    busy: int,
+    ran: float,
+    depth: int,
+) -> None:
+    config = CONFIG.model_copy(update={"scan_depth": depth})
+    pending = _pending(rows)
+    plain = snapshot(NODES, pending, _occupants(busy, ran), queues=QUEUES, config=config)
+    lent = replace(plain, pending_shapes=_shapes(plain, pending, config))
+    walked = decide(plain, config, NOW)
+    with patch.object(GroupMerger, "__iter__", autospec=True, side_effect=_GROUP_ITER) as grouped:
+        decided = decide(lent, config, NOW)
+    assert grouped.call_count == 1  # the group walk was taken
+    assert decided.decisions == walked.decisions
+    # It examines the same jobs (it only does not look at those it passes over).
+    assert decided.examined == walked.examined
+
+
+_GROUP_ITER = GroupMerger.__iter__
+
+
+def test_a_deep_backlog_is_passed_over_in_runs_not_job_by_job() -> None:
+    """600 jobs of 4 shapes in two queues, nothing free and nobody preemptible: after one job of
+    each shape, the rest only wait; the group walk ranks a few jobs per run it passes, not each."""
+    occupants = [
+        running(job(f"r{i}").queue("ab"[i % 2]).gpus(8).preemptible(False).build(), [n.id], NOW, on=NODES)
+        for i, n in enumerate(NODES)
+    ]
+    pending = [
+        job(f"p{i}").queue("ab"[i % 2]).gpus(1 + i % 2).submitted(NOW - 2 * i).build() for i in range(600)
+    ]
+    config = CONFIG.model_copy(update={"scan_depth": 10_000})
+    plain = snapshot(NODES, pending, occupants, queues=QUEUES, config=config)
+    lent = replace(plain, pending_shapes=_shapes(plain, pending, config))
+    walked = decide(plain, config, NOW)
+    with patch.object(cycle, "_outcome_key", side_effect=cycle._outcome_key) as keyed:
+        decided = decide(lent, config, NOW)
+    assert decided.decisions == walked.decisions == ()
+    assert decided.examined == walked.examined == len(pending)
+    assert keyed.call_count < 20, keyed.call_count  # the plain walk keys all 600
+
+
+def test_the_plain_merge_is_kept_where_the_group_walk_could_order_differently() -> None:
+    """Two jobs of a group sorted by their tie-break alone though submitted at different times
+    (the cycle's rank would then put them the other way round), or a capped array task waiting
+    (each must be looked at): the cycle merges job by job, as without shapes."""
+    th = CONFIG.las_thresholds_gpu_s
+    tied = PendingShapes(th, lambda a: las_level(a, th), lambda j: (0.0, j.id), "any")
+    tied.add(job("x1").queue("a").submitted(NOW - 5).build())
+    tied.add(job("x2").queue("a").submitted(NOW - 9).build())
+    assert tied.order_ties == 1
+
+    pending = [job(f"p{i}").queue("ab"[i % 2]).submitted(NOW - i).build() for i in range(6)]
+    capped = job("t1").queue("a").array("0-3%1", "t", 1).build()
+    plain = snapshot(NODES, [*pending, capped], queues=QUEUES, config=CONFIG)
+    shapes = _shapes(plain, [*pending, capped], CONFIG)
+    assert shapes.capped_tasks == 1
+    with patch.object(GroupMerger, "__iter__", autospec=True, side_effect=_GROUP_ITER) as grouped:
+        assert (
+            decide(replace(plain, pending_shapes=shapes), CONFIG, NOW).decisions
+            == decide(plain, CONFIG, NOW).decisions
+        )
+    assert grouped.call_count == 0
+    shapes.remove(capped)
+    assert shapes.capped_tasks == 0
