@@ -583,11 +583,19 @@ def _may_walk_groups(shapes: PendingShapes, config: PolicyConfig, priority_value
 def _known_outcome(state: CycleState, outcomes: Mapping[tuple[object, ...], _Outcome]) -> Known:
     """group_walk.Known over this cycle's outcomes: known at the cycle's current state."""
 
+    keys: dict[tuple[str, Shape, bool], tuple[_Epoch, tuple[object, ...]]] = {}
+
     def known(queue: str, shape: Shape, old: bool) -> bool:
-        priority, region, gpu_type, nodes, gpus_per_node, time_limit_s, level = shape
-        key = _key(state, queue, (priority, region, gpu_type, nodes, gpus_per_node), time_limit_s, level, old)
+        epoch = state.epoch()
+        kept = keys.get((queue, shape, old))
+        if kept is not None and kept[0] == epoch:  # the key moves only with the reservations
+            key = kept[1]
+        else:
+            priority, region, gpu_type, nodes, gpn, time_limit_s, level = shape
+            key = _key(state, queue, (priority, region, gpu_type, nodes, gpn), time_limit_s, level, old)
+            keys[(queue, shape, old)] = (epoch, key)
         found = outcomes.get(key)
-        return found is not None and found[0] == state.epoch()
+        return found is not None and found[0] == epoch
 
     return known
 

@@ -47,6 +47,8 @@ class _Cursor:
     jobs: list[Job]
     at: int = 0  # the first job not yet walked
     young: int = -1  # the first job too young for an unbounded reservation (-1: not worked out)
+    rank: Callable[[Job], _Rank] | None = None  # QueueMerger.rank for its jobs, at `revision`
+    revision: int = -1  # the queue's fair-share revision `rank` was made at
 
 
 class GroupMerger(QueueMerger):
@@ -62,6 +64,7 @@ class GroupMerger(QueueMerger):
         known: Known,
     ) -> None:
         super().__init__(snapshot, config, now, key, fair_share, static, heads=False)
+        self._fair = fair_share
         self._known = known
         self._old_after = config.reserve_unbounded_after_s
         self._cursors = {
@@ -80,7 +83,7 @@ class GroupMerger(QueueMerger):
         for queue, cursors in self._cursors.items():
             head = _head(cursors)
             if head is not None:
-                heap.append((self.rank(queue, head.jobs[head.at]), queue))
+                heap.append((self._rank_in(queue, head)(head.jobs[head.at]), queue))
         heapq.heapify(heap)
         while heap:
             _, queue = heapq.heappop(heap)
@@ -96,7 +99,7 @@ class GroupMerger(QueueMerger):
                 cursor.at += 1
             head = _head(cursors)
             if head is not None:
-                heapq.heappush(heap, (self.rank(queue, head.jobs[head.at]), queue))
+                heapq.heappush(heap, (self._rank_in(queue, head)(head.jobs[head.at]), queue))
 
     def _pass_known(self, queue: str, cursors: list[_Cursor], top: _Rank | None) -> int:
         """Walk past the queue's next jobs while their outcome is known and they rank before
@@ -114,7 +117,7 @@ class GroupMerger(QueueMerger):
                 unknown = first_young if first_young < end and not self._known(queue, c.shape, False) else end
             first = unknown
             if top is not None and c.at < unknown:
-                first = _first_after(c, unknown, top, self.rank_like(queue, c.jobs[c.at]))
+                first = _first_after(c, unknown, top, self._rank_in(queue, c))
             if first < end and (stop is None or c.keys[first] < stop):
                 stop = c.keys[first]
         passed = 0
@@ -124,6 +127,13 @@ class GroupMerger(QueueMerger):
                 passed += to - c.at
                 c.at = to
         return passed
+
+    def _rank_in(self, queue: str, c: _Cursor) -> Callable[[Job], _Rank]:
+        """The rank of the group's jobs (one tier and class), remade when the queue's share moves."""
+        revision = self._fair.revision(queue)
+        if c.rank is None or c.revision != revision:
+            c.rank, c.revision = self.rank_like(queue, c.jobs[c.at]), revision
+        return c.rank
 
     def _is_old(self, c: _Cursor, at: int) -> bool:
         return at < self._young(c)
