@@ -14,8 +14,11 @@
 
 from __future__ import annotations
 
+import math
+
 from scheduler.model.cluster import PoolKey
 from scheduler.model.job import Job, PendingCode, PendingReason
+from scheduler.model.pending_shapes import PendingShapes
 from scheduler.model.plan import Plan, Preempt, Reject
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob, usage_of
 from scheduler.policy import explain
@@ -48,6 +51,30 @@ def _admit_and_place(state: CycleState, job: Job, prefer: PoolKey | None = None)
             return True
     state.wait(job, quota or explain.resources(state.capacity, spec))
     return False
+
+
+def _smallest_pending(state: CycleState, shapes: PendingShapes | None) -> int | None:
+    """GPUs of the smallest pending job, if a las cycle may stop once no budget holds it (and no
+    running job left to rank): only where nobody reads why jobs wait (the simulator lends its
+    pending shapes), no pending job is impossible (it would be rejected on the way) and no capped
+    array task waits (it would be held back, with a reason). None: walk them all."""
+    if shapes is None or shapes.capped_tasks or shapes.order is None:
+        return None
+    smallest: int | None = None
+    for groups in shapes.groups.values():
+        for (_, _, _, nodes, gpus_per_node, _, _), group in groups.items():
+            if not group.jobs or state.never_fits(group.jobs[0].spec) is not None:
+                return None
+            gpus = nodes * gpus_per_node
+            smallest = gpus if smallest is None else min(smallest, gpus)
+    return smallest
+
+
+def _suffix_minimum(values: list[int]) -> list[int]:
+    out = list(values)
+    for k in range(len(out) - 2, -1, -1):
+        out[k] = min(out[k], out[k + 1])
+    return out
 
 
 def _ordered(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> QueueMerger:
@@ -115,6 +142,9 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
 
     ranked = sorted((rank(r), r) for r in snapshot.running.values() if not r.preempting)
     ranked_running = [r for _, r in ranked]
+    smallest = _smallest_pending(state, snapshot.pending_shapes)
+    # GPUs of the smallest running job from each rank on: once no budget holds it, none is kept.
+    least_from: list[float] = [*_suffix_minimum([r.gpus for r in ranked_running]), math.inf]
     pending_iter = iter(_ordered(snapshot, config, now))
     next_pending = next(pending_iter, None)
     keep: set[str] = set()
@@ -127,6 +157,10 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     i = 0
     # Merge the two rankings: whatever fits in its pool's GPU budget, in rank order, should run.
     while i < len(ranked_running) or next_pending is not None:
+        if smallest is not None and max(budget.values(), default=0) < min(smallest, least_from[i]):
+            # Nothing left can win GPUs or keep them: the rest only wait (see _smallest_pending).
+            examined = min(config.scan_depth, snapshot.pending_count)
+            break
         if next_pending is None:
             take_running = True
         elif i >= len(ranked_running):
