@@ -110,6 +110,8 @@ def forecast_starts(
 class _Follow:
     """Counts the followed jobs that have not started yet (the replay stops when none is left)."""
 
+    reads_reasons = False  # only starts: the replay may skip what explanations need (SimObserver)
+
     def __init__(self, job_ids: set[str]) -> None:
         self.waiting = job_ids
 

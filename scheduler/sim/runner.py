@@ -58,7 +58,11 @@ class SimOptions:
 
 
 class SimObserver(Protocol):
-    """Hooks for a recorder (e.g. `sim.metrics_out.SimMetrics`); none is called without one."""
+    """Hooks for a recorder (e.g. `sim.metrics_out.SimMetrics`); none is called without one.
+
+    An observer that never reads why jobs wait (a plan's `pending`, `fallback`, `examined`) says so
+    with a class attribute `reads_reasons = False`: its replay then takes the shortcuts of a replay
+    without an observer (model/pending_shapes.py)."""
 
     def before(self, sim: Simulator, t: float) -> None: ...  # the clock is about to move to t
     def submitted(self, job: Job) -> None: ...
@@ -106,7 +110,7 @@ class Simulator:
         # Bumped at every change of `running`: cycles reuse what they derived from it until then.
         self.running_version = 0
         self._memo: dict[object, object] = {}
-        # Without an observer nobody reads why a job waits: a cycle may pass over the jobs whose
+        # When no observer reads why a job waits, a cycle may pass over the jobs whose
         # outcome it already knows and stop once no pending job left can change anything
         # (model/pending_shapes.py, policy/group_walk.py), which it tells from these.
         thresholds = policy.las_thresholds_gpu_s
@@ -117,7 +121,7 @@ class Simulator:
                 self._key,
                 order_signature(policy, priority_values),
             )
-            if observer is None
+            if observer is None or not getattr(observer, "reads_reasons", True)
             else None
         )
         self.nodes: dict[str, Node] = {n.id: n for n in cluster.nodes}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import random
+from unittest.mock import patch
 
-from scheduler.forecast.replay import ForecastOptions, forecast_starts
+from scheduler.forecast.replay import ForecastOptions, _Follow, forecast_starts
 from scheduler.forecast.runtimes import RuntimeModel
 from scheduler.model.job import Job
 from scheduler.model.snapshot import RunningJob
 from scheduler.policy.config import PolicyConfig
+from scheduler.policy.group_walk import GroupMerger
 from scheduler.view import SchedulingState
 from tests.builders import cluster, cluster_config, job, running
 
@@ -137,3 +140,27 @@ def test_runtime_model_quantiles_and_fallbacks() -> None:
     assert RuntimeModel().runtime("q") is None
     assert math.isinf(RuntimeModel().pending_runtime(job("j").build()))
     assert RuntimeModel().pending_runtime(job("j").time_limit(60).build()) == 60
+
+
+def test_estimates_are_the_same_whether_or_not_the_replay_takes_the_shortcuts() -> None:
+    """The replay follows only starts, so it skips what explanations need (policy/group_walk.py):
+    on a contended queue it must estimate exactly what a replay that explains every wait does."""
+    rng = random.Random(7)
+    pending = [
+        job(f"p{i:02d}")
+        .gpus(rng.choice([1, 2, 4, 8]))
+        .priority(rng.choice(["low", "normal", "high"]))
+        .time_limit(rng.choice([None, H, 4 * H]))
+        .submitted(rng.uniform(0, 3 * H))
+        .build()
+        for i in range(40)
+    ]
+    run = [running(job("r").gpus(8).time_limit(2 * H).submitted(0).build(), [NODE], 0, on=NODES)]
+    runtimes = RuntimeModel.learn([("default", 600.0), ("default", H), ("default", 2 * H)])
+    s = state(3 * H, pending, run)
+    with patch.object(GroupMerger, "__iter__", autospec=True, side_effect=GroupMerger.__iter__) as walked:
+        quick = starts(s, runtimes)
+    assert walked.call_count > 0
+    with patch.object(_Follow, "reads_reasons", True):
+        assert starts(s, runtimes) == quick
+    assert sum(t is not None for t in quick.values()) > 20
