@@ -145,6 +145,7 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     smallest = _smallest_pending(state, snapshot.pending_shapes)
     # GPUs of the smallest running job from each rank on: once no budget holds it, none is kept.
     least_from: list[float] = [*_suffix_minimum([r.gpus for r in ranked_running]), math.inf]
+    most = max(budget.values(), default=0)  # the largest budget left, kept as budgets shrink
     pending_iter = iter(_ordered(snapshot, config, now))
     next_pending = next(pending_iter, None)
     keep: set[str] = set()
@@ -157,7 +158,7 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     i = 0
     # Merge the two rankings: whatever fits in its pool's GPU budget, in rank order, should run.
     while i < len(ranked_running) or next_pending is not None:
-        if smallest is not None and max(budget.values(), default=0) < min(smallest, least_from[i]):
+        if smallest is not None and most < smallest and most < least_from[i]:
             # Nothing left can win GPUs or keep them: the rest only wait (see _smallest_pending).
             examined = min(config.scan_depth, snapshot.pending_count)
             break
@@ -174,6 +175,7 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
             if budget.get(r.pool, 0) >= r.gpus and admissions.admit(r.queue, r.gpu_type, r.gpus).ok:
                 keep.add(r.id)
                 budget[r.pool] -= r.gpus
+                most = max(budget.values())
                 admissions.charge(r.queue, r.gpu_type, r.gpus)
             continue
         assert next_pending is not None
@@ -197,6 +199,7 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
                     winners.append((next_pending, pool))
                     admissions.charge(spec.queue, pool.gpu_type, spec.gpus)
                     budget[pool] -= spec.gpus
+                    most = max(budget.values())
                     break
         next_pending = next(pending_iter, None)
     # Preempt, in each pool, only as many losers as the winners there cannot find free.

@@ -111,6 +111,15 @@ class CycleState:
                 kept = _KeptFacts(config, snapshot.priority_classes, {})
                 memo["job_facts"] = kept
             state._facts = kept.facts
+            never = memo.get("never_fits")
+            if not (
+                isinstance(never, _KeptNever)
+                and never.pool_shapes == snapshot.pool_shapes
+                and never.queues == snapshot.queues
+            ):
+                never = _KeptNever(snapshot.pool_shapes, snapshot.queues, {})
+                memo["never_fits"] = never
+            state._never = never.reasons
         return state
 
     def facts(self, job: Job) -> _Facts:
@@ -429,6 +438,16 @@ class _KeptFacts:
     config: PolicyConfig
     classes: object  # snapshot.priority_classes, by identity
     facts: dict[int, _Facts]
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptNever:
+    """CycleState.never_fits' answers across cycles: they read only what the cluster could ever
+    offer (snapshot.pool_shapes) and the queues' quotas, and are kept while both are equal."""
+
+    pool_shapes: object
+    queues: object
+    reasons: dict[tuple[str, str, str, int, int], PendingReason | None]
 
 
 @dataclass(frozen=True, slots=True)

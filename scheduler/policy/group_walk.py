@@ -16,7 +16,8 @@ head; so the walk passes at once over all of them up to the first one that does 
 binary search on rank in each group) or whose outcome is unknown (the head of a group, or of its
 younger part), and counts them (`passed_over`) for the scan depth. The jobs yielded, their order,
 and the cycle's state when each is yielded are exactly QueueMerger's; only the walked-past jobs
-are not looked at (tests/policy/test_group_walk.py compares both walks' plans).
+are not looked at (tests/policy/test_group_walk.py compares both walks' plans). Once the outcome
+of every job left is known, the walk stops: they all only wait (and count as passed over).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from scheduler.model.pending_shapes import PendingShapes, Shape, ShapeGroup
 from scheduler.model.snapshot import ClusterSnapshot
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.order import FairShare, PendingKey, QueueMerger
+
+# Runs passed over in a row before the walk first asks whether every outcome left is known (then
+# after twice as many each time one is not): asking costs a look-up per group.
+SETTLE_AFTER = 8
 
 # known(queue, shape, old): whether the cycle knows the outcome of a job of that queue and shape,
 # old enough (or not) to take an unbounded reservation, at its current state.
@@ -85,6 +90,7 @@ class GroupMerger(QueueMerger):
             if head is not None:
                 heap.append((self._rank_in(queue, head)(head.jobs[head.at]), queue))
         heapq.heapify(heap)
+        passes, look_after = 0, SETTLE_AFTER  # runs passed since the last job yielded
         while heap:
             _, queue = heapq.heappop(heap)
             cursors = self._cursors[queue]
@@ -94,7 +100,14 @@ class GroupMerger(QueueMerger):
             if self._known(queue, cursor.shape, self._is_old(cursor, cursor.at)):
                 cursor.at += 1
                 self._passed += 1 + self._pass_known(queue, cursors, heap[0][0] if heap else None)
+                passes += 1
+                if passes >= look_after:
+                    if self._settled():
+                        self._passed += self._pass_all()
+                        return  # every job left has a known outcome: they only wait
+                    look_after *= 2
             else:
+                passes, look_after = 0, SETTLE_AFTER
                 yield job  # the caller decides for it, which may change this queue's ranks
                 cursor.at += 1
             head = _head(cursors)
@@ -126,6 +139,27 @@ class GroupMerger(QueueMerger):
                 to = len(c.jobs) if stop is None else bisect_left(c.keys, stop, c.at)
                 passed += to - c.at
                 c.at = to
+        return passed
+
+    def _settled(self) -> bool:
+        """Whether the outcome of every job not yet walked is known (then none can change anything)."""
+        for queue, cursors in self._cursors.items():
+            for c in cursors:
+                if c.at >= len(c.jobs):
+                    continue
+                young = self._young(c)
+                if c.at < young and not self._known(queue, c.shape, True):
+                    return False
+                if young < len(c.jobs) and not self._known(queue, c.shape, False):
+                    return False
+        return True
+
+    def _pass_all(self) -> int:
+        passed = 0
+        for cursors in self._cursors.values():
+            for c in cursors:
+                passed += len(c.jobs) - c.at
+                c.at = len(c.jobs)
         return passed
 
     def _rank_in(self, queue: str, c: _Cursor) -> Callable[[Job], _Rank]:

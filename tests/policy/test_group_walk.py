@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from unittest.mock import patch
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -213,3 +214,24 @@ def test_the_plain_merge_is_kept_where_the_group_walk_could_order_differently() 
     assert grouped.call_count == 0
     shapes.remove(capped)
     assert shapes.capped_tasks == 0
+
+
+@pytest.mark.parametrize("waited", [1_000.0, 5_000.0])  # all too young, or all old enough, to reserve
+def test_the_walk_stops_early_only_once_every_outcome_left_is_known(waited: float) -> None:
+    """Two queues' jobs alternate, all of known outcome but the last one: the walk must pass over
+    200 jobs in many short runs and still reach it; with it known too, the walk passes them all."""
+    pending = [job(f"x{i:03d}").queue("ab"[i % 2]).submitted(NOW - waited + i).build() for i in range(200)]
+    pending.append(job("last").queue("a").gpus(2).submitted(NOW - waited + 300).build())
+    snap = snapshot(NODES, pending, queues=QUEUES, config=CONFIG)
+    shapes = _shapes(snap, pending, CONFIG)
+    key = pending_key(CONFIG, {n: pc.value for n, pc in snap.priority_classes.items()})
+    others = {shapes.shape(j) for j in pending[:-1]}
+    for known, expected, tail in (
+        (others, [("last", 200)], 0),
+        ({*others, shapes.shape(pending[-1])}, [], 201),
+    ):
+        merger = GroupMerger(
+            snap, CONFIG, NOW, key, FairShare(snap, CONFIG), None, shapes, lambda q, s, old, k=known: s in k
+        )
+        assert [(j.id, merger.passed_over()) for j in merger] == expected
+        assert merger.passed_over() == tail
