@@ -26,6 +26,7 @@ import heapq
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from scheduler.model.job import Job
 from scheduler.model.pending_shapes import PendingShapes, Shape, ShapeGroup
@@ -52,8 +53,13 @@ class _Cursor:
     jobs: list[Job]
     at: int = 0  # the first job not yet walked
     young: int = -1  # the first job too young for an unbounded reservation (-1: not worked out)
-    rank: Callable[[Job], _Rank] | None = None  # QueueMerger.rank for its jobs, at `revision`
+    rank: Callable[[int], _Rank] | None = None  # QueueMerger.rank of its job at an index, at `revision`
     revision: int = -1  # the queue's fair-share revision `rank` was made at
+    # Whether the outcome of its old and of its young jobs is known, as of `known_at` (the count of
+    # jobs yielded then): outcomes and the cycle's state change only while the caller has a job.
+    known_at: int = -1
+    old_known: bool = False
+    young_known: bool = False
 
 
 class GroupMerger(QueueMerger):
@@ -78,6 +84,7 @@ class GroupMerger(QueueMerger):
             if queue in snapshot.pending
         }
         self._passed = 0
+        self._yielded = 0
 
     def passed_over(self) -> int:
         passed, self._passed = self._passed, 0
@@ -88,7 +95,7 @@ class GroupMerger(QueueMerger):
         for queue, cursors in self._cursors.items():
             head = _head(cursors)
             if head is not None:
-                heap.append((self._rank_in(queue, head)(head.jobs[head.at]), queue))
+                heap.append((self._rank_in(queue, head)(head.at), queue))
         heapq.heapify(heap)
         passes, look_after = 0, SETTLE_AFTER  # runs passed since the last job yielded
         while heap:
@@ -97,7 +104,7 @@ class GroupMerger(QueueMerger):
             cursor = _head(cursors)
             assert cursor is not None
             job = cursor.jobs[cursor.at]
-            if self._known(queue, cursor.shape, self._is_old(cursor, cursor.at)):
+            if self._knows(queue, cursor)[0 if self._is_old(cursor, cursor.at) else 1]:
                 cursor.at += 1
                 self._passed += 1 + self._pass_known(queue, cursors, heap[0][0] if heap else None)
                 passes += 1
@@ -108,11 +115,12 @@ class GroupMerger(QueueMerger):
                     look_after *= 2
             else:
                 passes, look_after = 0, SETTLE_AFTER
+                self._yielded += 1
                 yield job  # the caller decides for it, which may change this queue's ranks
                 cursor.at += 1
             head = _head(cursors)
             if head is not None:
-                heapq.heappush(heap, (self._rank_in(queue, head)(head.jobs[head.at]), queue))
+                heapq.heappush(heap, (self._rank_in(queue, head)(head.at), queue))
 
     def _pass_known(self, queue: str, cursors: list[_Cursor], top: _Rank | None) -> int:
         """Walk past the queue's next jobs while their outcome is known and they rank before
@@ -123,11 +131,12 @@ class GroupMerger(QueueMerger):
             if c.at >= end:
                 continue
             young = self._young(c)
-            if c.at < young and not self._known(queue, c.shape, True):
+            old_known, young_known = self._knows(queue, c)
+            if c.at < young and not old_known:
                 unknown = c.at
             else:
                 first_young = max(c.at, young)
-                unknown = first_young if first_young < end and not self._known(queue, c.shape, False) else end
+                unknown = first_young if first_young < end and not young_known else end
             first = unknown
             if top is not None and c.at < unknown:
                 first = _first_after(c, unknown, top, self._rank_in(queue, c))
@@ -148,9 +157,10 @@ class GroupMerger(QueueMerger):
                 if c.at >= len(c.jobs):
                     continue
                 young = self._young(c)
-                if c.at < young and not self._known(queue, c.shape, True):
+                old_known, young_known = self._knows(queue, c)
+                if c.at < young and not old_known:
                     return False
-                if young < len(c.jobs) and not self._known(queue, c.shape, False):
+                if young < len(c.jobs) and not young_known:
                     return False
         return True
 
@@ -162,11 +172,28 @@ class GroupMerger(QueueMerger):
                 c.at = len(c.jobs)
         return passed
 
-    def _rank_in(self, queue: str, c: _Cursor) -> Callable[[Job], _Rank]:
-        """The rank of the group's jobs (one tier and class), remade when the queue's share moves."""
+    def _knows(self, queue: str, c: _Cursor) -> tuple[bool, bool]:
+        """Whether the outcome of the group's old jobs, and of its young ones, is known now."""
+        if c.known_at != self._yielded:
+            c.old_known = self._known(queue, c.shape, True)
+            c.young_known = self._known(queue, c.shape, False)
+            c.known_at = self._yielded
+        return c.old_known, c.young_known
+
+    def _rank_in(self, queue: str, c: _Cursor) -> Callable[[int], _Rank]:
+        """QueueMerger.rank of the group's job at an index (one tier and class for them all),
+        remade when the queue's share moves. The static part of a job's rank is the first part of
+        its sort key (order.pending_key: corral's is (corral_static, id)), so it is read from there."""
         revision = self._fair.revision(queue)
         if c.rank is None or c.revision != revision:
-            c.rank, c.revision = self.rank_like(queue, c.jobs[c.at]), revision
+            tier, penalty = self.tier_and_penalty(queue, c.jobs[c.at])
+            keys, jobs, now_points = c.keys, c.jobs, self.now_points
+
+            def rank(at: int) -> _Rank:
+                job = jobs[at]
+                return (tier, cast(float, keys[at][0]) - now_points + penalty, job.submitted_at, job.id)
+
+            c.rank, c.revision = rank, revision
         return c.rank
 
     def _is_old(self, c: _Cursor, at: int) -> bool:
@@ -188,21 +215,21 @@ class GroupMerger(QueueMerger):
         return c.young
 
 
-def _first_after(c: _Cursor, end: int, top: _Rank, rank: Callable[[Job], _Rank]) -> int:
+def _first_after(c: _Cursor, end: int, top: _Rank, rank: Callable[[int], _Rank]) -> int:
     """The first of the group's jobs from c.at (before `end`) that ranks after `top`, else `end`.
     A group's ranks rise with its sort keys (same tier, class and level). Galloping: the other
     queues' heads usually cut a run short."""
-    jobs, lo = c.jobs, c.at
-    if rank(jobs[lo]) > top:
+    lo = c.at
+    if rank(lo) > top:
         return lo
     step = 1  # jobs[lo] ranks before top; find a later one that does not
-    while lo + step < end and rank(jobs[lo + step]) < top:
+    while lo + step < end and rank(lo + step) < top:
         lo += step
         step *= 2
     lo, hi = lo + 1, min(lo + step, end)
     while lo < hi:
         mid = (lo + hi) // 2
-        if rank(jobs[mid]) < top:
+        if rank(mid) < top:
             lo = mid + 1
         else:
             hi = mid

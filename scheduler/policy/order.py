@@ -186,15 +186,17 @@ class QueueMerger:
         neg_score = self._static(job) - self._now_points + known[1]
         return (self._at_quota(queue, job, revision), neg_score, job.submitted_at, job.id)
 
-    def rank_like(self, queue: str, job: Job) -> Callable[[Job], tuple[float | str, ...]]:
-        """rank(queue, ·) for the queue's jobs of `job`'s GPU type and count, until the queue is
-        next handed GPUs: the tier and the fair-share penalty worked out once (group_walk.py)."""
+    def tier_and_penalty(self, queue: str, job: Job) -> tuple[int, float]:
+        """The parts of rank(queue, job) that are the same for all the queue's jobs of `job`'s GPU
+        type and count until the queue is next handed GPUs (with a fair share: corral). The rank
+        is then (tier, static - now_points + penalty, submitted_at, id) (group_walk.py)."""
         tier = self.rank(queue, job)[0]
-        if self._fair_share is None:
-            return self._key
-        penalty = self._shares[queue][1]
-        static, now_points = self._static, self._now_points
-        return lambda j: (tier, static(j) - now_points + penalty, j.submitted_at, j.id)
+        assert isinstance(tier, int)
+        return tier, self._shares[queue][1]
+
+    @property
+    def now_points(self) -> float:
+        return self._now_points
 
     def _at_quota(self, queue: str, job: Job, revision: int) -> int:
         """The job's tier (see the module docstring): 0 fits within nominal quota, 1 its queue is
