@@ -11,79 +11,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.model.job import Job
 from scheduler.model.pending_shapes import PendingShapes, Shape
-from scheduler.model.snapshot import ClusterSnapshot
 from scheduler.policy import cycle
-from scheduler.policy.config import PolicyConfig
 from scheduler.policy.decide import decide
 from scheduler.policy.group_walk import GroupMerger
-from scheduler.policy.order import FairShare, QueueMerger, las_level, order_signature, pending_key
-from tests.builders import cluster, job, queue, running, snapshot
-
-NODES = cluster(racks=1, nodes_per_rack=4)  # 32 GPUs
-CONFIG = PolicyConfig(default_min_runtime_s=600.0)
-QUEUES = [queue(q).quota(H100=12).cohort("c").build() for q in ("a", "b", "c")]
-NOW = 100_000.0
-
-pending_job = st.tuples(
-    st.sampled_from(["a", "b", "c"]),
-    st.sampled_from([1, 2, 4, 8]),  # GPUs
-    st.sampled_from([1, 1, 1, 2]),  # nodes (a 2-node job takes whole nodes)
-    st.sampled_from(["low", "normal", "high"]),
-    # waited: equal times (ties broken by id) and both sides of the 30-min unbounded threshold
-    st.sampled_from([0.0, 10.0, 600.0, 1_799.0, 1_800.0, 1_801.0, 5_000.0, 20_000.0]) | st.floats(0, 20_000),
-    st.sampled_from([0.0, 5_000.0, 50_000.0]),  # attained GPU-seconds: its service level
-    st.sampled_from([None, 600.0, 7_200.0]),  # time limit
+from scheduler.policy.order import FairShare, QueueMerger, las_level, pending_key
+from tests.builders import job, running, snapshot
+from tests.policy.walks import (
+    CONFIG,
+    NODES,
+    NOW,
+    QUEUES,
+    narrow_job,
+    occupants,
+    pending_job,
+    pending_jobs,
+    plain_and_lent,
+    shapes_of,
 )
-
-
-# Few shapes, so that a queue's jobs form long runs the walk passes over, cut by the other queues'.
-narrow_job = st.tuples(
-    st.sampled_from(["a", "b", "c"]),
-    st.sampled_from([1, 2]),
-    st.sampled_from([1, 1, 1, 1, 2]),
-    st.just("normal"),
-    # the unbounded threshold (1,800 s) falls inside, and on it
-    (st.integers(0, 3_000) | st.sampled_from([1_799, 1_800, 1_800, 1_801])).map(float),
-    st.sampled_from([0.0, 0.0, 50_000.0]),
-    st.just(None),
-)
-
-
-def _pending(rows: list[tuple[str, int, int, str, float, float, float | None]]) -> list[Job]:
-    out = []
-    for i, (q, gpus, nodes, priority, age, attained, limit) in enumerate(rows):
-        b = job(f"p{i:03d}").queue(q).priority(priority).nodes(nodes).submitted(NOW - age).attained(attained)
-        b = b.gpus(8 if nodes > 1 else gpus)
-        if limit is not None:
-            b = b.time_limit(limit)
-        out.append(b.build())
-    return out
-
-
-def _shapes(snap: ClusterSnapshot, pending: list[Job], config: PolicyConfig) -> PendingShapes:
-    """The shapes as the simulator keeps them: each group in the queue's own order."""
-    th = config.las_thresholds_gpu_s
-    values = {name: pc.value for name, pc in snap.priority_classes.items()}
-    shapes = PendingShapes(
-        th, lambda a: las_level(a, th), pending_key(config, values), order_signature(config, values)
-    )
-    for j in pending:
-        shapes.add(j)
-    return shapes
-
-
-def _occupants(busy: int, ran: float) -> list:  # type: ignore[type-arg]
-    return [
-        running(
-            job(f"r{i}").queue("abc"[i % 3]).priority("low").gpus(8).build(),
-            [NODES[i].id],
-            NOW - ran,
-            on=NODES,
-        )
-        for i in range(busy)
-    ]
 
 
 @settings(max_examples=300, deadline=None)
@@ -102,9 +47,9 @@ def test_the_group_walk_yields_what_the_merge_reaches_with_an_unknown_outcome(
     its queue GPUs (2: its ranks and tiers change), or forgets every outcome (0: a decision), or
     nothing (4-5). The group walk must yield the same jobs in the same order, with as many jobs
     passed over before each as the merge found known."""
-    pending = _pending(rows)
-    snap = snapshot(NODES, pending, _occupants(busy, 300.0), queues=QUEUES, config=CONFIG)
-    shapes = _shapes(snap, pending, CONFIG)
+    pending = pending_jobs(rows)
+    snap = snapshot(NODES, pending, occupants(busy, 300.0), queues=QUEUES, config=CONFIG)
+    shapes = shapes_of(snap, pending, CONFIG)
     key = pending_key(CONFIG, {n: pc.value for n, pc in snap.priority_classes.items()})
 
     def drive(grouped: bool) -> list[tuple[str, int]]:
@@ -155,9 +100,8 @@ def test_a_cycle_that_walks_groups_decides_and_counts_what_a_plain_walk_does(
     depth: int,
 ) -> None:
     config = CONFIG.model_copy(update={"scan_depth": depth})
-    pending = _pending(rows)
-    plain = snapshot(NODES, pending, _occupants(busy, ran), queues=QUEUES, config=config)
-    lent = replace(plain, pending_shapes=_shapes(plain, pending, config))
+    pending = pending_jobs(rows)
+    plain, lent = plain_and_lent(pending, occupants(busy, ran), config)
     walked = decide(plain, config, NOW)
     with patch.object(GroupMerger, "__iter__", autospec=True, side_effect=_GROUP_ITER) as grouped:
         decided = decide(lent, config, NOW)
@@ -173,7 +117,7 @@ _GROUP_ITER = GroupMerger.__iter__
 def test_a_deep_backlog_is_passed_over_in_runs_not_job_by_job() -> None:
     """600 jobs of 4 shapes in two queues, nothing free and nobody preemptible: after one job of
     each shape, the rest only wait; the group walk ranks a few jobs per run it passes, not each."""
-    occupants = [
+    full = [
         running(job(f"r{i}").queue("ab"[i % 2]).gpus(8).preemptible(False).build(), [n.id], NOW, on=NODES)
         for i, n in enumerate(NODES)
     ]
@@ -181,8 +125,7 @@ def test_a_deep_backlog_is_passed_over_in_runs_not_job_by_job() -> None:
         job(f"p{i}").queue("ab"[i % 2]).gpus(1 + i % 2).submitted(NOW - 2 * i).build() for i in range(600)
     ]
     config = CONFIG.model_copy(update={"scan_depth": 10_000})
-    plain = snapshot(NODES, pending, occupants, queues=QUEUES, config=config)
-    lent = replace(plain, pending_shapes=_shapes(plain, pending, config))
+    plain, lent = plain_and_lent(pending, full, config)
     walked = decide(plain, config, NOW)
     with patch.object(cycle, "_outcome_key", side_effect=cycle._outcome_key) as keyed:
         decided = decide(lent, config, NOW)
@@ -204,7 +147,7 @@ def test_the_plain_merge_is_kept_where_the_group_walk_could_order_differently() 
     pending = [job(f"p{i}").queue("ab"[i % 2]).submitted(NOW - i).build() for i in range(6)]
     capped = job("t1").queue("a").array("0-3%1", "t", 1).build()
     plain = snapshot(NODES, [*pending, capped], queues=QUEUES, config=CONFIG)
-    shapes = _shapes(plain, [*pending, capped], CONFIG)
+    shapes = shapes_of(plain, [*pending, capped], CONFIG)
     assert shapes.capped_tasks == 1
     with patch.object(GroupMerger, "__iter__", autospec=True, side_effect=_GROUP_ITER) as grouped:
         assert (
@@ -223,7 +166,7 @@ def test_the_walk_stops_early_only_once_every_outcome_left_is_known(waited: floa
     pending = [job(f"x{i:03d}").queue("ab"[i % 2]).submitted(NOW - waited + i).build() for i in range(200)]
     pending.append(job("last").queue("a").gpus(2).submitted(NOW - waited + 300).build())
     snap = snapshot(NODES, pending, queues=QUEUES, config=CONFIG)
-    shapes = _shapes(snap, pending, CONFIG)
+    shapes = shapes_of(snap, pending, CONFIG)
     key = pending_key(CONFIG, {n: pc.value for n, pc in snap.priority_classes.items()})
     others = {shapes.shape(j) for j in pending[:-1]}
     for known, expected, tail in (

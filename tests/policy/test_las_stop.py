@@ -3,7 +3,6 @@ GPUs and no running job left to rank could keep them: it must decide what a full
 
 from __future__ import annotations
 
-from dataclasses import replace
 from unittest.mock import patch
 
 import pytest
@@ -14,16 +13,8 @@ from scheduler.model.plan import Place
 from scheduler.policy import baselines
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.decide import decide
-from tests.builders import job, running, snapshot
-from tests.policy.test_group_walk import (
-    NODES,
-    NOW,
-    QUEUES,
-    _pending,
-    _shapes,
-    narrow_job,
-    pending_job,
-)
+from tests.builders import job, running
+from tests.policy.walks import NODES, NOW, narrow_job, pending_job, pending_jobs, plain_and_lent
 
 LAS = PolicyConfig(name="las")
 
@@ -52,7 +43,7 @@ def test_a_las_cycle_that_stops_early_decides_what_a_full_walk_decides(
     depth: int,
 ) -> None:
     config = LAS.model_copy(update={"scan_depth": depth})
-    pending = _pending(rows)
+    pending = pending_jobs(rows)
     if impossible:
         pending.append(job("huge").queue("b").gpus(8).nodes(8).submitted(NOW - 50).build())
     held: dict[int, int] = {}
@@ -64,8 +55,7 @@ def test_a_las_cycle_that_stops_early_decides_what_a_full_walk_decides(
         held[at] = first + gpus
         r = job(f"r{k}").queue(q).gpus(gpus).attained(attained).build()
         busy.append(running(r, [(NODES[at].id, list(range(first, first + gpus)))], NOW - ran, on=NODES))
-    plain = snapshot(NODES, pending, busy, queues=QUEUES, config=config)
-    lent = replace(plain, pending_shapes=_shapes(plain, pending, config))
+    plain, lent = plain_and_lent(pending, busy, config)
     walked = decide(plain, config, NOW)
     decided = decide(lent, config, NOW)
     assert decided.decisions == walked.decisions
@@ -75,14 +65,13 @@ def test_a_las_cycle_that_stops_early_decides_what_a_full_walk_decides(
 def test_a_full_cluster_stops_the_walk_at_once() -> None:
     """Every GPU held by long-running jobs of the lowest level and 500 jobs waiting: the running
     jobs keep their GPUs, and the cycle does not look at the pending ones past the first."""
-    occupants = [
+    busy = [
         running(job(f"r{i}").queue("ab"[i % 2]).gpus(8).build(), [n.id], NOW - 10.0, on=NODES)
         for i, n in enumerate(NODES)
     ]
     pending = [job(f"p{i}").queue("ab"[i % 2]).gpus(1 + i % 2).submitted(NOW - i).build() for i in range(500)]
     config = LAS.model_copy(update={"scan_depth": 10_000})
-    plain = snapshot(NODES, pending, occupants, queues=QUEUES, config=config)
-    lent = replace(plain, pending_shapes=_shapes(plain, pending, config))
+    plain, lent = plain_and_lent(pending, busy, config)
     walked = decide(plain, config, NOW)
     with patch.object(baselines, "las_level", side_effect=baselines.las_level) as levels:
         decided = decide(lent, config, NOW)
@@ -103,7 +92,7 @@ def test_the_walk_goes_on_while_a_running_job_could_keep_its_gpus_or_a_job_must_
     )
     big = job("r-big").queue("a").gpus(8).attained(50_000.0).submitted(NOW - 9_000).build()
     small = job("r-small").queue("b").gpus(1).attained(50_000.0).submitted(NOW - 8_000).build()
-    occupants = [
+    busy = [
         leaving,
         running(big, [NODES[1].id], NOW - 5_000, on=NODES),
         running(small, [(NODES[0].id, [0])], NOW - 5_000, on=NODES),
@@ -113,8 +102,7 @@ def test_the_walk_goes_on_while_a_running_job_could_keep_its_gpus_or_a_job_must_
     ]
     if impossible:
         pending.append(job("huge").queue("a").gpus(8).nodes(8).submitted(NOW - 10).build())
-    plain = snapshot(NODES, pending, occupants, queues=QUEUES, config=LAS)
-    lent = replace(plain, pending_shapes=_shapes(plain, pending, LAS))
+    plain, lent = plain_and_lent(pending, busy, LAS)
     walked = decide(plain, LAS, NOW)
     expected = [("Reject", "huge")] if impossible else []
     assert [(type(d).__name__, d.job_id) for d in walked.decisions if not isinstance(d, Place)] == [

@@ -18,10 +18,11 @@ from scheduler.policy.config import PolicyConfig
 from scheduler.policy.decide import decide
 from scheduler.policy.order import las_level
 from tests.builders import cluster, job, queue, running, snapshot
+from tests.policy.walks import occupants, pending_job, pending_jobs
 
 NODES = cluster(racks=1, nodes_per_rack=4)  # 32 GPUs
 CONFIG = PolicyConfig(default_min_runtime_s=600.0)
-QUEUES = [queue(q).quota(H100=16).cohort("c").build() for q in ("a", "b")]
+QUEUES = [queue(q).quota(H100=16).cohort("c").build() for q in ("a", "b", "c")]
 
 
 def _shapes(pending: list[Job], config: PolicyConfig) -> PendingShapes:
@@ -34,28 +35,6 @@ def _shapes(pending: list[Job], config: PolicyConfig) -> PendingShapes:
 
 def _lent(snap: ClusterSnapshot, pending: list[Job], config: PolicyConfig) -> ClusterSnapshot:
     return replace(snap, pending_shapes=_shapes(pending, config))
-
-
-pending_job = st.tuples(
-    st.sampled_from(["a", "b"]),
-    st.sampled_from([1, 2, 4, 8]),  # GPUs
-    st.sampled_from([1, 1, 1, 2]),  # nodes (a 2-node job takes whole nodes)
-    st.sampled_from(["low", "normal", "high"]),
-    st.floats(0, 20_000),  # submitted this long ago
-    st.sampled_from([0.0, 5_000.0, 50_000.0]),  # attained GPU-seconds: its service level
-    st.sampled_from([None, 600.0, 7_200.0]),  # time limit
-)
-
-
-def _pending(rows: list[tuple[str, int, int, str, float, float, float | None]], now: float) -> list[Job]:
-    out = []
-    for i, (q, gpus, nodes, priority, age, attained, limit) in enumerate(rows):
-        b = job(f"p{i}").queue(q).priority(priority).nodes(nodes).submitted(now - age).attained(attained)
-        b = b.gpus(8 if nodes > 1 else gpus)
-        if limit is not None:
-            b = b.time_limit(limit)
-        out.append(b.build())
-    return out
 
 
 @settings(max_examples=150, deadline=None)
@@ -74,18 +53,9 @@ def test_a_cycle_that_stops_when_settled_decides_what_a_full_walk_decides(
     settle_after: int,
 ) -> None:
     now = 100_000.0
-    pending = _pending(rows, now)
-    occupants = [
-        running(
-            job(f"r{i}").queue("ab"[i % 2]).priority("low").gpus(8).build(),
-            [NODES[i].id],
-            now - ran,
-            on=NODES,
-        )
-        for i in range(busy)
-    ]
+    pending = pending_jobs(rows, now)
     config = CONFIG.model_copy(update={"scan_depth": depth})
-    full = snapshot(NODES, pending, occupants, queues=QUEUES, config=config)
+    full = snapshot(NODES, pending, occupants(busy, ran), queues=QUEUES, config=config)
     walked = decide(full, config, now)
     with patch.object(cycle._Settled, "SETTLE_AFTER", settle_after):
         stopped = decide(_lent(full, pending, config), config, now)
