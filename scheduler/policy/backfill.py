@@ -7,8 +7,9 @@ limit ends before the reservation begins; any job may use nodes outside the rese
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from scheduler.model.capacity import CapacityError, CapacityIndex
@@ -16,6 +17,7 @@ from scheduler.model.cluster import PoolKey
 from scheduler.model.job import JobSpec
 from scheduler.model.snapshot import RunningJob
 from scheduler.policy.place import find_allocation
+from scheduler.policy.pool_memo import RunningChange
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +75,22 @@ def drain_order(running_in_pool: Iterable[RunningJob]) -> list[RunningJob]:
     nodes, so their jobs only age and the next cycle picks the same nodes, which drain. (Youngest
     first would move the reservation to the nodes that just took new work, and it never drains.)
     """
-    return sorted(
-        running_in_pool,
-        key=lambda r: (math.inf if r.expected_end is None else r.expected_end, r.started_at, r.id),
-    )
+    return sorted(running_in_pool, key=_drain_key)
+
+
+def drain_order_after(ordered: Sequence[RunningJob], change: RunningChange) -> list[RunningJob]:
+    """drain_order of the pool's jobs after `change`, from their earlier drain order (the key is a
+    total order: the same list a fresh sort gives)."""
+    removed = change.removed
+    updated = [r for r in ordered if id(r) not in removed] if removed else list(ordered)
+    for r in change.added:
+        bisect.insort(updated, r, key=_drain_key)
+    return updated
+
+
+def _drain_key(r: RunningJob) -> tuple[float, float, str]:
+    limit = r.job.spec.time_limit_s  # RunningJob.expected_end, inlined: every running job is keyed
+    return (math.inf if limit is None else r.started_at + limit, r.started_at, r.id)
 
 
 def ends_before(spec: JobSpec, now: float, start: float | None) -> bool:

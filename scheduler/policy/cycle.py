@@ -17,6 +17,7 @@ The corral policy, in phases:
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
@@ -39,7 +40,14 @@ from scheduler.policy.order import (
     pending_key,
 )
 from scheduler.policy.place import candidate_pools, find_allocation, residency_check
-from scheduler.policy.preempt import CandidateScan, VictimCandidates, choose_victims, scan_candidates
+from scheduler.policy.pool_memo import PoolMemo, RunningChange, change_between
+from scheduler.policy.preempt import (
+    CandidateScan,
+    VictimCandidates,
+    choose_victims,
+    rescan_candidates,
+    scan_candidates,
+)
 from scheduler.policy.quota import QuotaLedger
 from scheduler.policy.words import plural
 
@@ -104,8 +112,8 @@ class CycleState:
             kept = memo.get("job_facts")
             if not (
                 isinstance(kept, _KeptFacts)
-                and kept.config is config
-                and kept.classes is snapshot.priority_classes
+                and kept.config == config
+                and kept.classes == snapshot.priority_classes
                 and len(kept.facts) < 4 * snapshot.pending_count + 10_000  # ended jobs' go now and then
             ):
                 kept = _KeptFacts(config, snapshot.priority_classes, {})
@@ -197,7 +205,43 @@ class CycleState:
         by_pool: dict[PoolKey, list[RunningJob]] = {}
         for r in self.snapshot.running.values():
             by_pool.setdefault(r.pool, []).append(r)
+        memo = self.snapshot.memo
+        before = memo.get("running_by_pool") if memo is not None else None
+        if isinstance(before, _Memo) and isinstance(before.value, dict):
+            # A pool whose running jobs are the very same objects keeps its list object, so that
+            # what is derived from it alone (_per_pool) is reused: one job ending changes one pool.
+            for pool, jobs in by_pool.items():
+                old = before.value.get(pool)
+                if old is not None and len(old) == len(jobs) and all(map(operator.is_, old, jobs)):
+                    by_pool[pool] = old
         return by_pool
+
+    def _per_pool(
+        self,
+        key: str,
+        pool: PoolKey,
+        compute: Callable[[list[RunningJob]], _T],
+        update: Callable[[_T, RunningChange], _T] | None = None,
+    ) -> _T:
+        """compute(the pool's running jobs), reused from an earlier cycle while they are the same
+        objects (snapshot.memo): a change in another pool does not make it stale. `update` brings
+        an earlier value up to date when only a few of them changed (pool_memo.py)."""
+        jobs = self.running_in(pool)
+        memo = self.snapshot.memo
+        if memo is None or self.snapshot.running_version < 0:
+            return compute(jobs)
+        hit = memo.get((key, pool))
+        if isinstance(hit, PoolMemo):
+            if hit.jobs is jobs:
+                return cast(_T, hit.value)
+            change = change_between(hit.jobs, jobs) if update is not None else None
+            if update is not None and change is not None:
+                value = update(cast(_T, hit.value), change)
+                memo[(key, pool)] = PoolMemo(jobs, value)
+                return value
+        value = compute(jobs)
+        memo[(key, pool)] = PoolMemo(jobs, value)
+        return value
 
     def _derived(self, key: object, compute: Callable[[], _T]) -> _T:
         """compute(), a function of the running jobs alone (never changed by the caller), reused
@@ -217,9 +261,7 @@ class CycleState:
         """The pool's running jobs in the order backfill expects them to free their GPUs."""
         ordered = self._drain_order.get(pool)
         if ordered is None:
-            ordered = self._derived(
-                ("drain_order", pool), lambda: backfill.drain_order(self.running_in(pool))
-            )
+            ordered = self._per_pool("drain_order", pool, backfill.drain_order, backfill.drain_order_after)
             self._drain_order[pool] = ordered
         return ordered
 
@@ -241,18 +283,24 @@ class CycleState:
         if memo is None or snapshot.running_version < 0:
             return None
         key = ("victims", pool)
+        jobs = self.running_in(pool)
         hit = memo.get(key)
+        scan: CandidateScan | None = None
         if (
-            isinstance(hit, _Memo)
-            and hit.version == snapshot.running_version
+            isinstance(hit, PoolMemo)
             and isinstance(hit.value, _ScanMemo)
-            and hit.value.config is self.config
-            and hit.value.classes is snapshot.priority_classes
+            and hit.value.config == self.config
+            and hit.value.classes == snapshot.priority_classes
             and hit.value.scan.at <= self.now < hit.value.scan.valid_until
         ):
-            return hit.value.scan
-        scan = scan_candidates(snapshot, self.running_in(pool), self.now, self.config)
-        memo[key] = _Memo(snapshot.running_version, _ScanMemo(self.config, snapshot.priority_classes, scan))
+            if hit.jobs is jobs:
+                return hit.value.scan
+            change = change_between(hit.jobs, jobs)
+            if change is not None:
+                scan = rescan_candidates(hit.value.scan, jobs, change, snapshot, self.now, self.config)
+        if scan is None:
+            scan = scan_candidates(snapshot, jobs, self.now, self.config)
+        memo[key] = PoolMemo(jobs, _ScanMemo(self.config, snapshot.priority_classes, scan))
         return scan
 
     def top_level(self, pool: PoolKey) -> int:
@@ -266,7 +314,7 @@ class CycleState:
     def _leaving(self) -> dict[PoolKey, list[RunningJob]]:
         if self._leaving_by_pool is None:
             self._leaving_by_pool = {
-                key: [r for r in rs if r.preempting] for key, rs in self._running().items()
+                pool: self._per_pool("leaving", pool, _leaving_of) for pool in self._running()
             }
         return self._leaving_by_pool
 
@@ -328,12 +376,13 @@ class CycleState:
                 free.append(NodeAllocation(node=na.node, gpus=mine))
         scratch = self.after_leavers(pool).allocate(allocation) if leaving else None
         if free:
-            self._take(Allocation(nodes=tuple(free)))
+            # Its pool's after-leavers index is `scratch` (which takes the free GPUs too).
+            self._take(Allocation(nodes=tuple(free)), after_leavers=scratch is None)
             self.version += 1
         if scratch is not None:
             self._after_leavers[pool] = scratch
 
-    def _take(self, allocation: Allocation) -> None:
+    def _take(self, allocation: Allocation, after_leavers: bool = True) -> None:
         self.capacity = self.capacity.allocate(allocation)
         if self.unreserved is not None:
             try:
@@ -343,6 +392,8 @@ class CycleState:
                 self.unreserved = self.capacity.without_nodes(self._reserved_nodes())
         # Free in `capacity` means free in the pool's after-leavers index too (leaving jobs only
         # add free GPUs); only that pool's index is ever asked about that pool.
+        if not after_leavers:
+            return
         pool = self.capacity.pool_of(allocation.nodes[0].node)
         scratch = self._after_leavers.get(pool) if pool is not None else None
         if pool is not None and scratch is not None:
@@ -436,7 +487,7 @@ _Facts = tuple[Job, str, tuple[str, str, str, int, int], float | None, int, floa
 @dataclass(frozen=True, slots=True)
 class _KeptFacts:
     config: PolicyConfig
-    classes: object  # snapshot.priority_classes, by identity
+    classes: object  # snapshot.priority_classes (the live controller builds equal ones each cycle)
     facts: dict[int, _Facts]
 
 
@@ -458,10 +509,14 @@ class _Memo:
     value: object
 
 
+def _leaving_of(running: list[RunningJob]) -> list[RunningJob]:
+    return [r for r in running if r.preempting]
+
+
 @dataclass(frozen=True, slots=True)
 class _ScanMemo:
     config: PolicyConfig
-    classes: object  # snapshot.priority_classes, by identity
+    classes: object  # snapshot.priority_classes (the live controller builds equal ones each cycle)
     scan: CandidateScan
 
 

@@ -35,6 +35,7 @@ from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.order import las_level
 from scheduler.policy.place import find_allocation
+from scheduler.policy.pool_memo import RunningChange
 from scheduler.policy.quota import QuotaLedger
 
 _PRIORITY, _RECLAIM, _SERVICE = 0, 1, 2  # why a candidate may be preempted (indexes PREEMPT_RULES)
@@ -147,6 +148,37 @@ def scan_candidates(
     return CandidateScan(now, valid_until - _CHANGE_MARGIN_S, tuple(found), summary, top)
 
 
+def rescan_candidates(
+    scan: CandidateScan,
+    running: Sequence[RunningJob],
+    change: RunningChange,
+    snapshot: ClusterSnapshot,
+    now: float,
+    config: PolicyConfig,
+) -> CandidateScan:
+    """scan_candidates(snapshot, running, now, config) from `scan`, made of the pool's earlier jobs
+    and still valid at `now`, and what changed since: only the added jobs are scanned. The same
+    scan but that it may need redoing sooner (valid_until is the earlier of both)."""
+    fresh = scan_candidates(snapshot, change.added, now, config)
+    position = {id(r): i for i, r in enumerate(running)}
+    removed = change.removed
+    found = [(position[id(r)], r, v, p, lv) for _, r, v, p, lv in scan.found if id(r) not in removed]
+    found += [(position[id(r)], r, v, p, lv) for _, r, v, p, lv in fresh.found]
+    found.sort(key=_position)  # the pool's order, as a scan walks it
+    summary: dict[str, dict[int, int]] = {}
+    top = -1
+    for _, r, value, protected, level in found:
+        if not protected and level > top:
+            top = level
+        _note(summary, r.queue, value, -1 if protected else level)
+    valid_until = min(scan.valid_until, fresh.valid_until)
+    return CandidateScan(scan.at, valid_until, tuple(found), summary, top)
+
+
+def _position(found: _Found) -> int:
+    return found[0]
+
+
 class VictimCandidates:
     """The pool's jobs that some rule may preempt, cheapest first, sorted lazily.
 
@@ -170,7 +202,7 @@ class VictimCandidates:
             scan = scan_candidates(snapshot, running, now, config)
         self._now = now
         self._found: Sequence[_Found] | None = scan.found  # costed on the first walk
-        self._heap: list[tuple[tuple[float, ...], int, RunningJob, int, bool, int]] = []
+        self._heap: list[tuple[int, float, int, float, int, RunningJob, bool, int]] = []
         self._sorted: list[Candidate] = []
         self._summary = scan.summary
         self._top = scan.top
@@ -192,18 +224,20 @@ class VictimCandidates:
         if self._found is None:
             return
         now = self._now
-        self._heap = [
-            (
-                (float(value), r.work_at_risk_s(now) * r.gpus, -float(r.gpus), r.started_at),
-                i,
-                r,
-                value,
-                p,
-                level,
-            )
-            for i, r, value, p, level in self._found
-        ]
-        heapq.heapify(self._heap)
+        heap: list[tuple[int, float, int, float, int, RunningJob, bool, int]] = []
+        push = heap.append
+        # RunningJob.work_at_risk_s, inlined: this loop sees every candidate of the pool.
+        for i, r, value, p, level in self._found:
+            risk = now - r.started_at
+            interval = r.checkpoint_interval_s
+            if risk < 0.0:
+                risk = 0.0
+            elif interval is not None:
+                risk %= interval
+            gpus = r.gpus
+            push((value, risk * gpus, -gpus, r.started_at, i, r, p, level))
+        heapq.heapify(heap)
+        self._heap = heap
         self._found = None
 
     def __iter__(self) -> Iterator[Candidate]:
@@ -213,7 +247,8 @@ class VictimCandidates:
             if i == len(self._sorted):
                 if not self._heap:
                     return
-                cost, _, r, value, protected, level = heapq.heappop(self._heap)
+                value, risk, size, started, _, r, protected, level = heapq.heappop(self._heap)
+                cost = (float(value), risk, float(size), started)
                 self._sorted.append(Candidate(r, value, level, cost, protected))
             yield self._sorted[i]
             i += 1
