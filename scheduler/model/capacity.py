@@ -78,12 +78,13 @@ class CapacityIndex:
         pools: Mapping[PoolKey, PoolFree],
         location: Mapping[str, tuple[PoolKey, str]],
         max_gpus: int,
+        free_total: int | None = None,
     ) -> None:
         self._nodes = nodes
         self._pools = pools
         self._location = location
         self._max_gpus = max_gpus
-        self._free_total = sum(p.free_gpus for p in pools.values())
+        self._free_total = sum(p.free_gpus for p in pools.values()) if free_total is None else free_total
 
     @classmethod
     def build(cls, nodes: Iterable[Node], allocations: Iterable[Allocation] = ()) -> CapacityIndex:
@@ -163,50 +164,114 @@ class CapacityIndex:
         )
         return self.allocate(hide) if hide.nodes else self
 
+    def release_each(self, allocations: Iterable[Allocation]) -> CapacityIndex:
+        """The index with each allocation released, skipping whole any that would free a GPU
+        already free (its GPUs are counted free already): the same as releasing them one by one
+        and skipping each that raises CapacityError, in one pass (the racks are copied once)."""
+        edit = _Edit(self)
+        for allocation in allocations:
+            edit.change(allocation, take=False, strict=False)
+        return edit.done()
+
     def _apply(self, allocation: Allocation, take: bool) -> CapacityIndex:
-        pools = dict(self._pools)
-        racks_copied: dict[PoolKey, dict[str, RackFree]] = {}
+        edit = _Edit(self)
+        edit.change(allocation, take, strict=True)
+        return edit.done()
+
+
+class _Edit:
+    """New free GPUs for some nodes of an index, turned into a new index (sharing the rest) once."""
+
+    __slots__ = ("_free", "_index")
+
+    def __init__(self, index: CapacityIndex) -> None:
+        self._index = index
+        self._free: dict[str, tuple[int, ...]] = {}  # node → its free GPUs after the changes so far
+
+    def _current(self, node: str, loc: tuple[PoolKey, str]) -> tuple[int, ...]:
+        edited = self._free.get(node)
+        if edited is not None:
+            return edited
+        return self._index._pools[loc[0]].racks[loc[1]].free[node]
+
+    def change(self, allocation: Allocation, take: bool, strict: bool) -> bool:
+        """Take or release the allocation's GPUs, all or none. Where that is not possible: raise
+        CapacityError if `strict`, else change nothing and return False."""
+        location = self._index._location
+        staged: dict[str, tuple[int, ...]] = {}  # kept apart until all of it is possible
         for na in allocation.nodes:
-            loc = self._location.get(na.node)
+            loc = location.get(na.node)
             if loc is None:
                 if take:
                     raise CapacityError(f"node {na.node} is not schedulable")
                 continue  # releasing GPUs of a node that left the index: nothing to give back
-            pool_key, rack_id = loc
-            pool = pools[pool_key]
-            rack = pool.racks[rack_id]
-            current = rack.free[na.node]
+            current = staged.get(na.node)
+            if current is None:
+                current = self._current(na.node, loc)
             wanted = set(na.gpus)
             if take:
                 missing = wanted.difference(current)
                 if missing:
+                    if not strict:
+                        return False
                     raise CapacityError(f"GPUs {sorted(missing)} of node {na.node} are not free")
-                remaining = tuple(g for g in current if g not in wanted)
+                staged[na.node] = tuple(g for g in current if g not in wanted)
             else:
                 overlap = wanted.intersection(current)
                 if overlap:
+                    if not strict:
+                        return False
                     raise CapacityError(f"GPUs {sorted(overlap)} of node {na.node} are already free")
-                remaining = tuple(sorted(current + tuple(na.gpus)))
-            before, after = len(current), len(remaining)
+                staged[na.node] = tuple(sorted(current + tuple(na.gpus)))
+        self._free.update(staged)
+        return True
+
+    def done(self) -> CapacityIndex:
+        index = self._index
+        if not self._free:
+            return index
+        location = index._location
+        by_rack: dict[tuple[PoolKey, str], list[str]] = {}
+        for node in self._free:
+            by_rack.setdefault(location[node], []).append(node)
+        pools = dict(index._pools)
+        racks_copied: dict[PoolKey, dict[str, RackFree]] = {}
+        pool_eligible: dict[PoolKey, list[int]] = {}
+        pool_delta: dict[PoolKey, int] = {}
+        total_delta = 0
+        for (pool_key, rack_id), nodes in by_rack.items():
+            pool = index._pools[pool_key]
+            rack = pool.racks[rack_id]
             free = dict(rack.free)
-            free[na.node] = remaining
-            new_rack = RackFree(free=free, eligible_at=_shift(rack.eligible_at, before, after))
+            eligible = list(rack.eligible_at)
+            in_pool = pool_eligible.get(pool_key)
+            if in_pool is None:
+                in_pool = pool_eligible[pool_key] = list(pool.eligible_at)
+            delta = 0
+            for node in nodes:
+                before, after = len(free[node]), len(self._free[node])
+                free[node] = self._free[node]
+                _shift_in_place(eligible, before, after)
+                _shift_in_place(in_pool, before, after)
+                delta += after - before
             racks = racks_copied.get(pool_key)
             if racks is None:
                 racks = racks_copied[pool_key] = dict(pool.racks)
-            racks[rack_id] = new_rack
+            racks[rack_id] = RackFree(free=free, eligible_at=tuple(eligible))
+            pool_delta[pool_key] = pool_delta.get(pool_key, 0) + delta
+            total_delta += delta
+        for pool_key, racks in racks_copied.items():
+            pool = index._pools[pool_key]
             pools[pool_key] = PoolFree(
                 racks=racks,
-                free_gpus=pool.free_gpus + after - before,
-                eligible_at=_shift(pool.eligible_at, before, after),
+                free_gpus=pool.free_gpus + pool_delta[pool_key],
+                eligible_at=tuple(pool_eligible[pool_key]),
             )
-        return CapacityIndex(self._nodes, pools, self._location, self._max_gpus)
+        return CapacityIndex(index._nodes, pools, location, index._max_gpus, index._free_total + total_delta)
 
 
-def _shift(eligible_at: tuple[int, ...], before: int, after: int) -> tuple[int, ...]:
+def _shift_in_place(eligible_at: list[int], before: int, after: int) -> None:
     """eligible_at after one node's free count went from `before` to `after`."""
-    shifted = list(eligible_at)
     step = 1 if after > before else -1
     for g in range(min(before, after) + 1, max(before, after) + 1):
-        shifted[g] += step
-    return tuple(shifted)
+        eligible_at[g] += step

@@ -354,15 +354,9 @@ class CycleState:
         """
         scratch = self._after_leavers.get(pool)
         if scratch is None:
-            scratch = self.capacity
             gone = [r.allocation for r in self.leaving_in(pool)]
             gone += [Allocation(nodes=(na,)) for na in self.settling_in(pool)]
-            for allocation in gone:
-                try:
-                    scratch = scratch.release(allocation)
-                except CapacityError:
-                    continue
-            self._after_leavers[pool] = scratch
+            scratch = self._after_leavers[pool] = self.capacity.release_each(gone)
         return scratch
 
     def hold(self, pool: PoolKey, allocation: Allocation, leaving: bool) -> None:

@@ -179,14 +179,18 @@ def _position(found: _Found) -> int:
     return found[0]
 
 
+_Costed = tuple[int, float, int, float, int, RunningJob, bool, int]  # the cost first, then _Found's
+
+
 class VictimCandidates:
     """The pool's jobs that some rule may preempt, cheapest first, sorted lazily.
 
     Built for every pool a cycle searches, but walked rarely: the summary ends most searches of a
     deep backlog (on the Philly prefix, 147 of 7,699 were ever walked). So the scan computes
-    only what the summary needs; the costs go into a heap on the first walk, and a Candidate is
-    built only when iteration reaches it. Iterating again replays the ones already built, then goes
-    on. Ties keep the pool's order (as a stable sort).
+    only what the summary needs; on the first walk the candidates are split by class (the first
+    part of the cost) and only the cheapest class is costed into a heap, the next one when that is
+    used up; a Candidate is built only when iteration reaches it. Iterating again replays the ones
+    already built, then goes on. Ties keep the pool's order (as a stable sort).
     """
 
     def __init__(
@@ -201,8 +205,9 @@ class VictimCandidates:
         if scan is None:
             scan = scan_candidates(snapshot, running, now, config)
         self._now = now
-        self._found: Sequence[_Found] | None = scan.found  # costed on the first walk
-        self._heap: list[tuple[int, float, int, float, int, RunningJob, bool, int]] = []
+        self._found: Sequence[_Found] | None = scan.found  # split by class on the first walk
+        self._classes: list[list[_Found]] = []  # not yet costed, the cheapest class last
+        self._heap: list[_Costed] = []
         self._sorted: list[Candidate] = []
         self._summary = scan.summary
         self._top = scan.top
@@ -219,15 +224,22 @@ class VictimCandidates:
         """The highest service level among those every rule may take (-1 if none)."""
         return self._top
 
-    def _cost_heap(self) -> None:
-        """Cheapest first: class, work lost since the checkpoint, size (biggest first), start."""
-        if self._found is None:
+    def _cost_next_class(self) -> None:
+        """Cost the cheapest class not costed yet into the heap: work lost since the checkpoint,
+        size (biggest first), start."""
+        if self._found is not None:
+            by_class: dict[int, list[_Found]] = {}
+            for found in self._found:
+                by_class.setdefault(found[2], []).append(found)
+            self._classes = [by_class[value] for value in sorted(by_class, reverse=True)]
+            self._found = None
+        if not self._classes:
             return
         now = self._now
-        heap: list[tuple[int, float, int, float, int, RunningJob, bool, int]] = []
+        heap: list[_Costed] = []
         push = heap.append
-        # RunningJob.work_at_risk_s, inlined: this loop sees every candidate of the pool.
-        for i, r, value, p, level in self._found:
+        # RunningJob.work_at_risk_s, inlined: this loop sees every candidate of the class.
+        for i, r, value, p, level in self._classes.pop():
             risk = now - r.started_at
             interval = r.checkpoint_interval_s
             if risk < 0.0:
@@ -238,15 +250,15 @@ class VictimCandidates:
             push((value, risk * gpus, -gpus, r.started_at, i, r, p, level))
         heapq.heapify(heap)
         self._heap = heap
-        self._found = None
 
     def __iter__(self) -> Iterator[Candidate]:
-        self._cost_heap()
         i = 0
         while True:
             if i == len(self._sorted):
                 if not self._heap:
-                    return
+                    self._cost_next_class()
+                    if not self._heap:
+                        return
                 value, risk, size, started, _, r, protected, level = heapq.heappop(self._heap)
                 cost = (float(value), risk, float(size), started)
                 self._sorted.append(Candidate(r, value, level, cost, protected))
@@ -433,11 +445,14 @@ class _Freed:
 
     def holds(self, r: RunningJob) -> bool:
         """Are all of its GPUs held in the pool's index (so that its leaving frees them)?"""
-        cap = self._capacity
-        return all(
-            cap.pool_of(na.node) == self._pool and not set(na.gpus).intersection(cap.free_on(na.node))
-            for na in r.allocation.nodes
-        )
+        cap, pool = self._capacity, self._pool
+        for na in r.allocation.nodes:
+            if cap.pool_of(na.node) != pool:
+                return False
+            free = cap.free_on(na.node)
+            if free and not set(free).isdisjoint(na.gpus):
+                return False
+        return True
 
     def add(self, r: RunningJob, sign: int) -> None:
         """Count `r` as gone (sign 1) or back (sign -1)."""
