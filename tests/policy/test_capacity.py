@@ -167,3 +167,41 @@ def test_incremental_counts_match_a_rebuild(ops: list[tuple[bool, int, set[int]]
         assert pool.eligible_at == fresh.eligible_at
         assert pool.free_gpus == fresh.free_gpus
         assert {rid: r.eligible_at for rid, r in pool.racks.items()} == _rebuilt_eligible(index)
+
+
+def _same_index(a: CapacityIndex, b: CapacityIndex, ids: list[str]) -> None:
+    assert [a.free_on(n) for n in ids] == [b.free_on(n) for n in ids]
+    assert a.free_gpus() == b.free_gpus()
+    assert {k: (p.free_gpus, p.eligible_at) for k, p in a.pools.items()} == {
+        k: (p.free_gpus, p.eligible_at) for k, p in b.pools.items()
+    }
+    assert {rid: r.eligible_at for p in a.pools.values() for rid, r in p.racks.items()} == _rebuilt_eligible(
+        a
+    )
+
+
+# An allocation of up to 3 parts: (node, GPUs); node 6 is not in the index (it left the cluster).
+parts = st.lists(st.tuples(st.integers(0, 6), st.sets(st.integers(0, 7), min_size=1)), min_size=1, max_size=3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(taken=st.lists(parts, max_size=6), released=st.lists(parts, max_size=8))
+def test_release_each_is_releasing_one_by_one_skipping_conflicts(
+    taken: list[list[tuple[int, set[int]]]], released: list[list[tuple[int, set[int]]]]
+) -> None:
+    nodes = cluster(racks=2, nodes_per_rack=3)
+    ids = [n.id for n in nodes] + ["gone"]
+    index = CapacityIndex.build(nodes)
+    for allocation in taken:
+        try:
+            index = index.allocate(alloc(*[(ids[i], sorted(g)) for i, g in allocation if i < 6]))
+        except CapacityError:
+            continue
+    allocations = [alloc(*[(ids[i], sorted(g)) for i, g in allocation]) for allocation in released]
+    expected = index
+    for allocation in allocations:
+        try:
+            expected = expected.release(allocation)
+        except CapacityError:
+            continue
+    _same_index(index.release_each(allocations), expected, ids[:6])
