@@ -221,11 +221,12 @@ class CycleState:
         key: str,
         pool: PoolKey,
         compute: Callable[[list[RunningJob]], _T],
-        update: Callable[[_T, RunningChange], _T] | None = None,
+        update: Callable[[_T, RunningChange], _T | None] | None = None,
     ) -> _T:
         """compute(the pool's running jobs), reused from an earlier cycle while they are the same
         objects (snapshot.memo): a change in another pool does not make it stale. `update` brings
-        an earlier value up to date when only a few of them changed (pool_memo.py)."""
+        an earlier value up to date when only a few of them changed (pool_memo.py), or says it cannot
+        (None)."""
         jobs = self.running_in(pool)
         memo = self.snapshot.memo
         if memo is None or self.snapshot.running_version < 0:
@@ -235,10 +236,12 @@ class CycleState:
             if hit.jobs is jobs:
                 return cast(_T, hit.value)
             change = change_between(hit.jobs, jobs) if update is not None else None
+            updated = None
             if update is not None and change is not None:
-                value = update(cast(_T, hit.value), change)
-                memo[(key, pool)] = PoolMemo(jobs, value)
-                return value
+                updated = update(cast(_T, hit.value), change)
+            if updated is not None:
+                memo[(key, pool)] = PoolMemo(jobs, updated)
+                return updated
         value = compute(jobs)
         memo[(key, pool)] = PoolMemo(jobs, value)
         return value
@@ -418,22 +421,14 @@ class CycleState:
 
     def _arrays(self) -> dict[str, int]:
         if self._array_running is None:
-            counts, caps = self._derived("arrays", self._count_arrays)
-            self._array_running = dict(counts)  # place() counts this cycle's placements in
-            self._array_caps.update(caps)
+            counts: dict[str, int] = {}  # place() counts this cycle's placements in
+            for pool in self._running():
+                in_pool, caps = self._per_pool("arrays", pool, _count_arrays, _arrays_after)
+                for array_id, n in in_pool.items():
+                    counts[array_id] = counts.get(array_id, 0) + n
+                self._array_caps.update(caps)
+            self._array_running = counts
         return self._array_running
-
-    def _count_arrays(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Array id → its tasks holding GPUs, and → its %N cap, among the running jobs."""
-        counts: dict[str, int] = {}
-        caps: dict[str, int] = {}
-        for r in self.snapshot.running.values():
-            array_id, cap = r.job.array_id, r.job.array_max_running
-            if array_id is not None:
-                counts[array_id] = counts.get(array_id, 0) + 1
-                if cap is not None:
-                    caps[array_id] = cap
-        return counts, caps
 
     def place(self, job: Job, pool: PoolKey, allocation: Allocation, borrowed: int, backfilled: bool) -> None:
         if job.array_id is not None:
@@ -501,6 +496,28 @@ class _Memo:
 
     version: int
     value: object
+
+
+def _count_arrays(running: list[RunningJob]) -> tuple[dict[str, int], dict[str, int]]:
+    """Array id → its tasks holding GPUs, and → its %N cap (the same for all its tasks)."""
+    counts: dict[str, int] = {}
+    caps: dict[str, int] = {}
+    for r in running:
+        array_id, cap = r.job.array_id, r.job.array_max_running
+        if array_id is not None:
+            counts[array_id] = counts.get(array_id, 0) + 1
+            if cap is not None:
+                caps[array_id] = cap
+    return counts, caps
+
+
+def _arrays_after(
+    counted: tuple[dict[str, int], dict[str, int]], change: RunningChange
+) -> tuple[dict[str, int], dict[str, int]] | None:
+    """_count_arrays unchanged while no task of an array came or went (None: count afresh)."""
+    if any(r.job.array_id is not None for r in (*change.added, *change.gone)):
+        return None
+    return counted
 
 
 def _leaving_of(running: list[RunningJob]) -> list[RunningJob]:

@@ -29,6 +29,7 @@ class RunningChange:
     """How a pool's running jobs differ from an earlier list of them."""
 
     removed: frozenset[int]  # id() of the earlier list's jobs that are gone (alive in that list)
+    gone: tuple[RunningJob, ...]  # those jobs
     added: tuple[RunningJob, ...]  # the jobs that list did not hold, in their new order
 
 
@@ -37,7 +38,7 @@ def change_between(before: Sequence[RunningJob], after: Sequence[RunningJob]) ->
     old = {id(r) for r in before}
     new = {id(r) for r in after}
     added = tuple(r for r in after if id(r) not in old)
-    removed = frozenset(old - new)
-    if len(added) + len(removed) > max(8.0, MAX_CHANGED_SHARE * len(after)):
+    gone = tuple(r for r in before if id(r) not in new)
+    if len(added) + len(gone) > max(8.0, MAX_CHANGED_SHARE * len(after)):
         return None
-    return RunningChange(removed, added)
+    return RunningChange(frozenset(map(id, gone)), gone, added)

@@ -34,13 +34,16 @@ one_job = st.tuples(
     st.sampled_from([None, 3_600.0, 30_000.0]),  # time limit
     st.sampled_from([None, 1_800.0]),  # checkpoint interval
 )
+ARRAY = "0-31%3"  # array a7: at most 3 of its tasks hold GPUs
 Spec = tuple[int, float, float, int, str, bool, str, float | None, float | None]
 
 
-def _running(spec: Spec, name: str, node: int, t0: float) -> RunningJob:
+def _running(spec: Spec, name: str, node: int, t0: float, array_task: int | None = None) -> RunningJob:
     gpus, age, attained, preemptions, priority, preemptible, queue_name, limit, interval = spec
     b = job(name).queue(queue_name).priority(priority).gpus(gpus).attained(attained)
     b = b.preemptible(preemptible).time_limit(limit)
+    if array_task is not None:
+        b = b.array(ARRAY, "a7", array_task)
     if preemptions:
         b = b.preemptions(preemptions)
     return running(
@@ -120,12 +123,17 @@ def test_cycles_that_update_what_they_derive_decide_what_fresh_cycles_decide(
     # Full nodes in both pools, so the waiting jobs preempt, reserve or wait; each step one job
     # ends or comes back, in one pool or the other, and time moves on a little (scans stay valid).
     config = PolicyConfig(default_min_runtime_s=600.0, las_thresholds_gpu_s=(36_000.0, 360_000.0))
-    present = [_running((8, *s[1:]), f"r{i}", i % 16, 0.0) for i, s in enumerate(specs)]
+    # Every fourth job is a task of array a7, which a pending task waits on when 3 of them run.
+    present = [
+        _running((8, *s[1:]), f"r{i}", i % 16, 0.0, array_task=i if i % 4 == 0 else None)
+        for i, s in enumerate(specs)
+    ]
     pending = [
         job("w-a").queue("a").priority("high").gpus(8).gpu_type("H100").build(),
         job("w-b").queue("b").priority("normal").gpus(4).gpu_type("A100").time_limit(3_600.0).build(),
         job("w-any").queue("b").priority("high").gpus(2).attained(100.0).build(),
         job("w-low").queue("a").priority("low").gpus(8).nodes(2).gpu_type("A100").build(),
+        job("a7.31").queue("a").priority("high").gpus(1).array(ARRAY, "a7", 31).build(),
     ]
     memo: dict[object, object] = {}
     now = 0.0
