@@ -44,6 +44,7 @@ class QuotaLedger:
         # Change counters: per (cohort, or the queue itself without one, type), and per queue.
         self._shared_changes: dict[tuple[bool, str, str], int] = {}
         self._queue_changes: dict[str, int] = {}
+        self._usage_changes: dict[tuple[str, str], int] = {}  # (cohort, type) → charges only, not claims
         self._claims_seen: dict[tuple[str, str], tuple[int, int, dict[str, int]]] = {}
         # (cohort, type) → (the refunds, the stamp, the cohort's lend and borrow change, per queue)
         self._refunds_seen: dict[
@@ -259,11 +260,12 @@ class QuotaLedger:
     def _refunded(self, queue: Queue, gpu_type: str, refunds: Mapping[str, int]) -> tuple[int, int]:
         """How much more the rest of the queue's cohort lends, and less it borrows, once `refunds`
         are given back (the queue's own refund left out): worked out once per cohort, type and
-        refunds while the cohort's usage of that type stays the same. `refunds` is recognised by
-        identity: a caller must not change a mapping after passing it (the cycle builds each once)."""
+        refunds while the cohort's usage of that type stays the same (a claim does not change it).
+        `refunds` is recognised by identity: a caller must not change a mapping after passing it
+        (the cycle builds each once)."""
         cohort = queue.cohort
         assert cohort is not None
-        stamp = self._shared_changes.get((True, cohort, gpu_type), 0)
+        stamp = self._usage_changes.get((cohort, gpu_type), 0)
         known = self._refunds_seen.get((cohort, gpu_type))
         if known is None or known[0] is not refunds or known[1] != stamp:
             per_queue: dict[str, tuple[int, int]] = {}
@@ -295,6 +297,7 @@ class QuotaLedger:
         if queue is not None and queue.cohort is not None:
             # The cohort totals move by what this queue lends and borrows after, less before.
             key = (queue.cohort, gpu_type)
+            self._usage_changes[key] = self._usage_changes.get(key, 0) + 1
             nominal = queue.nominal(gpu_type)
             lend = self._lend_at(queue, gpu_type, after) - self._lend_at(queue, gpu_type, before)
             self._lendable[key] = self._lendable.get(key, 0) + lend

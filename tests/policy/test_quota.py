@@ -245,6 +245,42 @@ def test_admission_after_refunds_is_admission_on_the_usage_without_them(
                 )
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    quotas=st.lists(st.integers(0, 12), min_size=2, max_size=4),
+    lending=st.one_of(st.none(), st.integers(0, 6)),
+    used=st.lists(st.integers(0, 16), min_size=4, max_size=4),
+    refunded=st.lists(st.integers(0, 4), min_size=4, max_size=4),
+    charges=st.lists(st.tuples(st.integers(0, 3), st.integers(-4, 8)), min_size=1, max_size=12),
+)
+def test_one_refunds_mapping_stays_right_as_the_cycle_charges(
+    quotas: list[int],
+    lending: int | None,
+    used: list[int],
+    refunded: list[int],
+    charges: list[tuple[int, int]],
+) -> None:
+    """A cycle passes the same refunds mapping (its leaving jobs' GPUs) to admit_after again and
+    again while it charges placements: what the ledger keeps of it must follow every charge."""
+    queues = {
+        f"q{i}": Queue(name=f"q{i}", quota={"H100": quota}, cohort="c", lending_limit=lending)
+        for i, quota in enumerate(quotas)
+    }
+    names = sorted(queues)
+    usage = {n: {"H100": used[i]} for i, n in enumerate(names)}
+    refunds = {n: min(refunded[i], used[i]) for i, n in enumerate(names)}
+    led = QuotaLedger(queues, usage)
+    for which, delta in charges:
+        name = names[which % len(names)]
+        delta = max(delta, refunds[name] - usage[name]["H100"])  # what is leaving stays held
+        led.charge(name, "H100", delta)
+        usage[name]["H100"] += delta
+        fresh = QuotaLedger(queues, {n: {"H100": u["H100"] - refunds[n]} for n, u in usage.items()})
+        for probe in names:
+            for gpus in (1, 2, 4, 8):
+                assert led.admit_after(probe, "H100", gpus, refunds).ok == fresh.admit(probe, "H100", gpus).ok
+
+
 def test_a_queues_own_refund_is_counted_once() -> None:
     """Queue a borrows 2 of b's idle H100 (12 of its 10) and 4 of its own GPUs are leaving: with
     them gone it uses 8 and b lends nothing more, so 4 more GPUs are 2 over its quota with nothing
