@@ -230,6 +230,8 @@ class _Edit:
         index = self._index
         if not self._free:
             return index
+        if len(self._free) == 1:
+            return self._one_node_done()
         location = index._location
         by_rack: dict[tuple[PoolKey, str], list[str]] = {}
         for node in self._free:
@@ -268,6 +270,35 @@ class _Edit:
                 eligible_at=tuple(pool_eligible[pool_key]),
             )
         return CapacityIndex(index._nodes, pools, location, index._max_gpus, index._free_total + total_delta)
+
+    def _one_node_done(self) -> CapacityIndex:
+        """done() for one changed node (most changes: a job on one node): only its rack and pool
+        are rebuilt, without the grouping the general case needs."""
+        index = self._index
+        ((node, remaining),) = self._free.items()
+        pool_key, rack_id = index._location[node]
+        pool = index._pools[pool_key]
+        rack = pool.racks[rack_id]
+        before, after = len(rack.free[node]), len(remaining)
+        free = dict(rack.free)
+        free[node] = remaining
+        racks = dict(pool.racks)
+        racks[rack_id] = RackFree(free=free, eligible_at=_shifted(rack.eligible_at, before, after))
+        pools = dict(index._pools)
+        pools[pool_key] = PoolFree(
+            racks=racks,
+            free_gpus=pool.free_gpus + after - before,
+            eligible_at=_shifted(pool.eligible_at, before, after),
+        )
+        return CapacityIndex(
+            index._nodes, pools, index._location, index._max_gpus, index._free_total + after - before
+        )
+
+
+def _shifted(eligible_at: tuple[int, ...], before: int, after: int) -> tuple[int, ...]:
+    shifted = list(eligible_at)
+    _shift_in_place(shifted, before, after)
+    return tuple(shifted)
 
 
 def _shift_in_place(eligible_at: list[int], before: int, after: int) -> None:

@@ -18,7 +18,7 @@ The corral policy, in phases:
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
@@ -422,7 +422,12 @@ class CycleState:
     def _arrays(self) -> dict[str, int]:
         if self._array_running is None:
             counts: dict[str, int] = {}  # place() counts this cycle's placements in
-            for pool in self._running():
+            if self._running_by_pool is None:
+                # Not grouped by pool in this cycle (las never needs it): one pass over them all.
+                everywhere = self._derived("arrays", lambda: _count_arrays(self.snapshot.running.values()))
+                counts.update(everywhere[0])
+                self._array_caps.update(everywhere[1])
+            for pool in self._running_by_pool or ():
                 in_pool, caps = self._per_pool("arrays", pool, _count_arrays, _arrays_after)
                 for array_id, n in in_pool.items():
                     counts[array_id] = counts.get(array_id, 0) + n
@@ -498,7 +503,7 @@ class _Memo:
     value: object
 
 
-def _count_arrays(running: list[RunningJob]) -> tuple[dict[str, int], dict[str, int]]:
+def _count_arrays(running: Iterable[RunningJob]) -> tuple[dict[str, int], dict[str, int]]:
     """Array id → its tasks holding GPUs, and → its %N cap (the same for all its tasks)."""
     counts: dict[str, int] = {}
     caps: dict[str, int] = {}

@@ -44,7 +44,7 @@ class QuotaLedger:
         # Change counters: per (cohort, or the queue itself without one, type), and per queue.
         self._shared_changes: dict[tuple[bool, str, str], int] = {}
         self._queue_changes: dict[str, int] = {}
-        self._usage_changes: dict[tuple[str, str], int] = {}  # (cohort, type) → charges only, not claims
+        self._claims_made: dict[tuple[str, str], int] = {}  # (cohort, type) → claims (see _refunded)
         self._claims_seen: dict[tuple[str, str], tuple[int, int, dict[str, int]]] = {}
         # (cohort, type) → (the refunds, the stamp, the cohort's lend and borrow change, per queue)
         self._refunds_seen: dict[
@@ -112,6 +112,8 @@ class QuotaLedger:
             return
         per_queue = self._claims.setdefault((q.cohort, gpu_type), {})
         per_queue[queue_name] = per_queue.get(queue_name, 0) + gpus
+        made = self._claims_made
+        made[(q.cohort, gpu_type)] = made.get((q.cohort, gpu_type), 0) + 1
         self._changed(queue_name, gpu_type)
 
     def within_nominal(self, queue_name: str, gpu_type: str, gpus: int) -> bool:
@@ -265,7 +267,9 @@ class QuotaLedger:
         (the cycle builds each once)."""
         cohort = queue.cohort
         assert cohort is not None
-        stamp = self._usage_changes.get((cohort, gpu_type), 0)
+        # The cohort's changes of that type less its claims: its charges, which alone change usage.
+        changes = self._shared_changes.get((True, cohort, gpu_type), 0)
+        stamp = changes - self._claims_made.get((cohort, gpu_type), 0)
         known = self._refunds_seen.get((cohort, gpu_type))
         if known is None or known[0] is not refunds or known[1] != stamp:
             per_queue: dict[str, tuple[int, int]] = {}
@@ -297,7 +301,6 @@ class QuotaLedger:
         if queue is not None and queue.cohort is not None:
             # The cohort totals move by what this queue lends and borrows after, less before.
             key = (queue.cohort, gpu_type)
-            self._usage_changes[key] = self._usage_changes.get(key, 0) + 1
             nominal = queue.nominal(gpu_type)
             lend = self._lend_at(queue, gpu_type, after) - self._lend_at(queue, gpu_type, before)
             self._lendable[key] = self._lendable.get(key, 0) + lend
