@@ -17,23 +17,18 @@ from scheduler.policy.decide import decide
 from scheduler.policy.pool_memo import change_between
 from scheduler.policy.preempt import rescan_candidates, scan_candidates
 from tests.builders import cluster, job, running, snapshot
+from tests.policy.test_candidate_scan import one_job as scanned_job
 
 NODES = cluster(racks=1, nodes_per_rack=8, prefix="a") + cluster(
     racks=1, nodes_per_rack=8, gpu_type="A100", prefix="b"
 )
 CONFIG = PolicyConfig(default_min_runtime_s=600.0, las_thresholds_gpu_s=(3600.0, 36000.0))
 
+# test_candidate_scan's running job (GPUs, age, attained GPU-s, preemptions, class, preemptible,
+# queue), with a time limit (the drain order reads it) and a checkpoint interval (the cost does).
 one_job = st.tuples(
-    st.integers(1, 8),  # GPUs on its node
-    st.floats(0, 20_000),  # started this long before t0
-    st.floats(0, 40_000),  # GPU-seconds attained in earlier attempts
-    st.integers(0, 3),  # earlier preemptions
-    st.sampled_from(["low", "normal", "high"]),
-    st.booleans(),  # preemptible
-    st.sampled_from(["a", "b"]),
-    st.sampled_from([None, 3_600.0, 30_000.0]),  # time limit
-    st.sampled_from([None, 1_800.0]),  # checkpoint interval
-)
+    scanned_job, st.sampled_from([None, 3_600.0, 30_000.0]), st.sampled_from([None, 1_800.0])
+).map(lambda t: (*t[0], t[1], t[2]))
 ARRAY = "0-31%3"  # array a7: at most 3 of its tasks hold GPUs
 Spec = tuple[int, float, float, int, str, bool, str, float | None, float | None]
 
