@@ -281,6 +281,40 @@ def test_one_refunds_mapping_stays_right_as_the_cycle_charges(
                 assert led.admit_after(probe, "H100", gpus, refunds).ok == fresh.admit(probe, "H100", gpus).ok
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    quotas=st.lists(st.integers(0, 12), min_size=2, max_size=4),
+    used=st.lists(st.integers(0, 16), min_size=4, max_size=4),
+    steps=st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.integers(-4, 8)), min_size=1, max_size=14),
+)
+def test_kept_admissions_follow_charges_and_claims(
+    quotas: list[int], used: list[int], steps: list[tuple[bool, int, int]]
+) -> None:
+    """admit() keeps its answers while its stamp (the charges and claims that can change them)
+    holds: at every step of a cycle's charges and claims it must answer as a ledger built afresh
+    with that usage and those claims."""
+    queues = {f"q{i}": Queue(name=f"q{i}", quota={"H100": q}, cohort="c") for i, q in enumerate(quotas)}
+    names = sorted(queues)
+    usage = {n: {"H100": used[i]} for i, n in enumerate(names)}
+    led = QuotaLedger(queues, usage)
+    claims: list[tuple[str, int]] = []
+    for is_claim, which, gpus in steps:
+        name = names[which % len(names)]
+        if is_claim:
+            led.claim(name, "H100", abs(gpus) + 1)
+            claims.append((name, abs(gpus) + 1))
+        else:
+            gpus = max(gpus, -usage[name]["H100"])
+            led.charge(name, "H100", gpus)
+            usage[name]["H100"] += gpus
+        fresh = QuotaLedger(queues, usage)
+        for claimer, n in claims:
+            fresh.claim(claimer, "H100", n)
+        for probe in names:
+            for want in (1, 2, 4, 8):
+                assert led.admit(probe, "H100", want) == fresh.admit_after(probe, "H100", want, {})
+
+
 def test_a_queues_own_refund_is_counted_once() -> None:
     """Queue a borrows 2 of b's idle H100 (12 of its 10) and 4 of its own GPUs are leaving: with
     them gone it uses 8 and b lends nothing more, so 4 more GPUs are 2 over its quota with nothing
