@@ -59,6 +59,7 @@ from typing import Any
 
 from _common import emit_json, fmt_s, growth_verdict, loglog_slope, median, nlogn_slope, timed, use_cpu_time
 
+from scheduler.compiled import build_name
 from scheduler.model.cluster import ANY, Node, NodeState
 from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.plan import Allocation, NodeAllocation, Place, Plan, Preempt, Reject, Reserve
@@ -462,6 +463,7 @@ def measure(args: argparse.Namespace, config: PolicyConfig, key: PendingKey) -> 
     steady_running = list(settled.running.values())
     return {
         "policy": config.name,
+        "decision_code": build_name(),
         "nodes": args.nodes,
         "gpus": total,
         "pending": args.pending,
@@ -535,7 +537,7 @@ def report(result: dict[str, Any]) -> None:
         f"Corral decide() on {result['nodes']} nodes ({result['gpus']} GPUs, "
         f"{result['allocated_fraction']:.1%} allocated by {result['running']} running jobs), "
         f"{result['pending']} pending jobs, {result['queues']} queues; policy {result['policy']}; "
-        f"median of {result['repeat']} ({result['clock']} time)"
+        f"median of {result['repeat']} ({result['clock']} time); decision code {result['decision_code']}"
     )
     print(f"  generate world       {fmt_s(result['generate_s'])}")
     print(f"  snapshot build       {fmt_s(result['snapshot_build_s'])}")

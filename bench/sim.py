@@ -46,6 +46,7 @@ from typing import Any
 
 from _common import REPO, emit_json, fmt_s
 
+from scheduler.compiled import build_name
 from scheduler.config.cluster_file import ensure_queues, load_cluster, parse_cluster
 from scheduler.model.queue import ClusterConfig
 from scheduler.policy.config import POLICY_NAMES, PolicyConfig
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "jobs": len(jobs),
         "gpus": cluster.total_gpus,
         "policy": args.policy,
+        "decision_code": build_name(),
         "wall_s": result.wall_s,
         "setup_s": setup_s,
         "cycles": result.cycles,
@@ -175,6 +177,7 @@ def report(r: dict[str, Any]) -> None:
         f"Replay of {r['jobs']} jobs (Philly-based, offered load {r['offered_load']:.0%}, "
         f"submit times ×{r['time_scale']:.4f}) on {r['gpus']} {GPU_TYPE} GPUs, policy {r['policy']}"
         + (" (under cProfile)" if r["profiled"] else "")
+        + f"; decision code {r['decision_code']}"
     )
     print(f"  setup                {fmt_s(r['setup_s'])}")
     print(f"  simulation wall      {fmt_s(r['wall_s'])}  {verdict} (target ≤ 60 s)")

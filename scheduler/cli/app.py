@@ -20,6 +20,7 @@ from scheduler.cli.jobs_cmd import cancel, describe, history, jobs, logs, submit
 from scheduler.cli.local_cmd import down, status, up
 from scheduler.cli.serve_cmd import serve
 from scheduler.cli.token_cmd import token_app
+from scheduler.compiled import build_name
 from scheduler.model.job import JobSpec
 
 app = typer.Typer(
@@ -81,8 +82,8 @@ def whatif(ctx: typer.Context) -> None:
 
 @app.command()
 def version() -> None:
-    """Print Corral's version."""
-    print(__version__)
+    """Print Corral's version, and whether its decision code runs compiled (CORRAL_COMPILE=1)."""
+    print(f"{__version__}, decision code {build_name()}")
 
 
 @app.command()

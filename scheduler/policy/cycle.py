@@ -20,14 +20,15 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from scheduler.model.capacity import CapacityError, CapacityIndex
 from scheduler.model.cluster import PoolKey
 from scheduler.model.job import Job, JobSpec, PendingCode, PendingReason
 from scheduler.model.pending_shapes import PendingShapes, Shape
 from scheduler.model.plan import Allocation, Decision, NodeAllocation, Place, Plan, Preempt, Reject, Reserve
-from scheduler.model.snapshot import ClusterSnapshot, RunningJob
+from scheduler.model.queue import PriorityClass, Queue
+from scheduler.model.snapshot import ClusterSnapshot, PoolShape, RunningJob
 from scheduler.policy import backfill, explain
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.group_walk import GroupMerger, Known
@@ -481,7 +482,9 @@ _Facts = tuple[Job, str, tuple[str, str, str, int, int], float | None, int, floa
 @dataclass(frozen=True, slots=True)
 class _KeptFacts:
     config: PolicyConfig
-    classes: object  # snapshot.priority_classes (the live controller builds equal ones each cycle)
+    classes: Mapping[
+        str, PriorityClass
+    ]  # snapshot.priority_classes (the live controller builds equal ones each cycle)
     facts: dict[int, _Facts]
 
 
@@ -490,8 +493,8 @@ class _KeptNever:
     """CycleState.never_fits' answers across cycles: they read only what the cluster could ever
     offer (snapshot.pool_shapes) and the queues' quotas, and are kept while both are equal."""
 
-    pool_shapes: object
-    queues: object
+    pool_shapes: Mapping[PoolKey, PoolShape]
+    queues: Mapping[str, Queue]
     reasons: dict[tuple[str, str, str, int, int], PendingReason | None]
 
 
@@ -500,7 +503,7 @@ class _Memo:
     """A value derived from the running jobs, with the snapshot.running_version it was made at."""
 
     version: int
-    value: object
+    value: Any
 
 
 def _count_arrays(running: Iterable[RunningJob]) -> tuple[dict[str, int], dict[str, int]]:
@@ -532,7 +535,9 @@ def _leaving_of(running: list[RunningJob]) -> list[RunningJob]:
 @dataclass(frozen=True, slots=True)
 class _ScanMemo:
     config: PolicyConfig
-    classes: object  # snapshot.priority_classes (the live controller builds equal ones each cycle)
+    classes: Mapping[
+        str, PriorityClass
+    ]  # snapshot.priority_classes (the live controller builds equal ones each cycle)
     scan: CandidateScan
 
 

@@ -120,5 +120,5 @@ def residency_check(spec: JobSpec, allocation: Allocation, nodes: Mapping[str, N
     return f"data_region={spec.data_region}; all {len(allocation.nodes)} nodes in {spec.data_region}: pass"
 
 
-class ResidencyViolation(RuntimeError):
+class ResidencyViolation(Exception):
     """A placement would move a job's data out of its region: a bug, never a decision."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from scheduler.model.snapshot import RunningJob
 
@@ -21,7 +22,7 @@ class PoolMemo:
     """A value derived from one pool's running jobs, with the list it was made from."""
 
     jobs: Sequence[RunningJob]
-    value: object
+    value: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@ import math
 import random
 from unittest.mock import patch
 
+import pytest
+
 from scheduler.forecast.replay import ForecastOptions, _Follow, forecast_starts
 from scheduler.forecast.runtimes import RuntimeModel
 from scheduler.model.job import Job
@@ -142,6 +144,7 @@ def test_runtime_model_quantiles_and_fallbacks() -> None:
     assert RuntimeModel().pending_runtime(job("j").time_limit(60).build()) == 60
 
 
+@pytest.mark.interpreted_only  # spies on the cycle's internals with mock.patch
 def test_estimates_are_the_same_whether_or_not_the_replay_takes_the_shortcuts() -> None:
     """The replay follows only starts, so it skips what explanations need (policy/group_walk.py):
     on a contended queue it must estimate exactly what a replay that explains every wait does."""

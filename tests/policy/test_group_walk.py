@@ -86,6 +86,7 @@ def test_the_group_walk_yields_what_the_merge_reaches_with_an_unknown_outcome(
     assert drive(grouped=True) == drive(grouped=False)
 
 
+@pytest.mark.interpreted_only  # spies on the cycle's internals with mock.patch
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(pending_job, min_size=1, max_size=90) | st.lists(narrow_job, min_size=1, max_size=90),
@@ -114,6 +115,7 @@ def test_a_cycle_that_walks_groups_decides_and_counts_what_a_plain_walk_does(
 _GROUP_ITER = GroupMerger.__iter__
 
 
+@pytest.mark.interpreted_only  # spies on the cycle's internals with mock.patch
 def test_a_deep_backlog_is_passed_over_in_runs_not_job_by_job() -> None:
     """600 jobs of 4 shapes in two queues, nothing free and nobody preemptible: after one job of
     each shape, the rest only wait; the group walk ranks a few jobs per run it passes, not each."""
@@ -134,6 +136,7 @@ def test_a_deep_backlog_is_passed_over_in_runs_not_job_by_job() -> None:
     assert keyed.call_count < 20, keyed.call_count  # the plain walk keys all 600
 
 
+@pytest.mark.interpreted_only  # spies on the cycle's internals with mock.patch
 def test_the_plain_merge_is_kept_where_the_group_walk_could_order_differently() -> None:
     """Two jobs of a group sorted by their tie-break alone though submitted at different times
     (the cycle's rank would then put them the other way round), or a capped array task waiting

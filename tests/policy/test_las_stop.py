@@ -62,6 +62,7 @@ def test_a_las_cycle_that_stops_early_decides_what_a_full_walk_decides(
     assert decided.examined == walked.examined
 
 
+@pytest.mark.interpreted_only  # spies on the cycle's internals with mock.patch
 def test_a_full_cluster_stops_the_walk_at_once() -> None:
     """Every GPU held by long-running jobs of the lowest level and 500 jobs waiting: the running
     jobs keep their GPUs, and the cycle does not look at the pending ones past the first."""

@@ -119,7 +119,10 @@ def freeze(snap: ClusterSnapshot) -> dict[str, Any]:
         "usage": {q: dict(u) for q, u in snap.queue_usage.items()},
         "history": dict(snap.usage_history),
         "gpus_by_type": dict(snap.gpus_by_type),
-        "shapes": dict(snap.pool_shapes),
+        # As tuples: a compiled frozen dataclass cannot be deep-copied (the compiled build's run).
+        "shapes": {
+            k: (s.nodes, s.max_gpus_per_node, s.nodes_by_min_gpus) for k, s in snap.pool_shapes.items()
+        },
     }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from unittest.mock import patch
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,6 +38,7 @@ def _lent(snap: ClusterSnapshot, pending: list[Job], config: PolicyConfig) -> Cl
     return replace(snap, pending_shapes=_shapes(pending, config))
 
 
+@pytest.mark.interpreted_only  # sets a class constant of the cycle with mock.patch
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(pending_job, min_size=1, max_size=80),
