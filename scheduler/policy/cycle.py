@@ -18,7 +18,7 @@ The corral policy, in phases:
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -94,6 +94,10 @@ class CycleState:
     _admitted_after_leavers: dict[tuple[str, str, int, tuple[int, int]], bool] = field(default_factory=dict)
     _array_running: dict[str, int] | None = None  # array id → its tasks holding GPUs (now and placed)
     _array_caps: dict[str, int] = field(default_factory=dict)  # array id → its %N, where seen
+    # (id(before), id(after)) → (before, after, change_between(before, after)): a pool's derived
+    # values were mostly made from the same earlier list, so one comparison serves them all (the
+    # lists are held here, so their ids are not reused within the cycle).
+    _changes: dict[tuple[int, int], tuple[object, object, RunningChange | None]] = field(default_factory=dict)
     # id(job) → (job, what its outcome key and rank need of it): lent by the simulator across
     # cycles (snapshot.memo), where a pending job is the same object from cycle to cycle.
     _facts: dict[int, _Facts] = field(default_factory=dict)
@@ -236,7 +240,7 @@ class CycleState:
         if isinstance(hit, PoolMemo):
             if hit.jobs is jobs:
                 return cast(_T, hit.value)
-            change = change_between(hit.jobs, jobs) if update is not None else None
+            change = self._change(hit.jobs, jobs) if update is not None else None
             updated = None
             if update is not None and change is not None:
                 updated = update(cast(_T, hit.value), change)
@@ -246,6 +250,13 @@ class CycleState:
         value = compute(jobs)
         memo[(key, pool)] = PoolMemo(jobs, value)
         return value
+
+    def _change(self, before: Sequence[RunningJob], after: Sequence[RunningJob]) -> RunningChange | None:
+        key = (id(before), id(after))
+        known = self._changes.get(key)
+        if known is None:
+            known = self._changes[key] = (before, after, change_between(before, after))
+        return known[2]
 
     def _derived(self, key: object, compute: Callable[[], _T]) -> _T:
         """compute(), a function of the running jobs alone (never changed by the caller), reused
@@ -299,7 +310,7 @@ class CycleState:
         ):
             if hit.jobs is jobs:
                 return hit.value.scan
-            change = change_between(hit.jobs, jobs)
+            change = self._change(hit.jobs, jobs)
             if change is not None:
                 scan = rescan_candidates(hit.value.scan, jobs, change, snapshot, self.now, self.config)
         if scan is None:
