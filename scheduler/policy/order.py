@@ -158,13 +158,16 @@ class QueueMerger:
         self._fair_share = fair_share
         self._queues = snapshot.queues
         self._types = tuple(snapshot.gpus_by_type)
+        self._capacity = snapshot.capacity
+        self._fits_now: dict[tuple[str, str, int, int], bool] = {}  # (region, type, nodes, GPUs/node)
         self._values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
         self._static = static if static is not None else corral_static(config, self._values)
         self._now_points = now / config.aging_s_per_point
         self._shares: dict[str, tuple[int, float]] = {}  # queue → (its revision, weight × share)
         self._iters: dict[str, Iterator[Job]] = {}
-        # (queue, GPU type, GPUs, the queue's revision) → tier: a deep backlog asks the same few
-        self._tiers: dict[tuple[str, str, int, int], int] = {}
+        # (queue, region, GPU type, nodes, GPUs per node, the queue's revision) → tier: a deep
+        # backlog asks the same few
+        self._tiers: dict[tuple[str, str, str, int, int, int], int] = {}
         self._heap: list[tuple[tuple[float | str, ...], str, Job]] = []
         for queue, jobs in snapshot.pending.items() if heads else ():
             if jobs:
@@ -206,17 +209,44 @@ class QueueMerger:
         if q is None or fair is None:
             return 0
         spec = job.spec
-        key = (queue, spec.gpu_type, spec.gpus, revision)
+        key = (queue, spec.data_region, spec.gpu_type, spec.nodes, spec.gpus_per_node, revision)
         tier = self._tiers.get(key)
         if tier is None:
             types = self._types if spec.gpu_type == ANY else (spec.gpu_type,)
             need = spec.gpus
-            if any(fair.used(queue, t) + need <= q.nominal(t) for t in types):
+            roomy = [t for t in types if fair.used(queue, t) + need <= q.nominal(t)]
+            if roomy and not self._would_borrow_now(
+                spec.data_region, spec.nodes, spec.gpus_per_node, types, roomy
+            ):
                 tier = 0
             else:
                 tier = 1 if any(fair.used(queue, t) < q.nominal(t) for t in types) else 2
             self._tiers[key] = tier
         return tier
+
+    def _would_borrow_now(
+        self, region: str, nodes: int, gpus_per_node: int, types: Sequence[str], roomy: Sequence[str]
+    ) -> bool:
+        """A job of any GPU type whose queue has nominal quota left on some types (`roomy`) but
+        whose gang fits, at the cycle's start, only on others: placed now, it would borrow. It
+        ranks as a borrower then, or it would take GPUs a lending queue just reclaimed on those
+        types and be reclaimed again, for ever (tests/policy/test_order.py)."""
+        if len(roomy) == len(types):
+            return False
+        return not any(self._fits(region, t, nodes, gpus_per_node) for t in roomy) and any(
+            self._fits(region, t, nodes, gpus_per_node) for t in types if t not in roomy
+        )
+
+    def _fits(self, region: str, gpu_type: str, nodes: int, gpus_per_node: int) -> bool:
+        key = (region, gpu_type, nodes, gpus_per_node)
+        fits = self._fits_now.get(key)
+        if fits is None:
+            fits = self._fits_now[key] = any(
+                pool.eligible(gpus_per_node) >= nodes
+                for k, pool in self._capacity.pools.items()
+                if k.gpu_type == gpu_type and (region == ANY or k.region == region)
+            )
+        return fits
 
     def passed_over(self) -> int:
         """Jobs walked past, without being yielded, since the last one yielded: none here (the

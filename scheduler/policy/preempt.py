@@ -61,8 +61,19 @@ def protected_for_s(r: RunningJob, config: PolicyConfig) -> float:
     being chosen gets ever longer uninterrupted runs (nothing thrashes, and long jobs still finish)
     without ever being protected for good.
     """
-    backoff = config.preemption_backoff**r.job.preemption_count
-    return max(r.job.spec.min_runtime_s, config.default_min_runtime_s * backoff)
+    return max(
+        r.job.spec.min_runtime_s,
+        backoff_s(config.default_min_runtime_s, config.preemption_backoff, r.job.preemption_count),
+    )
+
+
+def backoff_s(base_s: float, backoff: float, count: int) -> float:
+    """base_s × backoff^count, for ever (infinity) where that is beyond a float: a job reclaimed
+    hundreds of times (reclaim ignores protection, so nothing else stops the count)."""
+    try:
+        return base_s * backoff**count
+    except OverflowError:
+        return math.inf if base_s > 0.0 else 0.0
 
 
 def can_be_victim(r: RunningJob, now: float, config: PolicyConfig) -> bool:
@@ -129,7 +140,10 @@ def scan_candidates(
         ran = now - r.started_at
         count = job.preemption_count
         fixed = not spec.preemptible or r.preempting or count >= cap  # until the job changes
-        protected_s = max(spec.min_runtime_s, base * backoff**count)
+        try:
+            protected_s = max(spec.min_runtime_s, base * backoff**count)
+        except OverflowError:  # as backoff_s
+            protected_s = math.inf if base > 0.0 else spec.min_runtime_s
         protected = fixed or ran < protected_s
         if protected and not fixed:
             valid_until = min(valid_until, r.started_at + protected_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -14,6 +15,7 @@ from scheduler.model.queue import Queue
 from scheduler.model.snapshot import RunningJob
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.decide import decide
+from scheduler.policy.preempt import protected_for_s
 from tests.builders import NodeGpus, cluster, job, queue, running, snapshot
 
 NODES = cluster(racks=1, nodes_per_rack=4)  # 32 GPUs
@@ -289,6 +291,9 @@ def b_jobs(preemptible: bool = True, min_runtime: float = 0.0, preemptions: int 
         {"preemptible": False},
         {"min_runtime": MAX_TIME_S},  # the longest a spec may ask (a year)
         {"preemptions": 10},  # at the max_preemptions_per_job cap
+        # Reclaimed so often that its backoff (4^1000) is beyond a float: found by
+        # tests/sim/test_properties.py, where computing it raised OverflowError in every cycle.
+        {"preemptions": 1000},
     ],
 )
 def test_a_borrower_is_reclaimed_whatever_protection_it_asked_for(protection: dict[str, Any]) -> None:
@@ -300,6 +305,14 @@ def test_a_borrower_is_reclaimed_whatever_protection_it_asked_for(protection: di
     assert plan.reason_for("a1").detail == (
         "preempting 1 job (on quota its queue lent out); starts once it has exited"
     )
+
+
+def test_protection_past_what_a_float_holds_is_for_ever() -> None:
+    config = PolicyConfig(default_min_runtime_s=600.0, max_preemptions_per_job=100_000)
+    assert protected_for_s(run("r", [N0], 0.0, preemptions=1000), config) == math.inf
+    assert protected_for_s(run("r", [N0], 0.0, preemptions=3), config) == 600.0 * 4.0**3
+    no_minimum = config.model_copy(update={"default_min_runtime_s": 0.0})
+    assert protected_for_s(run("r", [N0], 0.0, preemptions=1000, min_runtime=60.0), no_minimum) == 60.0
 
 
 def test_a_job_within_its_own_quota_keeps_its_protection() -> None:

@@ -236,3 +236,46 @@ def test_the_lender_reclaims_non_preemptible_borrowers_within_a_grace_period() -
 def test_a_lending_queue_gets_its_nominal_quota_back_within_the_largest_grace(world: World) -> None:
     result = simulate(world)
     check_lender_gets_its_quota_back(world, result)
+
+
+# A borrower of any GPU type whose queue's nominal quota is on a type that cannot hold it now
+# (found by tests/sim/test_properties.py): b's quota is 16 A100 but the one A100 node (4 GPUs) is
+# full, so its 8-GPU job of any type can only borrow H100. It ranked first (high priority, as a job
+# "within nominal quota" because of the A100 room), took the H100 the lender reclaimed the instant
+# it was free, was reclaimed again, and so on for ever at t = 100 (grace 0).
+ANY_TYPE_BORROWER = World(
+    ClusterConfig(
+        nodes=(
+            node("h0", rack="k0", gpus=8, gpu_type="H100"),
+            node("a0", rack="k1", gpus=4, gpu_type="A100"),
+            node("a1", rack="k1", gpus=4, gpu_type="A100"),
+        ),
+        queues=(
+            Queue(name=LENDER, cohort="c", quota={"H100": 8}),
+            Queue(name="b", cohort="c", quota={"A100": 16}),
+        ),
+    ),
+    [
+        TraceJob("b-a100", 0.0, 50_000.0, JobSpec(queue="b", gpus_per_node=4, gpu_type="A100")),
+        TraceJob(
+            "b-any",
+            0.0,
+            20_000.0,
+            JobSpec(queue="b", priority="high", gpus_per_node=8, gpu_type="any", grace_period_s=0.0),
+        ),
+        TraceJob("l-0", 100.0, 1_000.0, JobSpec(queue=LENDER, gpus_per_node=8, gpu_type="H100")),
+    ],
+)
+
+
+def test_a_borrower_of_any_gpu_type_does_not_take_back_what_the_lender_reclaimed() -> None:
+    result = simulate(ANY_TYPE_BORROWER)
+    starts = sorted((s.job_id, s.start, s.end_reason) for s in result.spans)
+    assert starts == [
+        ("b-a100", 0.0, "completed"),
+        ("b-any", 0.0, "preempted"),  # reclaimed once, by the lender, at 100
+        ("b-any", 1100.0, "completed"),  # back on the H100 node once the lender's job is done
+        ("l-0", 100.0, "completed"),
+    ]
+    assert result.preemptions == 1
+    assert check_lender_gets_its_quota_back(ANY_TYPE_BORROWER, result) == 1
