@@ -493,9 +493,8 @@ _Facts = tuple[Job, str, tuple[str, str, str, int, int], float | None, int, floa
 @dataclass(frozen=True, slots=True)
 class _KeptFacts:
     config: PolicyConfig
-    classes: Mapping[
-        str, PriorityClass
-    ]  # snapshot.priority_classes (the live controller builds equal ones each cycle)
+    # snapshot.priority_classes (the live controller builds equal ones each cycle)
+    classes: Mapping[str, PriorityClass]
     facts: dict[int, _Facts]
 
 
@@ -546,9 +545,8 @@ def _leaving_of(running: list[RunningJob]) -> list[RunningJob]:
 @dataclass(frozen=True, slots=True)
 class _ScanMemo:
     config: PolicyConfig
-    classes: Mapping[
-        str, PriorityClass
-    ]  # snapshot.priority_classes (the live controller builds equal ones each cycle)
+    # snapshot.priority_classes (the live controller builds equal ones each cycle)
+    classes: Mapping[str, PriorityClass]
     scan: CandidateScan
 
 

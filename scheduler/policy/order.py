@@ -230,7 +230,7 @@ class QueueMerger:
         """A job of any GPU type whose queue has nominal quota left on some types (`roomy`) but
         whose gang fits, at the cycle's start, only on others: placed now, it would borrow. It
         ranks as a borrower then, or it would take GPUs a lending queue just reclaimed on those
-        types and be reclaimed again, for ever (tests/policy/test_order.py)."""
+        types and be reclaimed again, for ever (tests/sim/test_reclaim.py)."""
         if len(roomy) == len(types):
             return False
         return not any(self._fits(region, t, nodes, gpus_per_node) for t in roomy) and any(

@@ -238,11 +238,12 @@ def test_a_lending_queue_gets_its_nominal_quota_back_within_the_largest_grace(wo
     check_lender_gets_its_quota_back(world, result)
 
 
-# A borrower of any GPU type whose queue's nominal quota is on a type that cannot hold it now
-# (found by tests/sim/test_properties.py): b's quota is 16 A100 but the one A100 node (4 GPUs) is
-# full, so its 8-GPU job of any type can only borrow H100. It ranked first (high priority, as a job
-# "within nominal quota" because of the A100 room), took the H100 the lender reclaimed the instant
-# it was free, was reclaimed again, and so on for ever at t = 100 (grace 0).
+# A borrower of any GPU type whose queue's nominal quota is on a type that cannot hold it (found
+# by tests/sim/test_properties.py): b's quota is 16 A100, but A100 nodes have 4 GPUs, so its 8-GPU
+# job of any type can run only on the H100 node, by borrowing. It ranked first (high priority, and
+# "within nominal quota" because of the A100 room) and took the H100 back each time the lender
+# reclaimed it (grace 0): here three preemptions and a 600 s wait for the lender; in the world
+# hypothesis found, hundreds of reclaims at one instant.
 ANY_TYPE_BORROWER = World(
     ClusterConfig(
         nodes=(
