@@ -8,18 +8,28 @@ snapshot it was given (Kueue's SimulateUsageAddition, without the undo).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from typing import Final
 
 from scheduler.model.cluster import Node, PoolKey
 from scheduler.model.plan import Allocation, NodeAllocation
 
 
-@dataclass(frozen=True, slots=True)
 class RackFree:
-    """Free GPU indices of each schedulable node in one rack of one pool."""
+    """Free GPU indices of each schedulable node in one rack of one pool.
 
-    free: Mapping[str, tuple[int, ...]]
-    eligible_at: tuple[int, ...]  # eligible_at[g] = nodes with ≥ g free GPUs (index 0 = all nodes)
+    Immutable: its fields are Final (mypy rejects any assignment after __init__). A plain class
+    rather than a frozen dataclass, as PoolFree below and preempt.Candidate: a cycle builds many,
+    and a frozen dataclass's generated __init__ (object.__setattr__ per field, interpreted even in
+    the compiled build) cost about 10% of a replay (README, "The compiled build").
+    """
+
+    __slots__ = ("eligible_at", "free")
+    free: Final[Mapping[str, tuple[int, ...]]]
+    eligible_at: Final[tuple[int, ...]]  # eligible_at[g] = nodes with ≥ g free GPUs (index 0 = all nodes)
+
+    def __init__(self, free: Mapping[str, tuple[int, ...]], eligible_at: tuple[int, ...]) -> None:
+        self.free = free
+        self.eligible_at = eligible_at
 
     def eligible(self, gpus_per_node: int) -> int:
         if gpus_per_node >= len(self.eligible_at):
@@ -43,11 +53,19 @@ def _rack(free: Mapping[str, tuple[int, ...]], max_gpus: int) -> RackFree:
     return RackFree(free=free, eligible_at=tuple(eligible))
 
 
-@dataclass(frozen=True, slots=True)
 class PoolFree:
-    racks: Mapping[str, RackFree]
-    free_gpus: int
-    eligible_at: tuple[int, ...]
+    """The racks of one pool, with its free GPUs and eligible_at summed over them (immutable, as
+    RackFree)."""
+
+    __slots__ = ("eligible_at", "free_gpus", "racks")
+    racks: Final[Mapping[str, RackFree]]
+    free_gpus: Final[int]
+    eligible_at: Final[tuple[int, ...]]
+
+    def __init__(self, racks: Mapping[str, RackFree], free_gpus: int, eligible_at: tuple[int, ...]) -> None:
+        self.racks = racks
+        self.free_gpus = free_gpus
+        self.eligible_at = eligible_at
 
     def eligible(self, gpus_per_node: int) -> int:
         if gpus_per_node >= len(self.eligible_at):
