@@ -15,18 +15,24 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from collections.abc import Mapping
 
 from scheduler.model.cluster import PoolKey
-from scheduler.model.job import Job, PendingCode, PendingReason
-from scheduler.model.pending_shapes import PendingShapes
+from scheduler.model.job import Job, JobSpec, PendingCode, PendingReason
+from scheduler.model.pending_shapes import PendingShapes, ShapeGroup
 from scheduler.model.plan import Plan, Preempt, Reject
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob, usage_of
 from scheduler.policy import explain
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.cycle import CycleState, _try_place
-from scheduler.policy.order import QueueMerger, las_level, pending_key
+from scheduler.policy.order import QueueMerger, las_level, order_signature, pending_key
 from scheduler.policy.preempt import attained
 from scheduler.policy.quota import QuotaLedger
+
+# What QuotaLedger.admit passes: las charges its ledger after almost every admission, and each charge
+# expires what admit caches, so it asks admit_after directly.
+_NO_REFUNDS: dict[str, int] = {}
 
 
 def _admit_and_place(state: CycleState, job: Job, prefer: PoolKey | None = None) -> bool:
@@ -68,6 +74,96 @@ def _smallest_pending(state: CycleState, shapes: PendingShapes | None) -> int | 
             gpus = nodes * gpus_per_node
             smallest = gpus if smallest is None else min(smallest, gpus)
     return smallest
+
+
+def _pool_won(
+    state: CycleState, spec: JobSpec, budget: Mapping[PoolKey, int], admissions: QuotaLedger
+) -> PoolKey | None:
+    """The first pool where a pending job of this spec wins GPUs in a las cycle: its budget holds
+    the job, the pool could ever hold the gang, and the job's queue admits it; None if none."""
+    for pool in state.pools_for(spec):
+        shape = state.snapshot.pool_shapes.get(pool)
+        if (
+            budget.get(pool, 0) >= spec.gpus
+            and shape is not None
+            and shape.can_ever_hold(spec.nodes, spec.gpus_per_node)
+            and admissions.admit_after(spec.queue, pool.gpu_type, spec.gpus, _NO_REFUNDS).ok
+        ):
+            return pool
+    return None
+
+
+def _las_groups(
+    snapshot: ClusterSnapshot, config: PolicyConfig, values: Mapping[str, int]
+) -> list[ShapeGroup] | None:
+    """The pending jobs' shape groups, each in las order, if the owner keeps them sorted by las'
+    own key (then the pending walk is their merge by that key); else None."""
+    shapes = snapshot.pending_shapes
+    if shapes is None or shapes.order_signature != order_signature(config, values):
+        return None
+    return [
+        group
+        for queue, by_shape in shapes.groups.items()
+        if queue in snapshot.pending
+        for group in by_shape.values()
+        if group.jobs
+    ]
+
+
+def _walk_groups(
+    state: CycleState,
+    groups: list[ShapeGroup],
+    first: tuple[float | str, ...],
+    examined: int,
+    budget: dict[PoolKey, int],
+    admissions: QuotaLedger,
+    winners: list[tuple[Job, PoolKey]],
+) -> int:
+    """The rest of a las cycle's pending walk once no running job is left to rank, from the job
+    whose sort key is `first`; returns the walk's count of jobs examined.
+
+    Only a winner changes anything (a budget and the ledger), and whether a job wins depends on
+    its queue and gang alone until then, which its shape group shares. So instead of asking job
+    by job, each round finds the group whose next job ranks first among those that would win,
+    passes over every job ranked before it (counted against the scan depth) and takes it. Only
+    where _smallest_pending allows a shortcut: no pending job is impossible or a capped array
+    task, so the jobs passed over only wait (tests/policy/test_las_stop.py compares both walks).
+    """
+    depth = state.config.scan_depth
+    at = [bisect_left(group.keys, first) for group in groups]
+    while True:
+        best = -1
+        best_key: tuple[float | str, ...] | None = None
+        best_pool: PoolKey | None = None
+        won: dict[tuple[str, str, str, int, int], PoolKey | None] = {}  # one answer per queue and gang
+        for k, group in enumerate(groups):
+            head = at[k]
+            if head >= len(group.jobs) or (best_key is not None and group.keys[head] >= best_key):
+                continue  # nothing of it ranks before the best found so far
+            spec = group.jobs[head].spec
+            gang = (spec.queue, spec.data_region, spec.gpu_type, spec.nodes, spec.gpus_per_node)
+            if gang in won:
+                pool = won[gang]
+            else:
+                pool = won[gang] = _pool_won(state, spec, budget, admissions)
+            if pool is not None:
+                best, best_key, best_pool = k, group.keys[head], pool
+        if best_key is None or best_pool is None:
+            left = sum(len(group.jobs) - head for group, head in zip(groups, at, strict=True))
+            return min(depth, examined + left)
+        for k, group in enumerate(groups):
+            to = bisect_left(group.keys, best_key, at[k])
+            examined += to - at[k]
+            at[k] = to
+        if examined >= depth:
+            return depth
+        examined += 1
+        job = groups[best].jobs[at[best]]
+        at[best] += 1
+        spec = job.spec
+        winners.append((job, best_pool))
+        admissions.charge(spec.queue, best_pool.gpu_type, spec.gpus)
+        budget[best_pool] -= spec.gpus
 
 
 def _suffix_minimum(values: list[int]) -> list[int]:
@@ -143,6 +239,9 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     ranked = sorted((rank(r), r) for r in snapshot.running.values() if not r.preempting)
     ranked_running = [r for _, r in ranked]
     smallest = _smallest_pending(state, snapshot.pending_shapes)
+    values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
+    sort_key = pending_key(config, values)
+    groups = _las_groups(snapshot, config, values) if smallest is not None else None
     # GPUs of the smallest running job from each rank on: once no budget holds it, none is kept.
     least_from: list[float] = [*_suffix_minimum([r.gpus for r in ranked_running]), math.inf]
     most = max(budget.values(), default=0)  # the largest budget left, kept as budgets shrink
@@ -172,13 +271,22 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
         if take_running:
             r = ranked_running[i]
             i += 1
-            if budget.get(r.pool, 0) >= r.gpus and admissions.admit(r.queue, r.gpu_type, r.gpus).ok:
+            if (
+                budget.get(r.pool, 0) >= r.gpus
+                and admissions.admit_after(r.queue, r.gpu_type, r.gpus, _NO_REFUNDS).ok
+            ):
                 keep.add(r.id)
                 budget[r.pool] -= r.gpus
                 most = max(budget.values())
                 admissions.charge(r.queue, r.gpu_type, r.gpus)
             continue
         assert next_pending is not None
+        if groups is not None and i >= len(ranked_running):
+            # No running job left to rank: the rest of the walk, by groups (see _walk_groups).
+            examined = _walk_groups(
+                state, groups, sort_key(next_pending), examined, budget, admissions, winners
+            )
+            break
         if examined >= config.scan_depth:
             break
         examined += 1
@@ -188,19 +296,12 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
         elif state.never_fits(spec) is not None:
             _admit_and_place(state, next_pending)  # records the rejection
         else:
-            for pool in state.pools_for(spec):
-                shape = snapshot.pool_shapes.get(pool)
-                if (
-                    budget.get(pool, 0) >= spec.gpus
-                    and shape is not None
-                    and shape.can_ever_hold(spec.nodes, spec.gpus_per_node)
-                    and admissions.admit(spec.queue, pool.gpu_type, spec.gpus).ok
-                ):
-                    winners.append((next_pending, pool))
-                    admissions.charge(spec.queue, pool.gpu_type, spec.gpus)
-                    budget[pool] -= spec.gpus
-                    most = max(budget.values())
-                    break
+            won = _pool_won(state, spec, budget, admissions)
+            if won is not None:
+                winners.append((next_pending, won))
+                admissions.charge(spec.queue, won.gpu_type, spec.gpus)
+                budget[won] -= spec.gpus
+                most = max(budget.values())
         next_pending = next(pending_iter, None)
     # Preempt, in each pool, only as many losers as the winners there cannot find free.
     need: dict[PoolKey, int] = {}

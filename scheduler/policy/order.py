@@ -29,6 +29,7 @@ from scheduler.model.cluster import ANY
 from scheduler.model.job import Job
 from scheduler.model.snapshot import ClusterSnapshot
 from scheduler.policy.config import PolicyConfig
+from scheduler.policy.quota import nominal_quota
 
 PendingKey = Callable[[Job], tuple[float | str, ...]]
 
@@ -214,13 +215,13 @@ class QueueMerger:
         if tier is None:
             types = self._types if spec.gpu_type == ANY else (spec.gpu_type,)
             need = spec.gpus
-            roomy = [t for t in types if fair.used(queue, t) + need <= q.nominal(t)]
+            roomy = [t for t in types if fair.used(queue, t) + need <= nominal_quota(q, t)]
             if roomy and not self._would_borrow_now(
                 spec.data_region, spec.nodes, spec.gpus_per_node, types, roomy
             ):
                 tier = 0
             else:
-                tier = 1 if any(fair.used(queue, t) < q.nominal(t) for t in types) else 2
+                tier = 1 if any(fair.used(queue, t) < nominal_quota(q, t) for t in types) else 2
             self._tiers[key] = tier
         return tier
 

@@ -30,6 +30,12 @@ class Admission:
 _ADMITTED = Admission(True)  # the common answer, shared (Admission is immutable)
 
 
+def nominal_quota(queue: Queue, gpu_type: str) -> int:
+    """Queue.nominal, called here instead: a pydantic model's method stays interpreted even in the
+    compiled build, and the ledger asks it on every admission."""
+    return queue.quota.get(gpu_type, 0)
+
+
 class QuotaLedger:
     """Per-queue GPU usage for one cycle; `admit` checks, `charge`/`refund` record."""
 
@@ -72,22 +78,22 @@ class QuotaLedger:
         q = self._queues.get(queue)
         if q is None:
             return 0
-        return sum(max(0, used - q.nominal(t)) for t, used in self._usage.get(queue, {}).items())
+        return sum(max(0, used - nominal_quota(q, t)) for t, used in self._usage.get(queue, {}).items())
 
     def over_nominal(self, queue: str, gpu_type: str) -> int:
         q = self._queues.get(queue)
         if q is None:
             return 0
-        return max(0, self.used(queue, gpu_type) - q.nominal(gpu_type))
+        return max(0, self.used(queue, gpu_type) - nominal_quota(q, gpu_type))
 
     def lendable(self, lender: Queue, gpu_type: str) -> int:
-        idle = max(0, lender.nominal(gpu_type) - self.used(lender.name, gpu_type))
+        idle = max(0, nominal_quota(lender, gpu_type) - self.used(lender.name, gpu_type))
         if lender.lending_limit is not None:
             idle = min(idle, lender.lending_limit)
         return idle
 
     def _lend_at(self, queue: Queue, gpu_type: str, used: int) -> int:
-        idle = max(0, queue.nominal(gpu_type) - used)
+        idle = max(0, nominal_quota(queue, gpu_type) - used)
         return idle if queue.lending_limit is None else min(idle, queue.lending_limit)
 
     def cohort_idle(self, queue: Queue, gpu_type: str) -> int:
@@ -122,7 +128,7 @@ class QuotaLedger:
         if q is None:
             return False
         held = self.used(queue_name, gpu_type) + self.claimed(queue_name, gpu_type)
-        return held + gpus <= q.nominal(gpu_type)
+        return held + gpus <= nominal_quota(q, gpu_type)
 
     def _claimed_by_others(self, queue: Queue, gpu_type: str) -> int:
         """Idle quota of the rest of the cohort that their waiting jobs claimed (not lendable)."""
@@ -157,7 +163,7 @@ class QuotaLedger:
         queue = self._queues.get(queue_name)
         if queue is None:
             return 0
-        nominal = queue.nominal(gpu_type)
+        nominal = nominal_quota(queue, gpu_type)
         if queue.cohort is None:
             return nominal
         lent = sum(
@@ -210,7 +216,7 @@ class QuotaLedger:
             return Admission(False, detail=f"queue {queue_name!r} does not exist")
         used_before = self.used(queue_name, gpu_type) - refunds.get(queue_name, 0)
         used = used_before + gpus
-        nominal = queue.nominal(gpu_type)
+        nominal = nominal_quota(queue, gpu_type)
         over_before = max(0, used_before - nominal)
         over = max(0, used - nominal) - over_before  # new borrowing
         if queue.cohort is None:
@@ -279,7 +285,7 @@ class QuotaLedger:
                 if other is None or other.cohort != cohort or not back:
                     continue
                 now_used = self.used(name, gpu_type)
-                nominal = other.nominal(gpu_type)
+                nominal = nominal_quota(other, gpu_type)
                 dl = self._lend_at(other, gpu_type, now_used - back) - self._lend_at(
                     other, gpu_type, now_used
                 )
@@ -301,7 +307,7 @@ class QuotaLedger:
         if queue is not None and queue.cohort is not None:
             # The cohort totals move by what this queue lends and borrows after, less before.
             key = (queue.cohort, gpu_type)
-            nominal = queue.nominal(gpu_type)
+            nominal = nominal_quota(queue, gpu_type)
             lend = self._lend_at(queue, gpu_type, after) - self._lend_at(queue, gpu_type, before)
             self._lendable[key] = self._lendable.get(key, 0) + lend
             self._borrowed[key] = (
