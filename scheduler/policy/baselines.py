@@ -31,7 +31,7 @@ from scheduler.policy.preempt import attained
 from scheduler.policy.quota import QuotaLedger
 
 # What QuotaLedger.admit passes: las charges its ledger after almost every admission, and each charge
-# expires what admit caches, so it asks admit_after directly.
+# expires what admit caches, so it asks admits_after directly.
 _NO_REFUNDS: dict[str, int] = {}
 
 
@@ -87,7 +87,7 @@ def _pool_won(
             budget.get(pool, 0) >= spec.gpus
             and shape is not None
             and shape.can_ever_hold(spec.nodes, spec.gpus_per_node)
-            and admissions.admit_after(spec.queue, pool.gpu_type, spec.gpus, _NO_REFUNDS).ok
+            and admissions.admits_after(spec.queue, pool.gpu_type, spec.gpus, _NO_REFUNDS)
         ):
             return pool
     return None
@@ -271,9 +271,8 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
         if take_running:
             r = ranked_running[i]
             i += 1
-            if (
-                budget.get(r.pool, 0) >= r.gpus
-                and admissions.admit_after(r.queue, r.gpu_type, r.gpus, _NO_REFUNDS).ok
+            if budget.get(r.pool, 0) >= r.gpus and admissions.admits_after(
+                r.queue, r.gpu_type, r.gpus, _NO_REFUNDS
             ):
                 keep.add(r.id)
                 budget[r.pool] -= r.gpus

@@ -357,7 +357,7 @@ class CycleState:
                     for r in leaving if pool.gpu_type == gpu_type else ():
                         refunds[r.queue] = refunds.get(r.queue, 0) + r.gpus
                 self._leaving_refunds[gpu_type] = refunds
-            ok = self.ledger.admit_after(spec.queue, gpu_type, spec.gpus, refunds).ok
+            ok = self.ledger.admits_after(spec.queue, gpu_type, spec.gpus, refunds)
             self._admitted_after_leavers[key] = ok
         return ok
 

@@ -519,5 +519,5 @@ class _Admission:
         if self._known is None:
             spec = self._spec
             refunds = {q: g for q, g in self._refunds.items() if g}
-            self._known = self._ledger.admit_after(spec.queue, self._gpu_type, spec.gpus, refunds).ok
+            self._known = self._ledger.admits_after(spec.queue, self._gpu_type, spec.gpus, refunds)
         return self._known

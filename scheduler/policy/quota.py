@@ -28,6 +28,7 @@ class Admission:
 
 
 _ADMITTED = Admission(True)  # the common answer, shared (Admission is immutable)
+_REFUSED = Admission(False)  # a refusal, for callers that asked only yes or no
 
 
 def nominal_quota(queue: Queue, gpu_type: str) -> int:
@@ -211,20 +212,33 @@ class QuotaLedger:
         The cohort stays whole when, after the admission, what its queues borrow is covered by
         what its queues lend: so a queue may use its own quota only while nobody borrows it.
         """
+        return self._admission(queue_name, gpu_type, gpus, refunds, True)
+
+    def admits_after(self, queue_name: str, gpu_type: str, gpus: int, refunds: Mapping[str, int]) -> bool:
+        """admit_after(...).ok, without working out what a refusal would say or what it borrows:
+        for callers that ask only yes or no, often (victim search, las' ranking)."""
+        return self._admission(queue_name, gpu_type, gpus, refunds, False).ok
+
+    def _admission(
+        self, queue_name: str, gpu_type: str, gpus: int, refunds: Mapping[str, int], explain: bool
+    ) -> Admission:
+        """admit_after; without `explain`, _ADMITTED or _REFUSED only."""
         queue = self._queues.get(queue_name)
         if queue is None:
-            return Admission(False, detail=f"queue {queue_name!r} does not exist")
+            return Admission(False, detail=f"queue {queue_name!r} does not exist") if explain else _REFUSED
         used_before = self.used(queue_name, gpu_type) - refunds.get(queue_name, 0)
         used = used_before + gpus
         nominal = nominal_quota(queue, gpu_type)
         over_before = max(0, used_before - nominal)
         over = max(0, used - nominal) - over_before  # new borrowing
         if queue.cohort is None:
-            if over:
-                return Admission(
-                    False, detail=f"queue {queue_name} uses {used_before}/{nominal} {gpu_type}, no cohort"
-                )
-            return Admission(True)
+            if not over:
+                return _ADMITTED
+            if not explain:
+                return _REFUSED
+            return Admission(
+                False, detail=f"queue {queue_name} uses {used_before}/{nominal} {gpu_type}, no cohort"
+            )
         key = (queue.cohort, gpu_type)
         lend, borrow = self._lendable.get(key, 0), self._borrowed.get(key, 0)
         if refunds:
@@ -240,6 +254,8 @@ class QuotaLedger:
         if over:
             lend -= self._claimed_by_others(queue, gpu_type)  # new borrowing may not take claimed quota
         if borrow > lend:
+            if not explain:
+                return _REFUSED
             # Shown to the job's team: its own queue by name, the others only as 'its cohort'.
             if over == 0:
                 detail = (
@@ -258,12 +274,14 @@ class QuotaLedger:
                 self.borrowed(queue_name) - max(0, self.used(queue_name, gpu_type) - nominal) + over_before
             )
             if borrowed_total + over > queue.borrowing_limit:
+                if not explain:
+                    return _REFUSED
                 return Admission(
                     False,
                     detail=f"queue {queue_name} would borrow {plural(borrowed_total + over, 'GPU')}, "
                     f"limit {queue.borrowing_limit}",
                 )
-        return Admission(True, borrowed=over) if over else _ADMITTED
+        return Admission(True, borrowed=over) if over and explain else _ADMITTED
 
     def _refunded(self, queue: Queue, gpu_type: str, refunds: Mapping[str, int]) -> tuple[int, int]:
         """How much more the rest of the queue's cohort lends, and less it borrows, once `refunds`

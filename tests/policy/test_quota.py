@@ -208,6 +208,7 @@ def test_ledger_matches_brute_force(
                     expected = brute_admit(queues, usage, probe, pt, gpus)
                     assert led.admit(probe, pt, gpus).ok == expected, (probe, pt, gpus, usage)
                     assert fresh.admit(probe, pt, gpus).ok == expected, (probe, pt, gpus, usage)
+                    assert led.admits_after(probe, pt, gpus, {}) == expected, (probe, pt, gpus, usage)
 
 
 @settings(max_examples=150, deadline=None)
@@ -236,6 +237,8 @@ def test_admission_after_refunds_is_admission_on_the_usage_without_them(
         fresh = QuotaLedger(queues, after)
         for probe in names:
             for gpus in (1, 4, 8, 16):
+                # admits_after: the same answer, without the words
+                assert led.admits_after(probe, t, gpus, refunds) == fresh.admit(probe, t, gpus).ok
                 assert led.admit_after(probe, t, gpus, refunds).ok == fresh.admit(probe, t, gpus).ok, (
                     probe,
                     t,
