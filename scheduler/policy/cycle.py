@@ -53,7 +53,7 @@ from scheduler.policy.quota import QuotaLedger
 from scheduler.policy.words import plural
 
 _T = TypeVar("_T")
-_Epoch = tuple[int, int, int, int]  # CycleState.epoch()
+_Epoch = int  # CycleState.epoch()
 _Outcome = tuple[_Epoch, PendingReason]  # why a job with some outcome key waited, and when
 
 
@@ -78,6 +78,7 @@ class CycleState:
     claims: int = 0  # quota claims made (see quota.py): each may change a later job's admission
     placed: int = 0
     version: int = 0  # bumps whenever `capacity` shrinks: cached reasons and fit checks expire
+    changes: int = 0  # bumps with version, preemptors, reservations and claims: see epoch()
     _pools_for: dict[tuple[str, str], list[PoolKey]] = field(default_factory=dict)
     _never: dict[tuple[str, str, str, int, int], PendingReason | None] = field(default_factory=dict)
     _no_fit: dict[PoolKey, list[tuple[int, int]]] = field(default_factory=dict)
@@ -156,9 +157,18 @@ class CycleState:
         self._facts[id(job)] = known
         return known
 
-    def epoch(self) -> tuple[int, int, int, int]:
-        """Changes whenever a decision could change the outcome for a later job."""
-        return (self.version, self.preemptors, len(self.reservations), self.claims)
+    def epoch(self) -> int:
+        """Changes whenever a decision could change the outcome for a later job: a shrinking of
+        `capacity`, a preemptor, a reservation or a claim (each bumps `changes`)."""
+        return self.changes
+
+    def count_preemptor(self) -> None:
+        self.preemptors += 1
+        self.changes += 1
+
+    def count_claim(self) -> None:
+        self.claims += 1
+        self.changes += 1
 
     def pools_for(self, spec: JobSpec) -> list[PoolKey]:
         key = (spec.data_region, spec.gpu_type)
@@ -388,6 +398,7 @@ class CycleState:
             # Its pool's after-leavers index is `scratch` (which takes the free GPUs too).
             self._take(Allocation(nodes=tuple(free)), after_leavers=scratch is None)
             self.version += 1
+            self.changes += 1
         if scratch is not None:
             self._after_leavers[pool] = scratch
 
@@ -457,6 +468,7 @@ class CycleState:
         self._take(allocation)
         self.ledger.charge(job.spec.queue, pool.gpu_type, allocation.gpus)
         self.version += 1
+        self.changes += 1
         self.placed += 1
         self.decisions.append(
             Place(
@@ -471,6 +483,7 @@ class CycleState:
 
     def reserve(self, reservation: backfill.Reservation) -> None:
         self.reservations[reservation.pool] = reservation
+        self.changes += 1
         self.unreserved = self.capacity.without_nodes(self._reserved_nodes())
         self.decisions.append(
             Reserve(
@@ -813,7 +826,7 @@ def _consider(state: CycleState, job: Job) -> PoolKey | None:
         # quota.py: claims). A job that cannot reclaim claims nothing, so nothing idles for it.
         for gpu_type in sorted(owed):
             state.ledger.claim(spec.queue, gpu_type, spec.gpus)
-            state.claims += 1
+            state.count_claim()
     return None
 
 
@@ -960,7 +973,7 @@ def _try_preempt(state: CycleState, job: Job, pool: PoolKey) -> bool:
     if victims is None:
         state._no_victims.setdefault(memo_key, []).append((n, g))
         return False
-    state.preemptors += 1
+    state.count_preemptor()
     for v, rule in zip(victims.jobs, victims.rules, strict=True):
         state.victims_taken.add(v.id)
         taken_gpus[v.queue] = taken_gpus.get(v.queue, 0) + v.gpus
