@@ -55,6 +55,20 @@ class RunningJob:
 
 
 @dataclass(frozen=True, slots=True)
+class RunningChange:
+    """How a pool's running jobs differ from an earlier list of them (told apart by identity)."""
+
+    removed: frozenset[int]  # id() of the earlier list's jobs that are gone (alive in that list)
+    gone: tuple[RunningJob, ...]  # those jobs
+    added: tuple[RunningJob, ...]  # the jobs that list did not hold
+
+
+# A pool's running jobs as an owner's last snapshot held them, and the change from them to the
+# current ones (None where so much changed that a cycle derives afresh): model/running_pools.py.
+LentChange = tuple[Sequence[RunningJob], RunningChange | None]
+
+
+@dataclass(frozen=True, slots=True)
 class PoolShape:
     """What a pool could ever offer (all its nodes, whatever their state): to reject the impossible."""
 
@@ -95,6 +109,11 @@ class ClusterSnapshot:
     # change and lends one `memo` to all its cycles. -1 (the default): derive everything afresh.
     running_version: int = -1
     memo: dict[object, object] | None = None
+    # The running jobs by pool (pools without any left out), each in `running`'s order, and for
+    # the pools changed since the owner's last snapshot, their list then and the change: kept by
+    # an owner that lends `memo` (model/running_pools.py). None: the cycle groups them itself.
+    running_by_pool: Mapping[PoolKey, Sequence[RunningJob]] | None = None
+    running_changes: Mapping[PoolKey, LentChange] | None = None
     # Each queue's pending jobs grouped by shape, kept by an owner that needs no reasons for the
     # jobs a cycle would only find waiting (the simulator without an observer): the cycle may
     # then stop as soon as no job left can change anything (see model/pending_shapes.py).

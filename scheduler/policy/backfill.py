@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from scheduler.model.capacity import CapacityError, CapacityIndex
 from scheduler.model.cluster import PoolKey
 from scheduler.model.job import JobSpec
-from scheduler.model.snapshot import RunningJob
+from scheduler.model.snapshot import RunningChange, RunningJob
 from scheduler.policy.place import find_allocation
-from scheduler.policy.pool_memo import RunningChange
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from scheduler.model.job import Job, JobSpec, PendingCode, PendingReason
 from scheduler.model.pending_shapes import PendingShapes, Shape
 from scheduler.model.plan import Allocation, Decision, NodeAllocation, Place, Plan, Preempt, Reject, Reserve
 from scheduler.model.queue import PriorityClass, Queue
-from scheduler.model.snapshot import ClusterSnapshot, PoolShape, RunningJob
+from scheduler.model.snapshot import ClusterSnapshot, PoolShape, RunningChange, RunningJob
 from scheduler.policy import backfill, explain
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.group_walk import GroupMerger, Known
@@ -41,7 +41,7 @@ from scheduler.policy.order import (
     pending_key,
 )
 from scheduler.policy.place import candidate_pools, find_allocation, residency_check
-from scheduler.policy.pool_memo import PoolMemo, RunningChange, change_between
+from scheduler.policy.pool_memo import PoolMemo, change_between
 from scheduler.policy.preempt import (
     CandidateScan,
     VictimCandidates,
@@ -84,7 +84,7 @@ class CycleState:
     _no_fit: dict[PoolKey, list[tuple[int, int]]] = field(default_factory=dict)
     _reasons: dict[tuple[str, str, int, int, int], PendingReason] = field(default_factory=dict)
     _no_victims: dict[tuple[PoolKey, str, str], list[tuple[int, int]]] = field(default_factory=dict)
-    _running_by_pool: dict[PoolKey, list[RunningJob]] | None = None
+    _running_by_pool: Mapping[PoolKey, Sequence[RunningJob]] | None = None
     _drain_order: dict[PoolKey, list[RunningJob]] = field(default_factory=dict)
     _candidates: dict[PoolKey, VictimCandidates] = field(default_factory=dict)
     _after_leavers: dict[PoolKey, CapacityIndex] = field(default_factory=dict)
@@ -208,12 +208,15 @@ class CycleState:
             reason = self._reasons[key] = explain.resources(self.capacity, spec)
         return reason
 
-    def running_in(self, pool: PoolKey) -> list[RunningJob]:
-        return self._running().get(pool, [])
+    def running_in(self, pool: PoolKey) -> Sequence[RunningJob]:
+        return self._running().get(pool, ())
 
-    def _running(self) -> dict[PoolKey, list[RunningJob]]:
+    def _running(self) -> Mapping[PoolKey, Sequence[RunningJob]]:
         if self._running_by_pool is None:
-            self._running_by_pool = self._derived("running_by_pool", self._group_running)
+            kept = self.snapshot.running_by_pool  # the owner's (model/running_pools.py)
+            if kept is None:
+                kept = self._derived("running_by_pool", self._group_running)
+            self._running_by_pool = kept
         return self._running_by_pool
 
     def _group_running(self) -> dict[PoolKey, list[RunningJob]]:
@@ -235,7 +238,7 @@ class CycleState:
         self,
         key: str,
         pool: PoolKey,
-        compute: Callable[[list[RunningJob]], _T],
+        compute: Callable[[Sequence[RunningJob]], _T],
         update: Callable[[_T, RunningChange], _T | None] | None = None,
     ) -> _T:
         """compute(the pool's running jobs), reused from an earlier cycle while they are the same
@@ -250,7 +253,7 @@ class CycleState:
         if isinstance(hit, PoolMemo):
             if hit.jobs is jobs:
                 return cast(_T, hit.value)
-            change = self._change(hit.jobs, jobs) if update is not None else None
+            change = self._change(pool, hit.jobs, jobs) if update is not None else None
             updated = None
             if update is not None and change is not None:
                 updated = update(cast(_T, hit.value), change)
@@ -261,7 +264,15 @@ class CycleState:
         memo[(key, pool)] = PoolMemo(jobs, value)
         return value
 
-    def _change(self, before: Sequence[RunningJob], after: Sequence[RunningJob]) -> RunningChange | None:
+    def _change(
+        self, pool: PoolKey, before: Sequence[RunningJob], after: Sequence[RunningJob]
+    ) -> RunningChange | None:
+        """How the pool's running jobs changed from `before` (what a kept value was made from) to
+        `after` (the current ones): as the owner says, where it says it from `before`."""
+        lent = self.snapshot.running_changes
+        told = lent.get(pool) if lent is not None else None
+        if told is not None and told[0] is before and after is self.running_in(pool):
+            return told[1]
         key = (id(before), id(after))
         known = self._changes.get(key)
         if known is None:
@@ -320,7 +331,7 @@ class CycleState:
         ):
             if hit.jobs is jobs:
                 return hit.value.scan
-            change = self._change(hit.jobs, jobs)
+            change = self._change(pool, hit.jobs, jobs)
             if change is not None:
                 scan = rescan_candidates(hit.value.scan, jobs, change, snapshot, self.now, self.config)
         if scan is None:
@@ -551,7 +562,7 @@ def _arrays_after(
     return counted
 
 
-def _leaving_of(running: list[RunningJob]) -> list[RunningJob]:
+def _leaving_of(running: Sequence[RunningJob]) -> list[RunningJob]:
     return [r for r in running if r.preempting]
 
 

@@ -11,10 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.model.snapshot import RunningJob
-
-# Beyond this share of the pool's jobs changed, deriving afresh costs about as much as updating.
-MAX_CHANGED_SHARE = 0.25
+from scheduler.model.running_pools import worth_updating
+from scheduler.model.snapshot import RunningChange, RunningJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,21 +23,13 @@ class PoolMemo:
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
-class RunningChange:
-    """How a pool's running jobs differ from an earlier list of them."""
-
-    removed: frozenset[int]  # id() of the earlier list's jobs that are gone (alive in that list)
-    gone: tuple[RunningJob, ...]  # those jobs
-    added: tuple[RunningJob, ...]  # the jobs that list did not hold, in their new order
-
-
 def change_between(before: Sequence[RunningJob], after: Sequence[RunningJob]) -> RunningChange | None:
-    """What changed from `before` to `after`, or None when so much did that an update would not pay."""
+    """What changed from `before` to `after`, or None when so much did that an update would not pay.
+    (An owner that keeps the running jobs by pool says so itself: model/running_pools.py.)"""
     old = {id(r) for r in before}
     new = {id(r) for r in after}
     added = tuple(r for r in after if id(r) not in old)
     gone = tuple(r for r in before if id(r) not in new)
-    if len(added) + len(gone) > max(8.0, MAX_CHANGED_SHARE * len(after)):
+    if not worth_updating(len(added) + len(gone), len(after)):
         return None
     return RunningChange(frozenset(map(id, gone)), gone, added)

@@ -32,11 +32,10 @@ from scheduler.model.capacity import CapacityIndex
 from scheduler.model.cluster import PoolKey
 from scheduler.model.job import Job
 from scheduler.model.plan import PREEMPT_RULES, Allocation
-from scheduler.model.snapshot import ClusterSnapshot, RunningJob
+from scheduler.model.snapshot import ClusterSnapshot, RunningChange, RunningJob
 from scheduler.policy.config import PolicyConfig
 from scheduler.policy.order import las_level
 from scheduler.policy.place import find_allocation
-from scheduler.policy.pool_memo import RunningChange
 from scheduler.policy.quota import QuotaLedger
 
 _PRIORITY, _RECLAIM, _SERVICE = 0, 1, 2  # why a candidate may be preempted (indexes PREEMPT_RULES)

@@ -25,6 +25,7 @@ from scheduler.model.job import Job, JobSpec, JobState
 from scheduler.model.pending_shapes import PendingShapes
 from scheduler.model.plan import Place, Plan, Preempt, Reject
 from scheduler.model.queue import ClusterConfig, with_defaults
+from scheduler.model.running_pools import RunningPools
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob, gpus_by_type, pool_shapes
 from scheduler.policy import explain
 from scheduler.policy.config import PolicyConfig
@@ -109,6 +110,7 @@ class Simulator:
         self.running: dict[str, RunningJob] = {}
         # Bumped at every change of `running`: cycles reuse what they derived from it until then.
         self.running_version = 0
+        self._running_pools = RunningPools()  # `running` by pool, for the cycles (see the module)
         self._memo: dict[object, object] = {}
         # When no observer reads why a job waits, a cycle may pass over the jobs whose
         # outcome it already knows and stop once no pending job left can change anything
@@ -200,6 +202,7 @@ class Simulator:
 
     def snapshot(self) -> ClusterSnapshot:
         now = self.clock.now()
+        by_pool, changes = self._running_pools.lend()
         return ClusterSnapshot(
             nodes=self.nodes,
             capacity=self.capacity,
@@ -213,6 +216,8 @@ class Simulator:
             pool_shapes=self._pool_shapes,
             running_version=self.running_version,
             memo=self._memo,
+            running_by_pool=by_pool,
+            running_changes=changes,
             pending_shapes=self._shapes,
         )
 
@@ -398,6 +403,7 @@ class Simulator:
 
     def _release(self, job: Job, end_reason: str) -> None:
         r = self.running.pop(job.id)
+        self._running_pools.remove(r)
         self.running_version += 1
         now = self.clock.now()
         self.capacity = self.capacity.release(r.allocation)
@@ -477,6 +483,7 @@ class Simulator:
             self._shapes.remove(job)
 
     def _set_running(self, job_id: str, running: RunningJob) -> None:
+        self._running_pools.put(self.running.get(job_id), running)
         self.running[job_id] = running
         self.running_version += 1
 
