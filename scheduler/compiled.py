@@ -14,6 +14,7 @@ import importlib.machinery
 COMPILED_MODULES: tuple[str, ...] = (
     "scheduler.model.capacity",
     "scheduler.model.pending_shapes",
+    "scheduler.model.running_pools",
     "scheduler.model.snapshot",
     "scheduler.policy.backfill",
     "scheduler.policy.baselines",

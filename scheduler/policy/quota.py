@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from scheduler.model.queue import Queue
 from scheduler.policy.words import plural
@@ -31,9 +32,32 @@ _ADMITTED = Admission(True)  # the common answer, shared (Admission is immutable
 _REFUSED = Admission(False)  # a refusal, for callers that asked only yes or no
 
 
+class QueueTerms:
+    """A queue's quota terms, read once per ledger from its Queue: a pydantic model's attributes and
+    methods are slow to reach from compiled code, and the ledger reads them at every admission and
+    charge. Immutable (Final fields; a plain class for speed, as capacity.RackFree)."""
+
+    __slots__ = ("borrowing_limit", "cohort", "lending_limit", "name", "quota")
+    name: Final[str]
+    cohort: Final[str | None]
+    quota: Final[Mapping[str, int]]
+    lending_limit: Final[int | None]
+    borrowing_limit: Final[int | None]
+
+    def __init__(self, queue: Queue) -> None:
+        self.name = queue.name
+        self.cohort = queue.cohort
+        self.quota = queue.quota
+        self.lending_limit = queue.lending_limit
+        self.borrowing_limit = queue.borrowing_limit
+
+    def nominal(self, gpu_type: str) -> int:
+        return self.quota.get(gpu_type, 0)
+
+
 def nominal_quota(queue: Queue, gpu_type: str) -> int:
     """Queue.nominal, called here instead: a pydantic model's method stays interpreted even in the
-    compiled build, and the ledger asks it on every admission."""
+    compiled build (the ordering asks it for every tier it works out)."""
     return queue.quota.get(gpu_type, 0)
 
 
@@ -41,7 +65,7 @@ class QuotaLedger:
     """Per-queue GPU usage for one cycle; `admit` checks, `charge`/`refund` record."""
 
     def __init__(self, queues: Mapping[str, Queue], usage: Mapping[str, Mapping[str, int]]) -> None:
-        self._queues = queues
+        self._queues = {name: QueueTerms(q) for name, q in queues.items()}
         self._usage: dict[str, dict[str, int]] = {q: dict(u) for q, u in usage.items()}
         self._lendable: dict[tuple[str, str], int] = {}  # (cohort, type) → idle quota lent out
         self._borrowed: dict[tuple[str, str], int] = {}  # (cohort, type) → GPUs used above quotas
@@ -58,13 +82,13 @@ class QuotaLedger:
             tuple[str, str], tuple[Mapping[str, int], int, int, int, dict[str, tuple[int, int]]]
         ] = {}
         self._claims: dict[tuple[str, str], dict[str, int]] = {}  # (cohort, type) → queue → claimed
-        types = {t for q in queues.values() for t in q.quota} | {t for u in usage.values() for t in u}
-        for q in queues.values():
+        types = {t for q in self._queues.values() for t in q.quota} | {t for u in usage.values() for t in u}
+        for q in self._queues.values():
             if q.cohort is None:
                 continue
             for t in types:
                 key = (q.cohort, t)
-                self._lendable[key] = self._lendable.get(key, 0) + self.lendable(q, t)
+                self._lendable[key] = self._lendable.get(key, 0) + self._lend_at(q, t, self.used(q.name, t))
                 self._borrowed[key] = self._borrowed.get(key, 0) + self.over_nominal(q.name, t)
 
     def cohort_of(self, queue: str) -> str | None:
@@ -79,22 +103,20 @@ class QuotaLedger:
         q = self._queues.get(queue)
         if q is None:
             return 0
-        return sum(max(0, used - nominal_quota(q, t)) for t, used in self._usage.get(queue, {}).items())
+        return sum(max(0, used - q.nominal(t)) for t, used in self._usage.get(queue, {}).items())
 
     def over_nominal(self, queue: str, gpu_type: str) -> int:
         q = self._queues.get(queue)
         if q is None:
             return 0
-        return max(0, self.used(queue, gpu_type) - nominal_quota(q, gpu_type))
+        return max(0, self.used(queue, gpu_type) - q.nominal(gpu_type))
 
     def lendable(self, lender: Queue, gpu_type: str) -> int:
-        idle = max(0, nominal_quota(lender, gpu_type) - self.used(lender.name, gpu_type))
-        if lender.lending_limit is not None:
-            idle = min(idle, lender.lending_limit)
-        return idle
+        terms = self._queues.get(lender.name) or QueueTerms(lender)
+        return self._lend_at(terms, gpu_type, self.used(lender.name, gpu_type))
 
-    def _lend_at(self, queue: Queue, gpu_type: str, used: int) -> int:
-        idle = max(0, nominal_quota(queue, gpu_type) - used)
+    def _lend_at(self, queue: QueueTerms, gpu_type: str, used: int) -> int:
+        idle = max(0, queue.nominal(gpu_type) - used)
         return idle if queue.lending_limit is None else min(idle, queue.lending_limit)
 
     def cohort_idle(self, queue: Queue, gpu_type: str) -> int:
@@ -129,9 +151,9 @@ class QuotaLedger:
         if q is None:
             return False
         held = self.used(queue_name, gpu_type) + self.claimed(queue_name, gpu_type)
-        return held + gpus <= nominal_quota(q, gpu_type)
+        return held + gpus <= q.nominal(gpu_type)
 
-    def _claimed_by_others(self, queue: Queue, gpu_type: str) -> int:
+    def _claimed_by_others(self, queue: QueueTerms, gpu_type: str) -> int:
         """Idle quota of the rest of the cohort that their waiting jobs claimed (not lendable)."""
         cohort = queue.cohort
         per_queue = self._claims.get((cohort, gpu_type)) if cohort is not None else None
@@ -142,7 +164,7 @@ class QuotaLedger:
         known = self._claims_seen.get((cohort, gpu_type))
         if known is None or known[0] != stamp:
             held = {
-                name: min(gpus, self.lendable(self._queues[name], gpu_type))
+                name: min(gpus, self._lend_at(self._queues[name], gpu_type, self.used(name, gpu_type)))
                 for name, gpus in per_queue.items()
             }
             known = self._claims_seen[(cohort, gpu_type)] = (stamp, sum(held.values()), held)
@@ -164,7 +186,7 @@ class QuotaLedger:
         queue = self._queues.get(queue_name)
         if queue is None:
             return 0
-        nominal = nominal_quota(queue, gpu_type)
+        nominal = queue.nominal(gpu_type)
         if queue.cohort is None:
             return nominal
         lent = sum(
@@ -228,7 +250,7 @@ class QuotaLedger:
             return Admission(False, detail=f"queue {queue_name!r} does not exist") if explain else _REFUSED
         used_before = self.used(queue_name, gpu_type) - refunds.get(queue_name, 0)
         used = used_before + gpus
-        nominal = nominal_quota(queue, gpu_type)
+        nominal = queue.nominal(gpu_type)
         over_before = max(0, used_before - nominal)
         over = max(0, used - nominal) - over_before  # new borrowing
         if queue.cohort is None:
@@ -283,7 +305,7 @@ class QuotaLedger:
                 )
         return Admission(True, borrowed=over) if over and explain else _ADMITTED
 
-    def _refunded(self, queue: Queue, gpu_type: str, refunds: Mapping[str, int]) -> tuple[int, int]:
+    def _refunded(self, queue: QueueTerms, gpu_type: str, refunds: Mapping[str, int]) -> tuple[int, int]:
         """How much more the rest of the queue's cohort lends, and less it borrows, once `refunds`
         are given back (the queue's own refund left out): worked out once per cohort, type and
         refunds while the cohort's usage of that type stays the same (a claim does not change it).
@@ -303,7 +325,7 @@ class QuotaLedger:
                 if other is None or other.cohort != cohort or not back:
                     continue
                 now_used = self.used(name, gpu_type)
-                nominal = nominal_quota(other, gpu_type)
+                nominal = other.nominal(gpu_type)
                 dl = self._lend_at(other, gpu_type, now_used - back) - self._lend_at(
                     other, gpu_type, now_used
                 )
@@ -325,7 +347,7 @@ class QuotaLedger:
         if queue is not None and queue.cohort is not None:
             # The cohort totals move by what this queue lends and borrows after, less before.
             key = (queue.cohort, gpu_type)
-            nominal = nominal_quota(queue, gpu_type)
+            nominal = queue.nominal(gpu_type)
             lend = self._lend_at(queue, gpu_type, after) - self._lend_at(queue, gpu_type, before)
             self._lendable[key] = self._lendable.get(key, 0) + lend
             self._borrowed[key] = (
