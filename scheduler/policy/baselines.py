@@ -231,13 +231,16 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     def rank(r: RunningJob) -> tuple[int, float, str]:
         return (las_level(attained(r, now), th), r.job.submitted_at, r.id)
 
+    def level_of(job: Job | None) -> int:
+        return las_level(job.attained_gpu_s, th) if job is not None else 0
+
     # Within a level, a running job ranks ahead of every pending one (Tiresias moves the pending
     # jobs of each queue behind the running ones after every pass): a job of the same level that
     # waits does not take a running job's GPUs. Ranking both by arrival instead preempted running
     # jobs for older pending ones of the same level, and cost 1.2× the average JCT on the peer input.
 
-    ranked = sorted((rank(r), r) for r in snapshot.running.values() if not r.preempting)
-    ranked_running = [r for _, r in ranked]
+    ranked_running = sorted((r for r in snapshot.running.values() if not r.preempting), key=rank)
+    running_levels = [las_level(attained(r, now), th) for r in ranked_running]
     smallest = _smallest_pending(state, snapshot.pending_shapes)
     values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
     sort_key = pending_key(config, values)
@@ -247,6 +250,7 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     most = max(budget.values(), default=0)  # the largest budget left, kept as budgets shrink
     pending_iter = iter(_ordered(snapshot, config, now))
     next_pending = next(pending_iter, None)
+    pending_level = level_of(next_pending)
     keep: set[str] = set()
     winners: list[tuple[Job, PoolKey]] = []
     # The set that should run must itself respect the quotas: start from what is leaving and
@@ -266,8 +270,7 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
         elif i >= len(ranked_running):
             take_running = False
         else:
-            pj = next_pending
-            take_running = ranked[i][0][0] <= las_level(pj.attained_gpu_s, th)
+            take_running = running_levels[i] <= pending_level
         if take_running:
             r = ranked_running[i]
             i += 1
@@ -302,6 +305,7 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
                 budget[won] -= spec.gpus
                 most = max(budget.values())
         next_pending = next(pending_iter, None)
+        pending_level = level_of(next_pending)
     # Preempt, in each pool, only as many losers as the winners there cannot find free.
     need: dict[PoolKey, int] = {}
     for job, pool in winners:
