@@ -22,7 +22,6 @@ need. If it does not fit with every candidate gone, nobody is preempted.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -112,8 +111,8 @@ class Candidate:
         self.protected = protected
 
 
-# A candidate as the summary saw it: (pool order, job, class value, protected, service level).
-_Found = tuple[int, RunningJob, int, bool, int]
+# A candidate as the summary saw it: (job, class value, protected, service level).
+_Found = tuple[RunningJob, int, bool, int]
 # Rebuild a little before a computed change time: a float sum may round either way at the edge.
 _CHANGE_MARGIN_S = 1e-3
 
@@ -126,7 +125,7 @@ class CandidateScan:
 
     at: float
     valid_until: float
-    found: tuple[_Found, ...]
+    found: tuple[_Found, ...]  # in no particular order (a walk sorts them: VictimCandidates)
     summary: Mapping[str, Mapping[int, int]]
     top: int
 
@@ -144,7 +143,7 @@ def scan_candidates(
     top = -1
     found: list[_Found] = []
     valid_until = math.inf
-    for i, r in enumerate(running):
+    for r in running:
         job = r.job
         spec = job.spec
         ran = now - r.started_at
@@ -165,7 +164,7 @@ def scan_candidates(
         if level < len(thresholds) and r.gpus > 0:
             crossing = r.started_at + (thresholds[level] - job.attained_gpu_s) / r.gpus
             valid_until = min(valid_until, max(crossing, now))
-        found.append((i, r, value, protected, level))
+        found.append((r, value, protected, level))
         if not protected and level > top:
             top = level
         _note(summary, r.queue, value, -1 if protected else level)
@@ -184,14 +183,12 @@ def rescan_candidates(
     and still valid at `now`, and what changed since: only the added jobs are scanned. The same
     scan but that it may need redoing sooner (valid_until is the earlier of both)."""
     fresh = scan_candidates(snapshot, change.added, now, config)
-    position = {id(r): i for i, r in enumerate(running)}
     removed = change.removed
-    found = [(position[id(r)], r, v, p, lv) for _, r, v, p, lv in scan.found if id(r) not in removed]
-    found += [(position[id(r)], r, v, p, lv) for _, r, v, p, lv in fresh.found]
-    found.sort(key=_position)  # the pool's order, as a scan walks it
+    found = [f for f in scan.found if id(f[0]) not in removed] if removed else list(scan.found)
+    found += fresh.found
     summary: dict[str, dict[int, int]] = {}
     top = -1
-    for _, r, value, protected, level in found:
+    for r, value, protected, level in found:
         if not protected and level > top:
             top = level
         _note(summary, r.queue, value, -1 if protected else level)
@@ -199,11 +196,8 @@ def rescan_candidates(
     return CandidateScan(scan.at, valid_until, tuple(found), summary, top)
 
 
-def _position(found: _Found) -> int:
-    return found[0]
-
-
-_Costed = tuple[int, float, int, float, int, RunningJob, bool, int]  # the cost first, then _Found's
+# The cost (class, work lost, -GPUs, start, position in the pool), then the job, protected, level.
+_Costed = tuple[int, float, int, float, int, RunningJob, bool, int]
 
 
 class VictimCandidates:
@@ -212,7 +206,7 @@ class VictimCandidates:
     Built for every pool a cycle searches, but walked rarely: the summary ends most searches of a
     deep backlog (on the Philly prefix, 147 of 7,699 were ever walked). So the scan computes
     only what the summary needs; on the first walk the candidates are split by class (the first
-    part of the cost) and only the cheapest class is costed into a heap, the next one when that is
+    part of the cost) and only the cheapest class is costed and sorted, the next one when that is
     used up; a Candidate is built only when iteration reaches it. Iterating again replays the ones
     already built, then goes on. Ties keep the pool's order (as a stable sort).
     """
@@ -229,9 +223,12 @@ class VictimCandidates:
         if scan is None:
             scan = scan_candidates(snapshot, running, now, config)
         self._now = now
+        self._running = running
+        self._position: dict[int, int] | None = None  # id(job) → its place in `running`, once walked
         self._found: Sequence[_Found] | None = scan.found  # split by class on the first walk
         self._classes: list[list[_Found]] = []  # not yet costed, the cheapest class last
-        self._heap: list[_Costed] = []
+        self._costed: list[_Costed] = []  # the class being walked, sorted by cost
+        self._next = 0  # the first of them not yet built into a Candidate
         self._sorted: list[Candidate] = []
         self._summary = scan.summary
         self._top = scan.top
@@ -249,21 +246,24 @@ class VictimCandidates:
         return self._top
 
     def _cost_next_class(self) -> None:
-        """Cost the cheapest class not costed yet into the heap: work lost since the checkpoint,
+        """Cost the cheapest class not costed yet, and sort it: work lost since the checkpoint,
         size (biggest first), start."""
         if self._found is not None:
             by_class: dict[int, list[_Found]] = {}
             for found in self._found:
-                by_class.setdefault(found[2], []).append(found)
+                by_class.setdefault(found[1], []).append(found)
             self._classes = [by_class[value] for value in sorted(by_class, reverse=True)]
             self._found = None
         if not self._classes:
             return
         now = self._now
-        heap: list[_Costed] = []
-        push = heap.append
+        position = self._position
+        if position is None:  # the last part of the cost: ties keep the pool's order
+            position = self._position = {id(r): i for i, r in enumerate(self._running)}
+        costed: list[_Costed] = []
+        push = costed.append
         # RunningJob.work_at_risk_s, inlined: this loop sees every candidate of the class.
-        for i, r, value, p, level in self._classes.pop():
+        for r, value, p, level in self._classes.pop():
             risk = now - r.started_at
             interval = r.checkpoint_interval_s
             if risk < 0.0:
@@ -271,19 +271,23 @@ class VictimCandidates:
             elif interval is not None:
                 risk %= interval
             gpus = r.gpus
-            push((value, risk * gpus, -gpus, r.started_at, i, r, p, level))
-        heapq.heapify(heap)
-        self._heap = heap
+            push((value, risk * gpus, -gpus, r.started_at, position[id(r)], r, p, level))
+        # Sorted at once, not popped from a heap: a walk that starts on a class almost always
+        # goes through all of it (few candidates suit a given preemptor), and one sort is cheaper.
+        costed.sort()
+        self._costed = costed
+        self._next = 0
 
     def __iter__(self) -> Iterator[Candidate]:
         i = 0
         while True:
             if i == len(self._sorted):
-                if not self._heap:
+                if self._next == len(self._costed):
                     self._cost_next_class()
-                    if not self._heap:
+                    if self._next == len(self._costed):
                         return
-                value, risk, size, started, _, r, protected, level = heapq.heappop(self._heap)
+                value, risk, size, started, _, r, protected, level = self._costed[self._next]
+                self._next += 1
                 cost = (float(value), risk, float(size), started)
                 self._sorted.append(Candidate(r, value, level, cost, protected))
             yield self._sorted[i]
