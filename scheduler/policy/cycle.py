@@ -31,7 +31,7 @@ from scheduler.model.queue import PriorityClass, Queue
 from scheduler.model.snapshot import ClusterSnapshot, PoolShape, RunningChange, RunningJob
 from scheduler.policy import backfill, explain
 from scheduler.policy.config import PolicyConfig
-from scheduler.policy.group_walk import GroupMerger, Known
+from scheduler.policy.group_walk import GroupMerger, Outcome
 from scheduler.policy.order import (
     FairShare,
     QueueMerger,
@@ -54,7 +54,6 @@ from scheduler.policy.words import plural
 
 _T = TypeVar("_T")
 _Epoch = int  # CycleState.epoch()
-_Outcome = tuple[_Epoch, PendingReason]  # why a job with some outcome key waited, and when
 
 
 @dataclass
@@ -590,7 +589,7 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
     key = pending_key(config, priority_values)
     examined = 0
     fallback = PendingReason(PendingCode.PRIORITY, "behind higher-ordered jobs")
-    outcomes: dict[tuple[object, ...], _Outcome] = {}
+    outcomes: dict[tuple[object, ...], Outcome] = {}  # outcome key → why such a job waited, and when
     shapes = snapshot.pending_shapes
     if shapes is not None and shapes.thresholds != config.las_thresholds_gpu_s:
         shapes = None
@@ -598,7 +597,7 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
     merger: QueueMerger
     if shapes is not None and _may_walk_groups(shapes, config, priority_values):
         merger = GroupMerger(
-            snapshot, config, now, key, fair, static, shapes, _known_outcome(state, outcomes)
+            snapshot, config, now, key, fair, static, shapes, _KnownOutcomes(state, outcomes)
         )
     else:
         merger = QueueMerger(snapshot, config, now, key, fair, static=static)
@@ -624,8 +623,8 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
         outcome_key = _outcome_key(state, job)
         epoch = state.epoch()
         known = outcomes.get(outcome_key)
-        if known is not None and known[0] == epoch:
-            state.wait(job, known[1])
+        if known is not None and known.epoch == epoch and known.reason is not None:
+            state.wait(job, known.reason)
             if settled is not None and settled.check(outcomes, epoch):
                 break  # nothing left can change anything: the rest wait, unexamined
             continue
@@ -637,14 +636,14 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
         ):
             reason = state.resources_reason(job.spec)
             state.wait(job, reason)
-            outcomes[outcome_key] = (epoch, reason)
+            _record(outcomes, outcome_key, epoch, reason)
             continue
         # 2. Consider this job.
         placed_pool = _consider(state, job)
         if placed_pool is not None:
             fair.add(job.spec.queue, placed_pool.gpu_type, job.spec.gpus)
         elif state.epoch() == epoch and job.id in state.pending:
-            outcomes[outcome_key] = (epoch, state.pending[job.id])
+            _record(outcomes, outcome_key, epoch, state.pending[job.id])
     else:
         if passed := merger.passed_over():  # the tail, walked past: only the count changes
             examined, _ = _count_passed(state, examined, passed)
@@ -708,24 +707,37 @@ def _may_walk_groups(shapes: PendingShapes, config: PolicyConfig, priority_value
     )
 
 
-def _known_outcome(state: CycleState, outcomes: Mapping[tuple[object, ...], _Outcome]) -> Known:
-    """group_walk.Known over this cycle's outcomes: known at the cycle's current state."""
+def _record(
+    outcomes: dict[tuple[object, ...], Outcome], key: tuple[object, ...], epoch: _Epoch, reason: PendingReason
+) -> None:
+    """A job with this outcome key waited for `reason` at `epoch` (in the cell a walk may hold)."""
+    cell = outcomes.get(key)
+    if cell is None:
+        cell = outcomes[key] = Outcome()
+    cell.epoch = epoch
+    cell.reason = reason
 
-    keys: dict[tuple[str, Shape, bool], tuple[_Epoch, tuple[object, ...]]] = {}
 
-    def known(queue: str, shape: Shape, old: bool) -> bool:
-        epoch = state.epoch()
-        kept = keys.get((queue, shape, old))
-        if kept is not None and kept[0] == epoch:  # the key moves only with the reservations
-            key = kept[1]
-        else:
-            priority, region, gpu_type, nodes, gpn, time_limit_s, level = shape
-            key = _key(state, queue, (priority, region, gpu_type, nodes, gpn), time_limit_s, level, old)
-            keys[(queue, shape, old)] = (epoch, key)
-        found = outcomes.get(key)
-        return found is not None and found[0] == epoch
+class _KnownOutcomes:
+    """group_walk.KnownOutcomes over this cycle's outcomes."""
 
-    return known
+    def __init__(self, state: CycleState, outcomes: dict[tuple[object, ...], Outcome]) -> None:
+        self._state = state
+        self._outcomes = outcomes
+
+    def epoch(self) -> int:
+        return self._state.epoch()
+
+    def outcome(self, queue: str, shape: Shape, old: bool) -> Outcome:
+        """The cell of the outcome key of a job of that queue and shape, old enough (or not) to take
+        an unbounded reservation, at the cycle's current epoch (the key moves with the reservations,
+        which change the epoch); made empty if no job with that key waited yet."""
+        priority, region, gpu_type, nodes, gpn, time_limit_s, level = shape
+        key = _key(self._state, queue, (priority, region, gpu_type, nodes, gpn), time_limit_s, level, old)
+        cell = self._outcomes.get(key)
+        if cell is None:
+            cell = self._outcomes[key] = Outcome()
+        return cell
 
 
 def _count_passed(state: CycleState, examined: int, passed: int) -> tuple[int, PendingReason | None]:
@@ -765,7 +777,7 @@ class _Settled:
         self._needed: list[tuple[object, ...]] | None = None
         self._at = 0
 
-    def check(self, outcomes: Mapping[tuple[object, ...], _Outcome], epoch: _Epoch) -> bool:
+    def check(self, outcomes: Mapping[tuple[object, ...], Outcome], epoch: _Epoch) -> bool:
         if epoch != self._epoch:
             self._epoch, self._hits, self._needed, self._at = epoch, 0, None, 0
             self._next = self.SETTLE_AFTER
@@ -777,7 +789,7 @@ class _Settled:
             needed = self._needed = self._keys()
         while self._at < len(needed):
             known = outcomes.get(needed[self._at])
-            if known is None or known[0] != epoch:
+            if known is None or known.epoch != epoch:
                 self._next = 2 * self._hits
                 return False
             self._at += 1

@@ -26,9 +26,9 @@ import heapq
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
-from scheduler.model.job import Job
+from scheduler.model.job import Job, PendingReason
 from scheduler.model.pending_shapes import PendingShapes, Shape, ShapeGroup
 from scheduler.model.snapshot import ClusterSnapshot
 from scheduler.policy.config import PolicyConfig
@@ -38,9 +38,32 @@ from scheduler.policy.order import FairShare, PendingKey, QueueMerger
 # after twice as many each time one is not): asking costs a look-up per group.
 SETTLE_AFTER = 8
 
-# known(queue, shape, old): whether the cycle knows the outcome of a job of that queue and shape,
-# old enough (or not) to take an unbounded reservation, at its current state.
-Known = Callable[[str, Shape, bool], bool]
+
+class Outcome:
+    """Why a job with some outcome key waited, and at which of the cycle's epochs (known while the
+    cycle is still at that epoch). One per key and cycle: a walk holds on to the cells of its groups'
+    keys for an epoch instead of looking the keys up again at each step."""
+
+    __slots__ = ("epoch", "reason")
+
+    def __init__(self) -> None:
+        self.epoch = -1  # none yet
+        self.reason: PendingReason | None = None
+
+
+class KnownOutcomes(Protocol):
+    """The cycle's outcomes, as the walk asks them (cycle.py)."""
+
+    def epoch(self) -> int:
+        """The cycle's current epoch: it changes whenever a decision could change an outcome."""
+        ...
+
+    def outcome(self, queue: str, shape: Shape, old: bool) -> Outcome:
+        """The cell of a job of that queue and shape, old enough (or not) to take an unbounded
+        reservation, at the current epoch: its outcome is known if cell.epoch is that epoch."""
+        ...
+
+
 _Rank = tuple[float | str, ...]
 
 
@@ -55,11 +78,10 @@ class _Cursor:
     young: int = -1  # the first job too young for an unbounded reservation (-1: not worked out)
     rank: Callable[[int], _Rank] | None = None  # QueueMerger.rank of its job at an index, at `revision`
     revision: int = -1  # the queue's fair-share revision `rank` was made at
-    # Whether the outcome of its old and of its young jobs is known, as of `known_at` (the count of
-    # jobs yielded then): outcomes and the cycle's state change only while the caller has a job.
-    known_at: int = -1
-    old_known: bool = False
-    young_known: bool = False
+    # The outcome cells of its old and of its young jobs, as of the epoch `cells_at`.
+    cells_at: int = -1
+    old_cell: Outcome | None = None
+    young_cell: Outcome | None = None
 
 
 class GroupMerger(QueueMerger):
@@ -72,7 +94,7 @@ class GroupMerger(QueueMerger):
         fair_share: FairShare,
         static: Callable[[Job], float] | None,
         shapes: PendingShapes,
-        known: Known,
+        known: KnownOutcomes,
     ) -> None:
         super().__init__(snapshot, config, now, key, fair_share, static, heads=False)
         self._fair = fair_share
@@ -84,7 +106,6 @@ class GroupMerger(QueueMerger):
             if queue in snapshot.pending
         }
         self._passed = 0
-        self._yielded = 0
 
     def passed_over(self) -> int:
         passed, self._passed = self._passed, 0
@@ -115,7 +136,6 @@ class GroupMerger(QueueMerger):
                     look_after *= 2
             else:
                 passes, look_after = 0, SETTLE_AFTER
-                self._yielded += 1
                 yield job  # the caller decides for it, which may change this queue's ranks
                 cursor.at += 1
             head = _head(cursors)
@@ -174,11 +194,13 @@ class GroupMerger(QueueMerger):
 
     def _knows(self, queue: str, c: _Cursor) -> tuple[bool, bool]:
         """Whether the outcome of the group's old jobs, and of its young ones, is known now."""
-        if c.known_at != self._yielded:
-            c.old_known = self._known(queue, c.shape, True)
-            c.young_known = self._known(queue, c.shape, False)
-            c.known_at = self._yielded
-        return c.old_known, c.young_known
+        epoch = self._known.epoch()
+        old, young = c.old_cell, c.young_cell
+        if c.cells_at != epoch or old is None or young is None:
+            old = c.old_cell = self._known.outcome(queue, c.shape, True)
+            young = c.young_cell = self._known.outcome(queue, c.shape, False)
+            c.cells_at = epoch
+        return old.epoch == epoch, young.epoch == epoch
 
     def _rank_in(self, queue: str, c: _Cursor) -> Callable[[int], _Rank]:
         """QueueMerger.rank of the group's job at an index (one tier and class for them all),

@@ -22,6 +22,7 @@ from tests.policy.walks import (
     NODES,
     NOW,
     QUEUES,
+    KnownSet,
     narrow_job,
     occupants,
     pending_job,
@@ -55,13 +56,11 @@ def test_the_group_walk_yields_what_the_merge_reaches_with_an_unknown_outcome(
     def drive(grouped: bool) -> list[tuple[str, int]]:
         fair = FairShare(snap, CONFIG)
         known: set[tuple[str, Shape, bool]] = set()
-
-        def is_known(q: str, shape: Shape, old: bool) -> bool:
-            return (q, shape, old) in known
+        outcomes = KnownSet()  # the same, as the group walk asks it
 
         merger: QueueMerger
         if grouped:
-            merger = GroupMerger(snap, CONFIG, NOW, key, fair, None, shapes, is_known)
+            merger = GroupMerger(snap, CONFIG, NOW, key, fair, None, shapes, outcomes)
         else:
             merger = QueueMerger(snap, CONFIG, NOW, key, fair)
         seen: list[tuple[str, int]] = []
@@ -76,8 +75,10 @@ def test_the_group_walk_yields_what_the_merge_reaches_with_an_unknown_outcome(
             action = actions[len(seen) % len(actions)]
             if action == 0:
                 known.clear()
+                outcomes.forget_all()
             elif action <= 3:
                 known.add(where)
+                outcomes.learn(*where)
             if action == 2:
                 fair.add(j.spec.queue, "H100", j.spec.gpus)
         seen.append(("end", passed + merger.passed_over()))
@@ -177,7 +178,14 @@ def test_the_walk_stops_early_only_once_every_outcome_left_is_known(waited: floa
         ({*others, shapes.shape(pending[-1])}, [], 201),
     ):
         merger = GroupMerger(
-            snap, CONFIG, NOW, key, FairShare(snap, CONFIG), None, shapes, lambda q, s, old, k=known: s in k
+            snap,
+            CONFIG,
+            NOW,
+            key,
+            FairShare(snap, CONFIG),
+            None,
+            shapes,
+            KnownSet(lambda q, s, old, k=known: s in k),
         )
         assert [(j.id, merger.passed_over()) for j in merger] == expected
         assert merger.passed_over() == tail

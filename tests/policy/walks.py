@@ -3,14 +3,16 @@ random pending jobs, and a snapshot lent the simulator's pending shapes next to 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from hypothesis import strategies as st
 
 from scheduler.model.job import Job
-from scheduler.model.pending_shapes import PendingShapes
+from scheduler.model.pending_shapes import PendingShapes, Shape
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy.config import PolicyConfig
+from scheduler.policy.group_walk import Outcome
 from scheduler.policy.order import las_level, order_signature, pending_key
 from tests.builders import cluster, job, queue, running, snapshot
 
@@ -87,3 +89,31 @@ def plain_and_lent(
     """The same snapshot twice: as the live controller builds it, and lent the pending shapes."""
     plain = snapshot(NODES, pending, running_jobs, queues=QUEUES, config=config)
     return plain, replace(plain, pending_shapes=shapes_of(plain, pending, config))
+
+
+class KnownSet:
+    """group_walk.KnownOutcomes over what a test says is known: the (queue, shape, old) it learns
+    one by one (or that `known` holds from the start), all forgotten at once as a cycle's decision
+    does (a new epoch). Cells are shared and updated in place, as the cycle's are."""
+
+    def __init__(self, known: Callable[[str, Shape, bool], bool] | None = None) -> None:
+        self._epoch = 0
+        self._cells: dict[tuple[str, Shape, bool], Outcome] = {}
+        self._known = known
+
+    def epoch(self) -> int:
+        return self._epoch
+
+    def outcome(self, queue: str, shape: Shape, old: bool) -> Outcome:
+        cell = self._cells.get((queue, shape, old))
+        if cell is None:
+            cell = self._cells[(queue, shape, old)] = Outcome()
+            if self._known is not None and self._known(queue, shape, old):
+                cell.epoch = self._epoch
+        return cell
+
+    def learn(self, queue: str, shape: Shape, old: bool) -> None:
+        self.outcome(queue, shape, old).epoch = self._epoch
+
+    def forget_all(self) -> None:
+        self._epoch += 1
