@@ -225,7 +225,6 @@ class VictimCandidates:
         self._now = now
         self._running = running
         self._position: dict[int, int] | None = None  # id(job) → its place in `running`, once walked
-        self._scanned = scan.found
         self._found: Sequence[_Found] | None = scan.found  # split by class on the first walk
         self._classes: list[list[_Found]] = []  # not yet costed, the cheapest class last
         self._costed: list[_Costed] = []  # the class being walked, sorted by cost
@@ -245,10 +244,6 @@ class VictimCandidates:
     def top_level(self) -> int:
         """The highest service level among those every rule may take (-1 if none)."""
         return self._top
-
-    def unordered(self) -> Sequence[_Found]:
-        """Every candidate, in no particular order, as the scan found it (nothing built or sorted)."""
-        return self._scanned
 
     def _cost_next_class(self) -> None:
         """Cost the cheapest class not costed yet, and sort it: work lost since the checkpoint,
@@ -375,21 +370,6 @@ def choose_victims(
         config.service_preemption,
     ):
         return None  # most searches of a deep backlog end here, without walking the candidates
-    if isinstance(pool_candidates, VictimCandidates) and not _could_fit(
-        pool_candidates.unordered(),
-        capacity,
-        ledger,
-        job,
-        pool,
-        taken,
-        taken_gpus,
-        value,
-        level,
-        preempts_lower,
-        within_nominal,
-        config.service_preemption,
-    ):
-        return None  # and most of the rest here, without sorting them by cost
 
     candidates: list[tuple[RunningJob, tuple[int, ...]]] = []
     borrows: dict[str, int] = {}  # queue → GPUs of this type it still uses above its quota
@@ -473,65 +453,6 @@ def choose_victims(
         reason="; ".join(words[k] for k in kinds),
         allocation=allocation,
     )
-
-
-def _could_fit(
-    found: Sequence[_Found],
-    capacity: CapacityIndex,
-    ledger: QuotaLedger,
-    job: Job,
-    pool: PoolKey,
-    taken: set[str],
-    taken_gpus: Mapping[str, int] | None,
-    value: int,
-    level: int,
-    preempts_lower: bool,
-    within_nominal: bool,
-    service: bool,
-) -> bool:
-    """Could choose_victims find victims at all? Whether the job fits, and is admitted, with every
-    candidate some rule may take gone at once: the walk in cost order takes a subset of them (at
-    most max_victims, and a borrower's jobs only while it still borrows), and the more are gone
-    the better the job fits. So False is certain, and needs no sorting; True is only a maybe."""
-    spec = job.spec
-    queue = spec.queue
-    lends: dict[str, bool] = {}  # queue → borrows this type beyond what was already taken from it
-    gone: list[RunningJob] = []
-    for r, c_value, protected, c_level in found:
-        if r.id in taken:
-            continue
-        same_queue = r.queue == queue
-        lends_back = False
-        if not same_queue:
-            known = lends.get(r.queue)
-            if known is None:
-                over = ledger.over_nominal(r.queue, pool.gpu_type) - (taken_gpus or {}).get(r.queue, 0)
-                known = lends[r.queue] = over > 0
-            lends_back = known
-        if (
-            (not protected and preempts_lower and c_value < value and (same_queue or within_nominal))
-            or (not same_queue and within_nominal and lends_back)
-            or (
-                not protected
-                and service
-                and c_value <= value
-                and c_level > level
-                and (same_queue or lends_back or within_nominal)
-            )
-        ):
-            gone.append(r)
-    if not gone:
-        return False
-    pool_free = capacity.pools[pool].free_gpus if pool in capacity.pools else 0
-    if pool_free + sum(r.gpus for r in gone) < spec.gpus:
-        return False
-    freed = _Freed(capacity, pool, spec.gpus_per_node)
-    admitted = _Admission(ledger, job, pool)
-    for r in gone:
-        if freed.holds(r):
-            freed.add(r, 1)
-            admitted.add(r, 1)
-    return freed.fits(spec.nodes) and admitted.ok()
 
 
 class _Freed:

@@ -1,8 +1,9 @@
-"""choose_victims ends most searches before walking the candidates in cost order: on the scan's
-summary (no rule could take anyone) and on whether the job would fit with every candidate a rule
-may take gone at once (preempt._could_fit). Both must be certain: on any cluster, the search over
-the pool's VictimCandidates finds exactly what a walk over the same candidates, with neither
-shortcut (a plain list), finds."""
+"""choose_victims ends most searches before walking the candidates in cost order, on the scan's
+summary (no rule could take anyone). That must be certain: on any cluster, the search over the
+pool's VictimCandidates finds exactly what a walk over the same candidates without the summary (a
+plain list) finds. (A second shortcut was tried on 2026-12-05 and dropped: whether the job would
+fit with every candidate a rule may take gone at once. It was exact, and checked here, but it made
+the cycle benchmark's searches scan every candidate of a large pool.)"""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def _place(rows: list[tuple[int, float, float, str, str, bool]]) -> list[Running
     st.sets(st.integers(0, 13), max_size=3),  # victims already taken this cycle
     st.sampled_from([1, 2, 64]),  # max_victims
 )
-def test_the_shortcuts_never_miss_victims_a_full_walk_finds(
+def test_the_summary_never_misses_victims_a_full_walk_finds(
     rows: list[tuple[int, float, float, str, str, bool]],
     who: tuple[str, str, tuple[int, int], float],
     taken_at: set[int],
