@@ -2,8 +2,8 @@
 
 The list is read by setup.py without importing the package, so this module imports only the
 standard library. The modules are the pure decision code (the cycle, quotas, preemption,
-placement, ordering, the capacity index) and the simulator's event loop; the pydantic models
-stay interpreted.
+placement, ordering, the capacity index), the simulator's event loop and its running jobs by
+pool; the pydantic models stay interpreted.
 """
 
 from __future__ import annotations
