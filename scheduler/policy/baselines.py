@@ -239,8 +239,9 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     # waits does not take a running job's GPUs. Ranking both by arrival instead preempted running
     # jobs for older pending ones of the same level, and cost 1.2× the average JCT on the peer input.
 
-    ranked_running = sorted((r for r in snapshot.running.values() if not r.preempting), key=rank)
-    running_levels = [las_level(attained(r, now), th) for r in ranked_running]
+    ranked = sorted((rank(r), r) for r in snapshot.running.values() if not r.preempting)
+    ranked_running = [r for _, r in ranked]
+    running_levels = [key[0] for key, _ in ranked]  # each job's level, worked out once in its rank
     smallest = _smallest_pending(state, snapshot.pending_shapes)
     values = {name: pc.value for name, pc in snapshot.priority_classes.items()}
     sort_key = pending_key(config, values)

@@ -711,11 +711,17 @@ def _record(
     outcomes: dict[tuple[object, ...], Outcome], key: tuple[object, ...], epoch: _Epoch, reason: PendingReason
 ) -> None:
     """A job with this outcome key waited for `reason` at `epoch` (in the cell a walk may hold)."""
+    cell = _cell(outcomes, key)
+    cell.epoch = epoch
+    cell.reason = reason
+
+
+def _cell(outcomes: dict[tuple[object, ...], Outcome], key: tuple[object, ...]) -> Outcome:
+    """The key's cell, made empty (no epoch yet) if no job with that key has waited."""
     cell = outcomes.get(key)
     if cell is None:
         cell = outcomes[key] = Outcome()
-    cell.epoch = epoch
-    cell.reason = reason
+    return cell
 
 
 class _KnownOutcomes:
@@ -734,10 +740,7 @@ class _KnownOutcomes:
         which change the epoch); made empty if no job with that key waited yet."""
         priority, region, gpu_type, nodes, gpn, time_limit_s, level = shape
         key = _key(self._state, queue, (priority, region, gpu_type, nodes, gpn), time_limit_s, level, old)
-        cell = self._outcomes.get(key)
-        if cell is None:
-            cell = self._outcomes[key] = Outcome()
-        return cell
+        return _cell(self._outcomes, key)
 
 
 def _count_passed(state: CycleState, examined: int, passed: int) -> tuple[int, PendingReason | None]:
