@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import math
 import signal
 import threading
 import time
@@ -95,6 +96,8 @@ _RPC_SLACK_S = 5.0  # on top of a grace period, for the actor calls themselves
 _NODE_DEATH_WAIT_S = 5.0  # a rank's actor died: how long to wait for Ray to say its node died
 _WAIT_SLICE_S = 0.1
 _GCS_TIMEOUT_S = 2.0  # one read of the node resources by the refresher
+_FRESH_TIMEOUT_S = 0.5  # one read of them by a scheduling cycle, which waits for it
+_FRESH_RETRY_S = 5.0  # after a cycle's read failed, cycles use the refresher's view this long
 _HEALTH_TIMEOUT_S = 1.0
 
 # Ship the worker class (and what it uses) by value: nodes need Ray, not Corral, installed.
@@ -211,6 +214,7 @@ class RayBackend:
         self._ray_ids: dict[str, str] = {}  # Ray's hex node id → Corral's node id, alive GPU nodes
         self._addresses: dict[str, NodeAddress] = {}  # Corral's node id → its raylet's IP and host
         self._free_gpus: dict[str, float] = {}
+        self._fresh_retry_at = -math.inf  # cycles read Ray's free GPUs themselves from then on
         self._refresh_lock = threading.Lock()  # one refresh at a time, so node changes apply in order
         self._closing = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="corral-ray")
@@ -287,8 +291,23 @@ class RayBackend:
         return self.work_root / job.id
 
     def available_gpus(self) -> dict[str, float]:
-        """GPUs Ray has free per alive node (after every placement group, Corral's or not); a
-        cached view, refreshed with the node table."""
+        """GPUs Ray has free per alive node (after every placement group, Corral's or not), read
+        from the GCS now: a cycle's view must not predate the jobs it places (the refresher's view
+        lags by seconds on a loaded host, and a job once went to GPUs another driver had just
+        taken). While the GCS does not answer, the refresher's last view, without asking again
+        for a few seconds (a cycle must not wait on a dead GCS each time)."""
+        if time.monotonic() >= self._fresh_retry_at:
+            try:
+                free = self._read_free_gpus(_FRESH_TIMEOUT_S)
+            except Exception:
+                self._fresh_retry_at = time.monotonic() + _FRESH_RETRY_S
+            else:
+                with self._lock:
+                    self._free_gpus = free
+                return dict(free)
+        return self._cached_free_gpus()
+
+    def _cached_free_gpus(self) -> dict[str, float]:
         with self._lock:
             return dict(self._free_gpus)
 
@@ -402,9 +421,9 @@ class RayBackend:
     def _unplaced(self, run: _Run) -> _StartError:
         """Why the attempt's placement group is not ready, by Ray's current count of free GPUs."""
         try:
-            free = self._read_free_gpus()
+            free = self._read_free_gpus(_GCS_TIMEOUT_S)
         except Exception:
-            free = self.available_gpus()
+            free = self._cached_free_gpus()
         with self._lock:
             nodes = dict(self._nodes)
         bundles = list(zip(run.node_ids, run.gpus, strict=True))
@@ -734,17 +753,17 @@ class RayBackend:
 
     def _refresh_free_gpus(self) -> None:
         try:
-            free = self._read_free_gpus()
+            free = self._read_free_gpus(_GCS_TIMEOUT_S)
         except Exception:  # keep the last view; the node table is what decides
             log.warning("cannot read Ray's available resources", exc_info=True)
             return
         with self._lock:
             self._free_gpus = free
 
-    def _read_free_gpus(self) -> dict[str, float]:
+    def _read_free_gpus(self, timeout_s: float) -> dict[str, float]:
         with self._lock:
             ray_ids = dict(self._ray_ids)
-        return free_gpus(ray_ids, _GCS_TIMEOUT_S)
+        return free_gpus(ray_ids, timeout_s)
 
     def _refresh_nodes(self, emit: bool) -> None:
         with self._refresh_lock:
