@@ -71,6 +71,10 @@ class CycleState:
     unreserved: CapacityIndex | None = None  # capacity without reserved nodes (for long backfill jobs)
     victims_taken: set[str] = field(default_factory=set)
     taken_gpus: dict[str, dict[str, int]] = field(default_factory=dict)  # type → queue → victims' GPUs
+    # type → queue → the change of its usage once this cycle's victims are gone and their preemptors
+    # started: victims' GPUs less preemptors' (see preempt.choose_victims' `refunds`)
+    preempted_refunds: dict[str, dict[str, int]] = field(default_factory=dict)
+    victims_in: dict[PoolKey, int] = field(default_factory=dict)  # this cycle's victims per pool
     no_reservation: set[tuple[PoolKey, int, int, bool]] = field(default_factory=set)
     preemptors: int = 0
     preempt_attempts: int = 0
@@ -366,13 +370,14 @@ class CycleState:
         return self._settling_by_pool.get(pool, [])
 
     def admitted_after_leavers(self, spec: JobSpec, gpu_type: str) -> bool:
-        """Would the job's queue take it once every leaving job has given its GPUs back?"""
+        """Would the job's queue take it once every leaving job (this cycle's victims too, their
+        preemptors started) has given its GPUs back?"""
         key = (spec.queue, gpu_type, spec.gpus, self.ledger.stamp(spec.queue, gpu_type))
         ok = self._admitted_after_leavers.get(key)
         if ok is None:
             refunds = self._leaving_refunds.get(gpu_type)
-            if refunds is None:
-                refunds = {}
+            if refunds is None:  # built once per type and preemption (the ledger knows it by identity)
+                refunds = dict(self.preempted_refunds.get(gpu_type, {}))
                 for pool, leaving in self._leaving().items():
                     for r in leaving if pool.gpu_type == gpu_type else ():
                         refunds[r.queue] = refunds.get(r.queue, 0) + r.gpus
@@ -393,6 +398,37 @@ class CycleState:
             gone += [Allocation(nodes=(na,)) for na in self.settling_in(pool)]
             scratch = self._after_leavers[pool] = self.capacity.release_each(gone)
         return scratch
+
+    def victim_search_capacity(self, pool: PoolKey) -> CapacityIndex:
+        """The free GPUs a victim search in the pool starts from: those free once the jobs already
+        leaving are gone (preempted earlier, or in this cycle beyond what their preemptors need),
+        less what waiting jobs hold. Counting only the GPUs free now, a job that needed both a
+        leaver's spare node and one more victim waited for the leaver to go before preempting,
+        two grace periods in a row (tests/sim/test_reclaim.py)."""
+        if self.leaving_in(pool) or self.settling_in(pool) or pool in self.victims_in:
+            return self.after_leavers(pool)
+        return self.capacity
+
+    def preempted(
+        self, job: Job, pool: PoolKey, victims: Sequence[RunningJob], allocation: Allocation
+    ) -> None:
+        """`job` preempted `victims` to start on `allocation` once they are gone: their GPUs count
+        as leaving for the jobs after it in this cycle (its own part held for it) and the quota
+        as given back, with its own GPUs charged."""
+        scratch = self.after_leavers(pool).release_each([v.allocation for v in victims])
+        self._after_leavers[pool] = scratch
+        self.victims_in[pool] = self.victims_in.get(pool, 0) + len(victims)
+        refunds = self.preempted_refunds.setdefault(pool.gpu_type, {})
+        for v in victims:
+            refunds[v.queue] = refunds.get(v.queue, 0) + v.gpus
+        refunds[job.spec.queue] = refunds.get(job.spec.queue, 0) - job.spec.gpus
+        self.hold(pool, allocation, leaving=True)
+        # More is free once jobs leave: what did not fit or found no victims may now.
+        self._no_fit_after_leavers.pop(pool, None)
+        for key in [k for k in self._no_victims if k[0].gpu_type == pool.gpu_type]:  # quota moved too
+            del self._no_victims[key]
+        self._leaving_refunds.pop(pool.gpu_type, None)
+        self._admitted_after_leavers.clear()
 
     def hold(self, pool: PoolKey, allocation: Allocation, leaving: bool) -> None:
         """Keep `allocation` for a job that waits for jobs to leave — already leaving (`leaving`)
@@ -937,9 +973,11 @@ def _waiting_for_leavers(state: CycleState, job: Job, pool: PoolKey) -> str | No
     If so, it holds those GPUs for this cycle, so that a preemptor gets what it preempted for
     instead of preempting again elsewhere while Ray catches up."""
     leaving, settling = state.leaving_in(pool), state.settling_in(pool)
-    if not leaving and not settling:
+    victims = state.victims_in.get(pool, 0)
+    if not leaving and not settling and not victims:
         return None
-    # What is free once they leave only shrinks during a cycle: a shape that did not fit never will.
+    # What is free once they leave only shrinks during a cycle, but at a preemption (which forgets
+    # these): a shape that did not fit will not until then.
     n, g = job.spec.nodes, job.spec.gpus_per_node
     failed = state._no_fit_after_leavers.setdefault(pool, [])
     if any(n >= fn and g >= fg for fn, fg in failed):
@@ -951,8 +989,8 @@ def _waiting_for_leavers(state: CycleState, job: Job, pool: PoolKey) -> str | No
     if not state.admitted_after_leavers(job.spec, pool.gpu_type):
         return None
     state.hold(pool, alloc, leaving=True)
-    if leaving:
-        return f"waiting for {plural(len(leaving), 'preempted job')} to exit"
+    if leaving or victims:
+        return f"waiting for {plural(len(leaving) + victims, 'preempted job')} to exit"
     return f"waiting for {plural(sum(len(na.gpus) for na in settling), 'GPU')} to be released by Ray"
 
 
@@ -976,7 +1014,8 @@ def _could_preempt(state: CycleState, job: Job, pool: PoolKey) -> bool:
 def _try_preempt(state: CycleState, job: Job, pool: PoolKey) -> bool:
     if not _could_preempt(state, job, pool):
         return False
-    # Same pool, queue and class see the same victims; a wider gang than one that failed fails too.
+    # Same pool, queue and class see the same victims; a wider gang than one that failed fails too
+    # (until a preemption frees more: CycleState.preempted forgets these).
     memo_key = (pool, job.spec.queue, job.spec.priority)
     n, g = job.spec.nodes, job.spec.gpus_per_node
     failed = state._no_victims.get(memo_key)
@@ -986,7 +1025,7 @@ def _try_preempt(state: CycleState, job: Job, pool: PoolKey) -> bool:
     taken_gpus = state.taken_gpus.setdefault(pool.gpu_type, {})
     victims = choose_victims(
         state.snapshot,
-        state.capacity,
+        state.victim_search_capacity(pool),
         state.ledger,
         job,
         pool,
@@ -995,6 +1034,7 @@ def _try_preempt(state: CycleState, job: Job, pool: PoolKey) -> bool:
         state.now,
         state.config,
         taken_gpus,
+        state.preempted_refunds.get(pool.gpu_type),
     )
     if victims is None:
         state._no_victims.setdefault(memo_key, []).append((n, g))
@@ -1004,8 +1044,8 @@ def _try_preempt(state: CycleState, job: Job, pool: PoolKey) -> bool:
         state.victims_taken.add(v.id)
         taken_gpus[v.queue] = taken_gpus.get(v.queue, 0) + v.gpus
         state.decisions.append(Preempt(job_id=v.id, for_job=job.id, reason=victims.reason, rule=rule))
-    # The free GPUs it counted on stay free until its victims are gone.
-    state.hold(pool, victims.allocation, leaving=False)
+    # The GPUs it counted on stay its own until its victims are gone.
+    state.preempted(job, pool, victims.jobs, victims.allocation)
     # The preemptor's team sees why, not whom: the victims may belong to other teams.
     state.wait(job, PendingReason(PendingCode.RESERVED, explain.preempting(victims.rules)))
     return True

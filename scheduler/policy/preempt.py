@@ -346,9 +346,13 @@ def choose_victims(
     now: float,
     config: PolicyConfig,
     taken_gpus: Mapping[str, int] | None = None,
+    refunds: Mapping[str, int] | None = None,
 ) -> Victims | None:
     """The victims that let `job` start in `pool`, or None. `taken` holds the jobs already chosen
-    as victims this cycle and `taken_gpus` their GPUs of this pool's type per queue."""
+    as victims this cycle and `taken_gpus` their GPUs of this pool's type per queue. `refunds` is
+    how the cycle's earlier preemptions change each queue's usage of this type once their victims
+    are gone (victims' GPUs less their preemptors'); `capacity` may count GPUs that jobs already
+    leaving free as free (see CycleState.victim_search_capacity)."""
     spec = job.spec
     value = snapshot.priority_value(job)
     pc = snapshot.priority_classes.get(spec.priority)
@@ -413,7 +417,7 @@ def choose_victims(
 
     n = spec.nodes
     freed = _Freed(capacity, pool, spec.gpus_per_node)
-    admitted = _Admission(ledger, job, pool)
+    admitted = _Admission(ledger, job, pool, refunds or {})
     chosen: list[tuple[RunningJob, tuple[int, ...]]] = []
     fits = False
     for r, why_set in candidates:
@@ -436,6 +440,8 @@ def choose_victims(
         else:
             freed.add(r, 1)
             admitted.add(r, 1)
+    if not chosen:
+        return None  # it fits with no victim: it waits for the jobs already leaving instead
     kinds = sorted({why for _, whys in chosen for why in whys})
     words = {
         _PRIORITY: f"priority: {spec.priority} job {job.id} needs its GPUs",
@@ -499,13 +505,19 @@ class _Freed:
 class _Admission:
     """Would the job be admitted with the chosen victims gone (their GPUs refunded to their queues)?"""
 
-    def __init__(self, ledger: QuotaLedger, job: Job, pool: PoolKey) -> None:
+    def __init__(self, ledger: QuotaLedger, job: Job, pool: PoolKey, refunds: Mapping[str, int]) -> None:
         self._ledger = ledger
         self._spec = job.spec
         self._gpu_type = pool.gpu_type
+        # The cycle's earlier preemptions count as done: their victims leave whatever this job does.
+        self._refunds: dict[str, int] = {q: g for q, g in refunds.items() if g}
         # Refunds only lower usage: admitted now, admitted with any victims gone.
-        self._now = ledger.admit(job.spec.queue, pool.gpu_type, job.spec.gpus).ok
-        self._refunds: dict[str, int] = {}
+        spec = job.spec
+        self._now = (
+            ledger.admits_after(spec.queue, pool.gpu_type, spec.gpus, dict(self._refunds))
+            if self._refunds
+            else ledger.admit(spec.queue, pool.gpu_type, spec.gpus).ok
+        )
         self._known: bool | None = self._now  # the answer for the current refunds, if known
         self._cohort = ledger.cohort_of(job.spec.queue)
 

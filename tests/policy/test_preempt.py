@@ -187,6 +187,16 @@ def test_waits_for_jobs_already_leaving_instead_of_preempting_more() -> None:
     assert reason.detail == "waiting for 1 preempted job to exit"
 
 
+def test_a_leavers_spare_node_counts_toward_a_preemption_in_the_same_cycle() -> None:
+    """A 2-node gang is leaving (preempted earlier) and h1 holds one of its nodes. h2 needs 2 nodes:
+    the gang's spare one and v's. Counting only the GPUs free now, it found v too little and waited
+    a grace period for the gang before preempting v, two in a row (tests/sim/test_reclaim.py)."""
+    jobs = [run("gang", [N0, N1], NOW - 100, preempting=True), run("v", [N2], NOW - 100), *wall(N3)]
+    plan = cycle([high("h1"), high("h2", nodes=2)], jobs)
+    assert plan.reason_for("h1").detail == "waiting for 1 preempted job to exit"
+    assert [(p.job_id, p.for_job) for p in plan.preempts] == [("v", "h2")]
+
+
 def test_waits_for_gpus_ray_is_still_releasing_and_holds_them_against_later_jobs() -> None:
     """Four of N0's free GPUs are free in Corral's books but Ray is still releasing them (the live
     controller leaves them out of capacity and names them in `settling`): the high job waits for
