@@ -25,7 +25,6 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Protocol, cast
 
 from scheduler.model.job import Job, PendingReason
@@ -67,21 +66,42 @@ class KnownOutcomes(Protocol):
 _Rank = tuple[float | str, ...]
 
 
-@dataclass(slots=True)
 class _Cursor:
-    """One group's jobs in queue order and how far this cycle's walk has passed them."""
+    """One group's jobs in queue order and how far this cycle's walk has passed them. A plain
+    class: a dataclass's generated __init__ stays interpreted in the compiled build, and a cycle
+    makes one cursor per group."""
 
-    shape: Shape
-    keys: list[tuple[float | str, ...]]
-    jobs: list[Job]
-    at: int = 0  # the first job not yet walked
-    young: int = -1  # the first job too young for an unbounded reservation (-1: not worked out)
-    rank: Callable[[int], _Rank] | None = None  # QueueMerger.rank of its job at an index, at `revision`
-    revision: int = -1  # the queue's fair-share revision `rank` was made at
-    # The outcome cells of its old and of its young jobs, as of the epoch `cells_at`.
-    cells_at: int = -1
-    old_cell: Outcome | None = None
-    young_cell: Outcome | None = None
+    __slots__ = (
+        "at",
+        "cells_at",
+        "jobs",
+        "keys",
+        "old_cell",
+        "penalty",
+        "rank",
+        "revision",
+        "shape",
+        "tier",
+        "young",
+        "young_cell",
+    )
+
+    def __init__(self, shape: Shape, keys: list[tuple[float | str, ...]], jobs: list[Job]) -> None:
+        self.shape = shape
+        self.keys = keys
+        self.jobs = jobs
+        self.at = 0  # the first job not yet walked
+        self.young = -1  # the first job too young for an unbounded reservation (-1: not worked out)
+        # QueueMerger.rank of its job at an index, made at the queue's fair-share `revision` from
+        # the group's `tier` and `penalty` (see _rank_in)
+        self.rank: Callable[[int], _Rank] | None = None
+        self.revision = -1
+        self.tier = 0
+        self.penalty = 0.0
+        # The outcome cells of its old and of its young jobs, as of the epoch `cells_at`.
+        self.cells_at = -1
+        self.old_cell: Outcome | None = None
+        self.young_cell: Outcome | None = None
 
 
 class GroupMerger(QueueMerger):
@@ -159,7 +179,8 @@ class GroupMerger(QueueMerger):
                 unknown = first_young if first_young < end and not young_known else end
             first = unknown
             if top is not None and c.at < unknown:
-                first = _first_after(c, unknown, top, self._rank_in(queue, c))
+                self._rank_in(queue, c)
+                first = _first_after(c, unknown, top, self.now_points)
             if first < end and (stop is None or c.keys[first] < stop):
                 stop = c.keys[first]
         passed = 0
@@ -215,7 +236,7 @@ class GroupMerger(QueueMerger):
                 job = jobs[at]
                 return (tier, cast(float, keys[at][0]) - now_points + penalty, job.submitted_at, job.id)
 
-            c.rank, c.revision = rank, revision
+            c.rank, c.revision, c.tier, c.penalty = rank, revision, tier, penalty
         return c.rank
 
     def _is_old(self, c: _Cursor, at: int) -> bool:
@@ -237,25 +258,37 @@ class GroupMerger(QueueMerger):
         return c.young
 
 
-def _first_after(c: _Cursor, end: int, top: _Rank, rank: Callable[[int], _Rank]) -> int:
-    """The first of the group's jobs from c.at (before `end`) that ranks after `top`, else `end`.
-    A group's ranks rise with its sort keys (same tier, class and level). Galloping: the other
-    queues' heads usually cut a run short."""
+def _first_after(c: _Cursor, end: int, top: _Rank, now_points: float) -> int:
+    """The first of the group's jobs from c.at (before `end`) that ranks after `top`, else `end`
+    (c.rank is current). A group's ranks rise with its sort keys (same tier, class and level).
+    Galloping: the other queues' heads usually cut a run short."""
     lo = c.at
-    if rank(lo) > top:
+    if c.tier != top[0]:  # the whole group ranks on one side of top
+        return lo if c.tier > cast(int, top[0]) else end
+    if not _ranks_before(c, lo, top, now_points):  # no rank equals top: its job is another
         return lo
     step = 1  # jobs[lo] ranks before top; find a later one that does not
-    while lo + step < end and rank(lo + step) < top:
+    while lo + step < end and _ranks_before(c, lo + step, top, now_points):
         lo += step
         step *= 2
     lo, hi = lo + 1, min(lo + step, end)
     while lo < hi:
         mid = (lo + hi) // 2
-        if rank(mid) < top:
+        if _ranks_before(c, mid, top, now_points):
             lo = mid + 1
         else:
             hi = mid
     return lo
+
+
+def _ranks_before(c: _Cursor, at: int, top: _Rank, now_points: float) -> bool:
+    """c.rank(at) < top for a group of top's tier, building the rank only on a tie of the second
+    part (the same arithmetic as the rank's, so ties are the same)."""
+    second = cast(float, c.keys[at][0]) - now_points + c.penalty
+    if second != top[1]:
+        return second < cast(float, top[1])
+    assert c.rank is not None
+    return c.rank(at) < top
 
 
 def _cursor(shape: Shape, group: ShapeGroup) -> _Cursor:

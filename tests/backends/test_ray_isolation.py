@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,8 +198,9 @@ FOREIGN_DRIVER = textwrap.dedent(
 )
 
 
-def test_available_gpus_sees_a_foreign_placement_group_and_a_start_blames_the_full_node(env: Env) -> None:
-    wait_until(lambda: env.backend.available_gpus() == {"n1": 8.0, "n2": 8.0}, timeout=10)
+@contextmanager
+def foreign_placement_group(env: Env) -> Iterator[None]:
+    """4 of n2's GPUs held by another Ray driver's placement group, until the driver is killed."""
     driver = subprocess.Popen(
         [sys.executable, "-c", FOREIGN_DRIVER, env.cluster.address, LABEL_NODE],
         stdout=subprocess.PIPE,
@@ -207,6 +209,15 @@ def test_available_gpus_sees_a_foreign_placement_group_and_a_start_blames_the_fu
     )
     try:
         assert driver.stdout is not None and driver.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=10)
+
+
+def test_available_gpus_sees_a_foreign_placement_group_and_a_start_blames_the_full_node(env: Env) -> None:
+    wait_until(lambda: env.backend.available_gpus() == {"n1": 8.0, "n2": 8.0}, timeout=10)
+    with foreign_placement_group(env):
         t0 = time.monotonic()
         wait_until(lambda: env.backend.available_gpus().get("n2") == 4.0, timeout=5)
         seen_s = time.monotonic() - t0
@@ -218,9 +229,6 @@ def test_available_gpus_sees_a_foreign_placement_group_and_a_start_blames_the_fu
             "placement group corral-full-0 not ready within 5 s "
             "(bundles for node n2 unplaced: 4 of 8 GPUs free)"
         )
-    finally:
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=10)
     wait_until(lambda: env.backend.available_gpus().get("n2") == 8.0, timeout=30)  # its job ended
     assert seen_s < 3, seen_s
 
@@ -233,19 +241,9 @@ def test_available_gpus_is_read_now_not_from_a_view_the_refresher_left_behind(
     made is still seen. In CI a job was once placed on GPUs another driver had just taken."""
     wait_until(lambda: env.backend.available_gpus() == {"n1": 8.0, "n2": 8.0}, timeout=10)
     monkeypatch.setattr(env.backend, "_refresh_free_gpus", lambda: None)
-    driver = subprocess.Popen(
-        [sys.executable, "-c", FOREIGN_DRIVER, env.cluster.address, LABEL_NODE],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-    )
-    try:
-        assert driver.stdout is not None and driver.stdout.readline().strip() == "ready"
+    with foreign_placement_group(env):
         # Ray's raylets report a change to the GCS within about 100 ms
         wait_until(lambda: env.backend.available_gpus().get("n2") == 4.0, timeout=3)
-    finally:
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=10)
     wait_until(lambda: env.backend.available_gpus().get("n2") == 8.0, timeout=30)
 
 
