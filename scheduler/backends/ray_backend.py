@@ -96,7 +96,7 @@ _RPC_SLACK_S = 5.0  # on top of a grace period, for the actor calls themselves
 _NODE_DEATH_WAIT_S = 5.0  # a rank's actor died: how long to wait for Ray to say its node died
 _WAIT_SLICE_S = 0.1
 _GCS_TIMEOUT_S = 2.0  # one read of the node resources by the refresher
-_FRESH_TIMEOUT_S = 0.5  # one read of them by a scheduling cycle, which waits for it
+_FRESH_TIMEOUT_S = 0.5  # one read of them by a scheduling cycle that places jobs, which waits for it
 _FRESH_RETRY_S = 5.0  # after a cycle's read failed, cycles use the refresher's view this long
 _HEALTH_TIMEOUT_S = 1.0
 
@@ -291,11 +291,18 @@ class RayBackend:
         return self.work_root / job.id
 
     def available_gpus(self) -> dict[str, float]:
-        """GPUs Ray has free per alive node (after every placement group, Corral's or not), read
-        from the GCS now: a cycle's view must not predate the jobs it places (the refresher's view
-        lags by seconds on a loaded host, and a job once went to GPUs another driver had just
-        taken). While the GCS does not answer, the refresher's last view, without asking again
-        for a few seconds (a cycle must not wait on a dead GCS each time)."""
+        """GPUs Ray has free per alive node (after every placement group, Corral's or not); a
+        cached view, refreshed with the node table (it lags by seconds on a loaded host: see
+        read_available_gpus)."""
+        with self._lock:
+            return dict(self._free_gpus)
+
+    def read_available_gpus(self) -> dict[str, float]:
+        """available_gpus(), read from the GCS now: a cycle that places jobs checks its plan
+        against it (a job once went to GPUs another driver had taken a second before the job
+        was submitted, while the cached view still had them free). While the GCS does not answer,
+        the cached view, without asking again for a few seconds (a cycle must not wait on a dead
+        GCS each time)."""
         if time.monotonic() >= self._fresh_retry_at:
             try:
                 free = self._read_free_gpus(_FRESH_TIMEOUT_S)
@@ -305,11 +312,7 @@ class RayBackend:
                 with self._lock:
                     self._free_gpus = free
                 return dict(free)
-        return self._cached_free_gpus()
-
-    def _cached_free_gpus(self) -> dict[str, float]:
-        with self._lock:
-            return dict(self._free_gpus)
+        return self.available_gpus()
 
     def node_addresses(self) -> dict[str, NodeAddress]:
         """Where each node of nodes() runs (raylet IP and host name: in KubeRay, its pod's IP and
@@ -423,7 +426,7 @@ class RayBackend:
         try:
             free = self._read_free_gpus(_GCS_TIMEOUT_S)
         except Exception:
-            free = self._cached_free_gpus()
+            free = self.available_gpus()
         with self._lock:
             nodes = dict(self._nodes)
         bundles = list(zip(run.node_ids, run.gpus, strict=True))

@@ -43,7 +43,7 @@ from scheduler.control.transitions import (
 from scheduler.metrics import Metrics
 from scheduler.model.cluster import ANY, Node, NodeState, PoolKey
 from scheduler.model.job import Job, JobSpec, JobState
-from scheduler.model.plan import Allocation, NodeAllocation, Place, Reject
+from scheduler.model.plan import Allocation, NodeAllocation, Place, Plan, Reject
 from scheduler.model.queue import with_defaults
 from scheduler.model.records import AuditRecord, Batch, Cordon, JobRecord, UsageRecord
 from scheduler.model.snapshot import ClusterSnapshot, RunningJob
@@ -557,13 +557,18 @@ class Controller:
             running_version=inputs.running_version,
             memo=self._memo,
         )
-        withheld, settling = self._withhold_drift(snapshot, now)
-        if withheld is not None:
-            inputs = replace(inputs, withheld=withheld, settling=settling)
-            snapshot = replace(snapshot, capacity=snapshot.capacity.allocate(withheld), settling=settling)
-            memoized = replace(memoized, capacity=snapshot.capacity, settling=settling)
         t0 = time.perf_counter()
-        plan = decide(memoized, self.config.policy, now)
+        ray_free = self._ray_free(fresh=False)
+        base = snapshot  # nothing withheld yet
+        inputs, snapshot, plan = self._decide_with(inputs, base, memoized, ray_free, now)
+        if ray_free is not None and any(isinstance(d, Place) for d in plan.decisions):
+            # A placement is checked against Ray's view read now, after this cycle's jobs were:
+            # the cached one may predate GPUs another Ray driver took (it lags by seconds on a
+            # loaded host). If the view moved, the cycle is decided again on it (without the memo:
+            # once, and rarely).
+            fresh = self._ray_free(fresh=True)
+            if fresh != ray_free:
+                inputs, snapshot, plan = self._decide_with(inputs, base, None, fresh, now)
         self.last_cycle_s = time.perf_counter() - t0
         self.metrics.observe_cycle(self.last_cycle_s, plan)
         self.cycles += 1
@@ -647,19 +652,44 @@ class Controller:
             )
         return snapshot
 
+    def _decide_with(
+        self,
+        inputs: _Inputs,
+        base: ClusterSnapshot,
+        memoized: ClusterSnapshot | None,
+        ray_free: Mapping[str, float] | None,
+        now: float,
+    ) -> tuple[_Inputs, ClusterSnapshot, Plan]:
+        """One decision on `base` (a snapshot with nothing withheld, or its `memoized` twin), less
+        the free GPUs Ray does not have free by `ray_free`: the inputs and snapshot it was made
+        on, and the plan."""
+        withheld, settling = self._withhold_drift(base, now, ray_free)
+        inputs = replace(inputs, withheld=withheld, settling=settling)
+        snapshot, decided = base, memoized if memoized is not None else base
+        if withheld is not None:
+            snapshot = replace(base, capacity=base.capacity.allocate(withheld), settling=settling)
+            decided = replace(decided, capacity=snapshot.capacity, settling=settling)
+        return inputs, snapshot, decide(decided, self.config.policy, now)
+
+    def _ray_free(self, fresh: bool) -> Mapping[str, float] | None:
+        """What Ray has free per node, if the backend says (RayBackend): its cached view, or
+        (`fresh`) one read now."""
+        read = getattr(self.backend, "read_available_gpus" if fresh else "available_gpus", None)
+        if not callable(read) and fresh:
+            read = getattr(self.backend, "available_gpus", None)
+        return read() if callable(read) else None
+
     def _withhold_drift(
-        self, snapshot: ClusterSnapshot, now: float
+        self, snapshot: ClusterSnapshot, now: float, ray_free: Mapping[str, float] | None
     ) -> tuple[Allocation | None, Allocation | None]:
         """The free GPUs (by Corral's accounting) that Ray does not have free, to take out of the
         cycle's capacity: a node's free GPUs are the minimum of the two views. A difference that
         lasts is drift (something outside Corral holds GPUs): logged and exported. Second, the part
         of them still young: GPUs Ray is still releasing, which the cycle counts as free soon (a
         job that preempted for them waits for them instead of preempting elsewhere)."""
-        available = getattr(self.backend, "available_gpus", None)
-        ray_free: Mapping[str, float] = available() if callable(available) else {}
         withheld: list[NodeAllocation] = []
         drift: dict[str, int] = {}
-        for node_id, free_in_ray in ray_free.items():
+        for node_id, free_in_ray in (ray_free or {}).items():
             free = snapshot.capacity.free_on(node_id)
             short = len(free) - max(0, int(free_in_ray))
             if short > 0:

@@ -233,18 +233,20 @@ def test_available_gpus_sees_a_foreign_placement_group_and_a_start_blames_the_fu
     assert seen_s < 3, seen_s
 
 
-def test_available_gpus_is_read_now_not_from_a_view_the_refresher_left_behind(
+def test_read_available_gpus_asks_ray_now_not_the_view_the_refresher_left_behind(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A cycle's view of Ray's free GPUs must not predate the jobs it places: with the refresher
-    frozen (as a CPU-starved one lags by seconds on a loaded host), a placement group another driver
-    made is still seen. In CI a job was once placed on GPUs another driver had just taken."""
+    """A cycle that places jobs checks them against Ray's view read now: with the refresher frozen
+    (as a CPU-starved one lags by seconds on a loaded host), a placement group another driver made
+    is still seen. In CI a job was once placed on GPUs another driver had just taken."""
     wait_until(lambda: env.backend.available_gpus() == {"n1": 8.0, "n2": 8.0}, timeout=10)
     monkeypatch.setattr(env.backend, "_refresh_free_gpus", lambda: None)
     with foreign_placement_group(env):
+        assert env.backend.available_gpus()["n2"] == 8.0  # the cached view, stale
         # Ray's raylets report a change to the GCS within about 100 ms
-        wait_until(lambda: env.backend.available_gpus().get("n2") == 4.0, timeout=3)
-    wait_until(lambda: env.backend.available_gpus().get("n2") == 8.0, timeout=30)
+        wait_until(lambda: env.backend.read_available_gpus().get("n2") == 4.0, timeout=3)
+        assert env.backend.available_gpus()["n2"] == 4.0  # the read refreshed it
+    wait_until(lambda: env.backend.read_available_gpus().get("n2") == 8.0, timeout=30)
 
 
 def _gcs_server(root: Path) -> psutil.Process:

@@ -39,9 +39,16 @@ class DriftingBackend(ScriptedBackend):
     def __init__(self, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
         self.ray_free: dict[str, float] = {}
+        self.cached_free: dict[str, float] | None = None  # a stale cached view, while not None
+        self.fresh_reads = 0
         self.health_answer = "ok"
 
     def available_gpus(self) -> dict[str, float]:
+        return dict(self.ray_free if self.cached_free is None else self.cached_free)
+
+    def read_available_gpus(self) -> dict[str, float]:
+        self.fresh_reads += 1
+        self.cached_free = None  # a read refreshes the cached view
         return dict(self.ray_free)
 
     def health(self) -> str:
@@ -216,6 +223,26 @@ def test_free_gpus_are_the_minimum_of_corral_and_ray_and_lasting_drift_is_export
     rec = store.get(second)
     assert rec is not None and rec.allocation is not None and rec.allocation.node_ids == (N0,)
     assert all(s.drift_gpus == 0 for s in c.view().nodes)
+
+
+def test_a_placement_is_checked_against_rays_view_read_now_not_a_stale_cached_one(store: Store) -> None:
+    """RayBackend's cached view of free GPUs lags by seconds on a loaded host: in CI a job was
+    placed on GPUs another Ray driver had taken a second before it was submitted."""
+    clock, backend = VirtualClock(1000.0), DriftingBackend(list(CONFIG.cluster.nodes))
+    backend.ray_free = {N0: 0.0, N1: 8.0}  # N0 is held outside Corral, as Ray says now
+    backend.cached_free = {N0: 8.0, N1: 8.0}  # from before that
+    c = _controller(store, backend, clock)
+    first, second = _submit(store, clock, gpus_per_node=8), _submit(store, clock, gpus_per_node=8)
+    c.step()
+    placed = {j: store.get(j).allocation for j in (first, second)}  # type: ignore[union-attr]
+    assert placed[first] is not None and placed[first].node_ids == (N1,)
+    assert placed[second] is None
+    assert backend.fresh_reads == 1
+    third = _submit(store, clock, queue="nlp", gpus_per_node=8)
+    clock.advance_to(clock.now() + 1)
+    c.step()  # no GPU free: nothing is placed, so Ray is not asked
+    assert store.get(third).allocation is None  # type: ignore[union-attr]
+    assert backend.fresh_reads == 1
 
 
 def _scrape(c: Controller) -> str:
