@@ -561,13 +561,15 @@ class Controller:
         ray_free = self._ray_free(fresh=False)
         base = snapshot  # nothing withheld yet
         inputs, snapshot, plan = self._decide_with(inputs, base, memoized, ray_free, now)
-        if ray_free is not None and any(isinstance(d, Place) for d in plan.decisions):
-            # A placement is checked against Ray's view read now, after this cycle's jobs were:
-            # the cached one may predate GPUs another Ray driver took (it lags by seconds on a
-            # loaded host). If the view moved, the cycle is decided again on it (without the memo:
-            # once, and rarely).
+        placed = {na.node for d in plan.decisions if isinstance(d, Place) for na in d.allocation.nodes}
+        if ray_free is not None and placed:
+            # Placements are checked against Ray's view read now, after this cycle's jobs were: the
+            # cached one may predate GPUs another Ray driver took (it lags by seconds on a loaded
+            # host). If Ray has fewer free on a node placed on, the cycle is decided again on that
+            # view (once, without the memo); more free takes nothing from what was placed.
             fresh = self._ray_free(fresh=True)
-            if fresh != ray_free:
+            assert fresh is not None
+            if any(fresh.get(n, math.inf) < ray_free.get(n, math.inf) for n in placed):
                 inputs, snapshot, plan = self._decide_with(inputs, base, None, fresh, now)
         self.last_cycle_s = time.perf_counter() - t0
         self.metrics.observe_cycle(self.last_cycle_s, plan)
