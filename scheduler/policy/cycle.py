@@ -422,7 +422,7 @@ class CycleState:
         for v in victims:
             refunds[v.queue] = refunds.get(v.queue, 0) + v.gpus
         refunds[job.spec.queue] = refunds.get(job.spec.queue, 0) - job.spec.gpus
-        self.hold(pool, allocation, leaving=True)
+        self.hold(pool, allocation)
         # More is free once jobs leave: what did not fit or found no victims may now.
         self._no_fit_after_leavers.pop(pool, None)
         for key in [k for k in self._no_victims if k[0].gpu_type == pool.gpu_type]:  # quota moved too
@@ -430,23 +430,22 @@ class CycleState:
         self._leaving_refunds.pop(pool.gpu_type, None)
         self._admitted_after_leavers.clear()
 
-    def hold(self, pool: PoolKey, allocation: Allocation, leaving: bool) -> None:
-        """Keep `allocation` for a job that waits for jobs to leave — already leaving (`leaving`)
-        or preempted in this cycle — so that no job after it in this cycle takes its GPUs:
-        the free ones now, the leaving ones once they are free."""
+    def hold(self, pool: PoolKey, allocation: Allocation) -> None:
+        """Keep `allocation` for a job that waits for jobs to leave (already leaving, or preempted
+        by it in this cycle), so that no job after it in this cycle takes its GPUs: the free ones
+        now, the leaving ones once they are free."""
         free: list[NodeAllocation] = []
         for na in allocation.nodes:
             free_now = set(self.capacity.free_on(na.node))
             if mine := tuple(g for g in na.gpus if g in free_now):
                 free.append(NodeAllocation(node=na.node, gpus=mine))
-        scratch = self.after_leavers(pool).allocate(allocation) if leaving else None
+        scratch = self.after_leavers(pool).allocate(allocation)
         if free:
             # Its pool's after-leavers index is `scratch` (which takes the free GPUs too).
-            self._take(Allocation(nodes=tuple(free)), after_leavers=scratch is None)
+            self._take(Allocation(nodes=tuple(free)), after_leavers=False)
             self.version += 1
             self.changes += 1
-        if scratch is not None:
-            self._after_leavers[pool] = scratch
+        self._after_leavers[pool] = scratch
 
     def _take(self, allocation: Allocation, after_leavers: bool = True) -> None:
         self.capacity = self.capacity.allocate(allocation)
@@ -988,7 +987,7 @@ def _waiting_for_leavers(state: CycleState, job: Job, pool: PoolKey) -> str | No
         return None
     if not state.admitted_after_leavers(job.spec, pool.gpu_type):
         return None
-    state.hold(pool, alloc, leaving=True)
+    state.hold(pool, alloc)
     if leaving or victims:
         return f"waiting for {plural(len(leaving) + victims, 'preempted job')} to exit"
     return f"waiting for {plural(sum(len(na.gpus) for na in settling), 'GPU')} to be released by Ray"
