@@ -20,6 +20,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from scheduler.model.job import Job
 
@@ -35,6 +36,9 @@ class ShapeGroup:
     # With an `order`: its jobs' sort keys and the jobs, in the owner's queue order.
     keys: list[tuple[float | str, ...]] = field(default_factory=list)
     jobs: list[Job] = field(default_factory=list)
+    # The first part of each key (a number in every policy's key: policy/order.py), as a float:
+    # a walk compares these, and the whole keys only where they are equal.
+    firsts: list[float] = field(default_factory=list)
 
 
 class PendingShapes:
@@ -89,6 +93,7 @@ class PendingShapes:
             at = bisect_left(group.keys, key)
             group.keys.insert(at, key)
             group.jobs.insert(at, job)
+            group.firsts.insert(at, float(cast(float, key[0])))
             for other in (at - 1, at + 1):
                 if 0 <= other < len(group.keys) and _tied(group, at, other):
                     self.order_ties += 1
@@ -104,7 +109,7 @@ class PendingShapes:
             del groups[shape]
         elif self.order is not None:
             at = bisect_left(group.keys, self.order(job))
-            del group.keys[at], group.jobs[at]
+            del group.keys[at], group.jobs[at], group.firsts[at]
 
 
 def _tied(group: ShapeGroup, a: int, b: int) -> bool:

@@ -74,11 +74,11 @@ class _Cursor:
     __slots__ = (
         "at",
         "cells_at",
+        "firsts",
         "jobs",
         "keys",
         "old_cell",
         "penalty",
-        "rank",
         "revision",
         "shape",
         "tier",
@@ -86,15 +86,17 @@ class _Cursor:
         "young_cell",
     )
 
-    def __init__(self, shape: Shape, keys: list[tuple[float | str, ...]], jobs: list[Job]) -> None:
+    def __init__(
+        self, shape: Shape, keys: list[tuple[float | str, ...]], firsts: list[float], jobs: list[Job]
+    ) -> None:
         self.shape = shape
         self.keys = keys
+        self.firsts = firsts  # the first part of each key (ShapeGroup.firsts)
         self.jobs = jobs
         self.at = 0  # the first job not yet walked
         self.young = -1  # the first job too young for an unbounded reservation (-1: not worked out)
-        # QueueMerger.rank of its job at an index, made at the queue's fair-share `revision` from
-        # the group's `tier` and `penalty` (see _rank_in)
-        self.rank: Callable[[int], _Rank] | None = None
+        # The parts of QueueMerger.rank shared by all its jobs, as of the queue's fair-share
+        # `revision` (see _refresh and _rank)
         self.revision = -1
         self.tier = 0
         self.penalty = 0.0
@@ -119,6 +121,7 @@ class GroupMerger(QueueMerger):
         super().__init__(snapshot, config, now, key, fair_share, static, heads=False)
         self._fair = fair_share
         self._known = known
+        self._epoch = -1  # the cycle's epoch, read each time the walk resumes (see __iter__)
         self._old_after = config.reserve_unbounded_after_s
         self._cursors = {
             queue: [_cursor(shape, group) for shape, group in groups.items() if group.jobs]
@@ -136,9 +139,11 @@ class GroupMerger(QueueMerger):
         for queue, cursors in self._cursors.items():
             head = _head(cursors)
             if head is not None:
-                heap.append((self._rank_in(queue, head)(head.at), queue))
+                heap.append((self._rank(queue, head, head.at), queue))
         heapq.heapify(heap)
         passes, look_after = 0, SETTLE_AFTER  # runs passed since the last job yielded
+        # Only the caller's decisions change the epoch: read once per resumption, not per look-up.
+        self._epoch = self._known.epoch()
         while heap:
             _, queue = heapq.heappop(heap)
             cursors = self._cursors[queue]
@@ -157,15 +162,17 @@ class GroupMerger(QueueMerger):
             else:
                 passes, look_after = 0, SETTLE_AFTER
                 yield job  # the caller decides for it, which may change this queue's ranks
+                self._epoch = self._known.epoch()
                 cursor.at += 1
             head = _head(cursors)
             if head is not None:
-                heapq.heappush(heap, (self._rank_in(queue, head)(head.at), queue))
+                heapq.heappush(heap, (self._rank(queue, head, head.at), queue))
 
     def _pass_known(self, queue: str, cursors: list[_Cursor], top: _Rank | None) -> int:
         """Walk past the queue's next jobs while their outcome is known and they rank before
         `top` (the best head of the other queues); returns how many."""
         stop: tuple[float | str, ...] | None = None  # sort key of the first job not passed
+        stop_first = 0.0  # its first part
         for c in cursors:
             end = len(c.jobs)
             if c.at >= end:
@@ -179,14 +186,16 @@ class GroupMerger(QueueMerger):
                 unknown = first_young if first_young < end and not young_known else end
             first = unknown
             if top is not None and c.at < unknown:
-                self._rank_in(queue, c)
+                self._refresh(queue, c)
                 first = _first_after(c, unknown, top, self.now_points)
-            if first < end and (stop is None or c.keys[first] < stop):
-                stop = c.keys[first]
+            if first < end:
+                f = c.firsts[first]
+                if stop is None or f < stop_first or (f == stop_first and c.keys[first] < stop):
+                    stop, stop_first = c.keys[first], f
         passed = 0
         for c in cursors:
             if c.at < len(c.jobs):
-                to = len(c.jobs) if stop is None else bisect_left(c.keys, stop, c.at)
+                to = len(c.jobs) if stop is None else _seek(c, stop_first, stop)
                 passed += to - c.at
                 c.at = to
         return passed
@@ -215,7 +224,7 @@ class GroupMerger(QueueMerger):
 
     def _knows(self, queue: str, c: _Cursor) -> tuple[bool, bool]:
         """Whether the outcome of the group's old jobs, and of its young ones, is known now."""
-        epoch = self._known.epoch()
+        epoch = self._epoch
         old, young = c.old_cell, c.young_cell
         if c.cells_at != epoch or old is None or young is None:
             old = c.old_cell = self._known.outcome(queue, c.shape, True)
@@ -223,21 +232,19 @@ class GroupMerger(QueueMerger):
             c.cells_at = epoch
         return old.epoch == epoch, young.epoch == epoch
 
-    def _rank_in(self, queue: str, c: _Cursor) -> Callable[[int], _Rank]:
-        """QueueMerger.rank of the group's job at an index (one tier and class for them all),
-        remade when the queue's share moves. The static part of a job's rank is the first part of
-        its sort key (order.pending_key: corral's is (corral_static, id)), so it is read from there."""
+    def _refresh(self, queue: str, c: _Cursor) -> None:
+        """Bring the group's tier and penalty (one tier and class for all its jobs) up to date with
+        the queue's fair share, which moves when the queue is handed GPUs."""
         revision = self._fair.revision(queue)
-        if c.rank is None or c.revision != revision:
-            tier, penalty = self.tier_and_penalty(queue, c.jobs[c.at])
-            keys, jobs, now_points = c.keys, c.jobs, self.now_points
+        if c.revision != revision:
+            c.tier, c.penalty = self.tier_and_penalty(queue, c.jobs[c.at])
+            c.revision = revision
 
-            def rank(at: int) -> _Rank:
-                job = jobs[at]
-                return (tier, cast(float, keys[at][0]) - now_points + penalty, job.submitted_at, job.id)
-
-            c.rank, c.revision, c.tier, c.penalty = rank, revision, tier, penalty
-        return c.rank
+    def _rank(self, queue: str, c: _Cursor, at: int) -> _Rank:
+        """QueueMerger.rank of the group's job at an index. The static part of a job's rank is the
+        first part of its sort key (order.pending_key: corral's is (corral_static, id))."""
+        self._refresh(queue, c)
+        return _rank_at(c, at, self.now_points)
 
     def _is_old(self, c: _Cursor, at: int) -> bool:
         return at < self._young(c)
@@ -260,7 +267,7 @@ class GroupMerger(QueueMerger):
 
 def _first_after(c: _Cursor, end: int, top: _Rank, now_points: float) -> int:
     """The first of the group's jobs from c.at (before `end`) that ranks after `top`, else `end`
-    (c.rank is current). A group's ranks rise with its sort keys (same tier, class and level).
+    (c's tier and penalty are current). A group's ranks rise with its sort keys (same tier, class and level).
     Galloping: the other queues' heads usually cut a run short."""
     lo = c.at
     if c.tier != top[0]:  # the whole group ranks on one side of top
@@ -282,23 +289,49 @@ def _first_after(c: _Cursor, end: int, top: _Rank, now_points: float) -> int:
 
 
 def _ranks_before(c: _Cursor, at: int, top: _Rank, now_points: float) -> bool:
-    """c.rank(at) < top for a group of top's tier, building the rank only on a tie of the second
-    part (the same arithmetic as the rank's, so ties are the same)."""
-    second = cast(float, c.keys[at][0]) - now_points + c.penalty
+    """The rank of c's job `at` < top, for a group of top's tier: the rank is built only on a tie
+    of the second part (the same arithmetic as _rank_at's, so ties are the same)."""
+    second = c.firsts[at] - now_points + c.penalty
     if second != top[1]:
         return second < cast(float, top[1])
-    assert c.rank is not None
-    return c.rank(at) < top
+    return _rank_at(c, at, now_points) < top
+
+
+def _rank_at(c: _Cursor, at: int, now_points: float) -> _Rank:
+    """QueueMerger.rank of the group's job at an index, from its tier and penalty (current)."""
+    job = c.jobs[at]
+    return (c.tier, c.firsts[at] - now_points + c.penalty, job.submitted_at, job.id)
+
+
+def _seek(c: _Cursor, first: float, key: tuple[float | str, ...]) -> int:
+    """The first of the group's jobs from c.at whose sort key is not below `key` (whose first part
+    is `first`). Galloping on the keys' first parts: a run passes only a few jobs of each group,
+    and floats compare faster than whole keys (compared only where the first parts are equal)."""
+    firsts = c.firsts
+    end = len(firsts)
+    lo = hi = c.at  # every job before lo has a smaller first part
+    step = 1
+    while hi < end and firsts[hi] < first:
+        lo = hi + 1
+        hi = lo + step
+        step *= 2
+    at = bisect_left(firsts, first, lo, min(hi, end))
+    while at < end and firsts[at] == first and c.keys[at] < key:
+        at += 1
+    return at
 
 
 def _cursor(shape: Shape, group: ShapeGroup) -> _Cursor:
-    return _Cursor(shape, group.keys, group.jobs)
+    return _Cursor(shape, group.keys, group.firsts, group.jobs)
 
 
 def _head(cursors: list[_Cursor]) -> _Cursor | None:
     """The group holding the queue's next job (the smallest sort key not yet walked)."""
     best: _Cursor | None = None
+    best_first = 0.0
     for c in cursors:
-        if c.at < len(c.jobs) and (best is None or c.keys[c.at] < best.keys[best.at]):
-            best = c
+        if c.at < len(c.jobs):
+            f = c.firsts[c.at]
+            if best is None or f < best_first or (f == best_first and c.keys[c.at] < best.keys[best.at]):
+                best, best_first = c, f
     return best

@@ -180,23 +180,28 @@ class QueueMerger:
     def rank(self, queue: str, job: Job) -> tuple[float | str, ...]:
         if self._fair_share is None:
             return self._key(job)
-        # -score = static part (class, age, service level) + fair-share penalty of the queue; the
-        # penalty is worked out once per queue until the queue is handed GPUs.
+        # -score = static part (class, age, service level) + fair-share penalty of the queue.
         revision = self._fair_share.revision(queue)
-        known = self._shares.get(queue)
-        if known is None or known[0] != revision:
-            known = (revision, self._config.fair_share_weight * self._fair_share.share(queue))
-            self._shares[queue] = known
-        neg_score = self._static(job) - self._now_points + known[1]
+        neg_score = self._static(job) - self._now_points + self._penalty(queue, revision)
         return (self._at_quota(queue, job, revision), neg_score, job.submitted_at, job.id)
 
     def tier_and_penalty(self, queue: str, job: Job) -> tuple[int, float]:
         """The parts of rank(queue, job) that are the same for all the queue's jobs of `job`'s GPU
         type and count until the queue is next handed GPUs (with a fair share: corral). The rank
         is then (tier, static - now_points + penalty, submitted_at, id) (group_walk.py)."""
-        tier = self.rank(queue, job)[0]
-        assert isinstance(tier, int)
-        return tier, self._shares[queue][1]
+        fair = self._fair_share
+        assert fair is not None
+        revision = fair.revision(queue)
+        return self._at_quota(queue, job, revision), self._penalty(queue, revision)
+
+    def _penalty(self, queue: str, revision: int) -> float:
+        """The queue's fair-share part of -score, worked out once per queue until it is handed GPUs."""
+        known = self._shares.get(queue)
+        if known is None or known[0] != revision:
+            assert self._fair_share is not None
+            known = (revision, self._config.fair_share_weight * self._fair_share.share(queue))
+            self._shares[queue] = known
+        return known[1]
 
     @property
     def now_points(self) -> float:
