@@ -14,18 +14,37 @@ queue count it as used when they ask whether they are within the quota (`within_
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Final
 
 from scheduler.model.queue import Queue
 from scheduler.policy.words import plural
 
 
-@dataclass(frozen=True, slots=True)
 class Admission:
-    ok: bool
-    borrowed: int = 0  # GPUs of this admission above the queue's nominal quota
-    detail: str = ""
+    """Whether a queue takes more GPUs, how many of them it borrows, and, if not, why. Immutable:
+    Final fields in a plain class, whose __init__ runs compiled (a dataclass's stays interpreted in
+    the compiled build, and every admission that borrows or is refused makes one)."""
+
+    __slots__ = ("borrowed", "detail", "ok")
+    ok: Final[bool]
+    borrowed: Final[int]  # GPUs of this admission above the queue's nominal quota
+    detail: Final[str]
+
+    def __init__(self, ok: bool, borrowed: int = 0, detail: str = "") -> None:
+        self.ok = ok
+        self.borrowed = borrowed
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"Admission(ok={self.ok}, borrowed={self.borrowed}, detail={self.detail!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Admission):
+            return NotImplemented
+        return (self.ok, self.borrowed, self.detail) == (other.ok, other.borrowed, other.detail)
+
+    def __hash__(self) -> int:
+        return hash((self.ok, self.borrowed, self.detail))
 
 
 _ADMITTED = Admission(True)  # the common answer, shared (Admission is immutable)
