@@ -769,6 +769,9 @@ class _KnownOutcomes:
     def epoch(self) -> int:
         return self._state.epoch()
 
+    def keys_at(self) -> int:
+        return len(self._state.reservations)  # only ever added to in a cycle (see _key)
+
     def outcome(self, queue: str, shape: Shape, old: bool) -> Outcome:
         """The cell of the outcome key of a job of that queue and shape, old enough (or not) to take
         an unbounded reservation, at the cycle's current epoch (the key moves with the reservations,

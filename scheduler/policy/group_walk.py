@@ -57,6 +57,11 @@ class KnownOutcomes(Protocol):
         """The cycle's current epoch: it changes whenever a decision could change an outcome."""
         ...
 
+    def keys_at(self) -> int:
+        """Changes whenever the outcome keys change (a reservation moves them): until then, a cell
+        once given stays the cell of its jobs' key, whatever the epoch."""
+        ...
+
     def outcome(self, queue: str, shape: Shape, old: bool) -> Outcome:
         """The cell of a job of that queue and shape, old enough (or not) to take an unbounded
         reservation, at the current epoch: its outcome is known if cell.epoch is that epoch."""
@@ -100,7 +105,7 @@ class _Cursor:
         self.revision = -1
         self.tier = 0
         self.penalty = 0.0
-        # The outcome cells of its old and of its young jobs, as of the epoch `cells_at`.
+        # The outcome cells of its old and of its young jobs, as of KnownOutcomes.keys_at `cells_at`.
         self.cells_at = -1
         self.old_cell: Outcome | None = None
         self.young_cell: Outcome | None = None
@@ -122,6 +127,7 @@ class GroupMerger(QueueMerger):
         self._fair = fair_share
         self._known = known
         self._epoch = -1  # the cycle's epoch, read each time the walk resumes (see __iter__)
+        self._keys_at = -1  # and its outcome keys' version
         self._old_after = config.reserve_unbounded_after_s
         self._cursors = {
             queue: [_cursor(shape, group) for shape, group in groups.items() if group.jobs]
@@ -135,24 +141,26 @@ class GroupMerger(QueueMerger):
         return passed
 
     def __iter__(self) -> Iterator[Job]:
-        heap: list[tuple[_Rank, str]] = []
+        # A queue's entry is its head's rank with the queue's name after it, in one flat tuple:
+        # compared without a nested tuple (ranks hold the job's id, so no two are equal).
+        heap: list[_Rank] = []
         for queue, cursors in self._cursors.items():
             head = _head(cursors)
             if head is not None:
-                heap.append((self._rank(queue, head, head.at), queue))
+                heap.append(self._entry(queue, head))
         heapq.heapify(heap)
         passes, look_after = 0, SETTLE_AFTER  # runs passed since the last job yielded
-        # Only the caller's decisions change the epoch: read once per resumption, not per look-up.
-        self._epoch = self._known.epoch()
+        # Only the caller's decisions change these: read once per resumption, not per look-up.
+        self._epoch, self._keys_at = self._known.epoch(), self._known.keys_at()
         while heap:
-            _, queue = heapq.heappop(heap)
+            queue = cast(str, heapq.heappop(heap)[4])
             cursors = self._cursors[queue]
             cursor = _head(cursors)
             assert cursor is not None
             job = cursor.jobs[cursor.at]
             if self._knows(queue, cursor)[0 if self._is_old(cursor, cursor.at) else 1]:
                 cursor.at += 1
-                self._passed += 1 + self._pass_known(queue, cursors, heap[0][0] if heap else None)
+                self._passed += 1 + self._pass_known(queue, cursors, heap[0] if heap else None)
                 passes += 1
                 if passes >= look_after:
                     if self._settled():
@@ -162,15 +170,15 @@ class GroupMerger(QueueMerger):
             else:
                 passes, look_after = 0, SETTLE_AFTER
                 yield job  # the caller decides for it, which may change this queue's ranks
-                self._epoch = self._known.epoch()
+                self._epoch, self._keys_at = self._known.epoch(), self._known.keys_at()
                 cursor.at += 1
             head = _head(cursors)
             if head is not None:
-                heapq.heappush(heap, (self._rank(queue, head, head.at), queue))
+                heapq.heappush(heap, self._entry(queue, head))
 
     def _pass_known(self, queue: str, cursors: list[_Cursor], top: _Rank | None) -> int:
         """Walk past the queue's next jobs while their outcome is known and they rank before
-        `top` (the best head of the other queues); returns how many."""
+        `top` (the best head of the other queues, as its heap entry); returns how many."""
         stop: tuple[float | str, ...] | None = None  # sort key of the first job not passed
         stop_first = 0.0  # its first part
         for c in cursors:
@@ -226,10 +234,10 @@ class GroupMerger(QueueMerger):
         """Whether the outcome of the group's old jobs, and of its young ones, is known now."""
         epoch = self._epoch
         old, young = c.old_cell, c.young_cell
-        if c.cells_at != epoch or old is None or young is None:
+        if c.cells_at != self._keys_at or old is None or young is None:
             old = c.old_cell = self._known.outcome(queue, c.shape, True)
             young = c.young_cell = self._known.outcome(queue, c.shape, False)
-            c.cells_at = epoch
+            c.cells_at = self._keys_at
         return old.epoch == epoch, young.epoch == epoch
 
     def _refresh(self, queue: str, c: _Cursor) -> None:
@@ -240,11 +248,13 @@ class GroupMerger(QueueMerger):
             c.tier, c.penalty = self.tier_and_penalty(queue, c.jobs[c.at])
             c.revision = revision
 
-    def _rank(self, queue: str, c: _Cursor, at: int) -> _Rank:
-        """QueueMerger.rank of the group's job at an index. The static part of a job's rank is the
-        first part of its sort key (order.pending_key: corral's is (corral_static, id))."""
+    def _entry(self, queue: str, c: _Cursor) -> _Rank:
+        """The heap entry of the queue whose head is the group's next job: QueueMerger.rank of that
+        job, then the queue. The static part of a job's rank is the first part of its sort key
+        (order.pending_key: corral's is (corral_static, id))."""
         self._refresh(queue, c)
-        return _rank_at(c, at, self.now_points)
+        job = c.jobs[c.at]
+        return (c.tier, c.firsts[c.at] - self.now_points + c.penalty, job.submitted_at, job.id, queue)
 
     def _is_old(self, c: _Cursor, at: int) -> bool:
         return at < self._young(c)
@@ -266,7 +276,8 @@ class GroupMerger(QueueMerger):
 
 
 def _first_after(c: _Cursor, end: int, top: _Rank, now_points: float) -> int:
-    """The first of the group's jobs from c.at (before `end`) that ranks after `top`, else `end`
+    """The first of the group's jobs from c.at (before `end`) that ranks after `top` (a rank, or a
+    heap entry: the rank of another job, then its queue), else `end`
     (c's tier and penalty are current). A group's ranks rise with its sort keys (same tier, class and level).
     Galloping: the other queues' heads usually cut a run short."""
     lo = c.at
