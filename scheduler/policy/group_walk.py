@@ -101,7 +101,7 @@ class _Cursor:
         self.at = 0  # the first job not yet walked
         self.young = -1  # the first job too young for an unbounded reservation (-1: not worked out)
         # The parts of QueueMerger.rank shared by all its jobs, as of the queue's fair-share
-        # `revision` (see _refresh and _rank)
+        # `revision` (see _refresh and _entry)
         self.revision = -1
         self.tier = 0
         self.penalty = 0.0
@@ -309,7 +309,8 @@ def _ranks_before(c: _Cursor, at: int, top: _Rank, now_points: float) -> bool:
 
 
 def _rank_at(c: _Cursor, at: int, now_points: float) -> _Rank:
-    """QueueMerger.rank of the group's job at an index, from its tier and penalty (current)."""
+    """QueueMerger.rank of the group's job at an index, from its tier and penalty (current), with
+    the arithmetic of _entry's (so that equal ranks compare equal)."""
     job = c.jobs[at]
     return (c.tier, c.firsts[at] - now_points + c.penalty, job.submitted_at, job.id)
 
