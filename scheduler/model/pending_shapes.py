@@ -51,8 +51,14 @@ class PendingShapes:
         level: Callable[[float], int],
         order: Callable[[Job], tuple[float | str, ...]] | None = None,
         order_signature: object = None,
+        effects_only: bool = True,
     ) -> None:
         self.thresholds = thresholds
+        # The owner reads only the decisions that change its cluster (placements, preemptions,
+        # rejections): a cycle may stop, or not start, once no job left can make one, leaving out
+        # the reservations it would still have made (policy/cycle.py: _may_act). False: it stops
+        # only once no job left can change anything at all (the plan is the plain walk's).
+        self.effects_only = effects_only
         self._level = level
         self.groups: dict[str, dict[Shape, ShapeGroup]] = {}
         self.order = order

@@ -17,6 +17,7 @@ The corral policy, in phases:
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from scheduler.policy.preempt import (
     choose_victims,
     rescan_candidates,
     scan_candidates,
+    search_victims,
 )
 from scheduler.policy.quota import QuotaLedger
 from scheduler.policy.words import plural
@@ -80,6 +82,9 @@ class CycleState:
     preempt_attempts: int = 0
     claims: int = 0  # quota claims made (see quota.py): each may change a later job's admission
     placed: int = 0
+    # Until when the victim candidates of every pool asked about so far stay as they are (a
+    # protection ends, a service level is crossed), while the running jobs do not change.
+    candidates_valid_until: float = math.inf
     version: int = 0  # bumps whenever `capacity` shrinks: cached reasons and fit checks expire
     changes: int = 0  # bumps with version, preemptors, reservations and claims: see epoch()
     _pools_for: dict[tuple[str, str], list[PoolKey]] = field(default_factory=dict)
@@ -214,6 +219,9 @@ class CycleState:
     def running_in(self, pool: PoolKey) -> Sequence[RunningJob]:
         return self._running().get(pool, ())
 
+    def running_by_pool(self) -> Mapping[PoolKey, Sequence[RunningJob]]:
+        return self._running()
+
     def _running(self) -> Mapping[PoolKey, Sequence[RunningJob]]:
         if self._running_by_pool is None:
             kept = self.snapshot.running_by_pool  # the owner's (model/running_pools.py)
@@ -307,9 +315,12 @@ class CycleState:
     def candidates_in(self, pool: PoolKey) -> VictimCandidates:
         found = self._candidates.get(pool)
         if found is None:
-            found = VictimCandidates(
-                self.snapshot, self.running_in(pool), self.now, self.config, self._reusable_scan(pool)
+            scan = self._reusable_scan(pool)
+            # What is known of the candidates holds until then (None: not kept, so only now).
+            self.candidates_valid_until = min(
+                self.candidates_valid_until, scan.valid_until if scan is not None else self.now
             )
+            found = VictimCandidates(self.snapshot, self.running_in(pool), self.now, self.config, scan)
             self._candidates[pool] = found
         return found
 
@@ -630,19 +641,28 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
         shapes = None
     settled: _Settled | None = None
     merger: QueueMerger
+    walk: GroupMerger | None = None  # the group walk, where it asks whether any job left may act
     if shapes is not None and _may_walk_groups(shapes, config, priority_values):
+        if shapes.effects_only and _idle_at_start(state, shapes):
+            return Plan(decisions=(), pending={}, examined=0, fallback=fallback, array_limits={})
         merger = GroupMerger(
             snapshot, config, now, key, fair, static, shapes, _KnownOutcomes(state, outcomes)
         )
+        walk = merger if shapes.effects_only else None
     else:
         merger = QueueMerger(snapshot, config, now, key, fair, static=static)
         settled = _Settled(state, shapes) if shapes is not None else None
+    acted = 0  # placements and preemptions when the walk last asked whether any job left may act
     for job in merger:
         if passed := merger.passed_over():
             examined, stop = _count_passed(state, examined, passed)
             if stop is not None:
                 fallback = stop
                 break
+        if walk is not None and state.placed + state.preemptors != acted:
+            acted = state.placed + state.preemptors
+            if not _may_act(state, walk.remaining()):
+                break  # the jobs left only wait (or reserve, which this owner does not read)
         if state.array_capped(job):
             continue  # a dictionary look-up: not counted against the scan depth
         if examined >= config.scan_depth:
@@ -689,6 +709,156 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
         fallback=fallback,
         array_limits=state.array_limits(),
     )
+
+
+_MAY_ACT, _IDLE_NOW, _IDLE = 0, 1, 2  # what _activity finds
+
+
+def _may_act(state: CycleState, jobs: Sequence[Job]) -> bool:
+    return _activity(state, jobs) == _MAY_ACT
+
+
+def _activity(state: CycleState, jobs: Sequence[Job]) -> int:
+    """Whether one of `jobs` (a job of each shape left to walk) might yet be placed, preempt or be
+    rejected in this cycle, from its state now on. A no is certain, for every job of those shapes
+    in whatever order they come: until the next placement or preemption, the cycle only holds GPUs
+    for jobs waiting on leavers, reserves and claims quota, and each of those only takes free GPUs
+    or quota away. So a job that is neither admitted where it fits now, nor fits once leavers are
+    gone (then a later search could need victims where this one needed none), nor finds victims
+    now (without its candidates cut at max_victims: then the search reads their order), never
+    will; and only a shape that never fits is rejected (tests/policy/test_idle_stop.py).
+
+    _MAY_ACT if one might; else _IDLE, or _IDLE_NOW where a search read the candidates' order,
+    which moves with the clock: then it is not known to hold at a later time with all else the
+    same (_IdleShapes)."""
+    preempting = state.config.preemption and _may_preempt(state)
+    for job in jobs:
+        spec = job.spec
+        if state.never_fits(spec) is not None:
+            return _MAY_ACT
+        for pool in state.pools_for(spec):
+            admitted = state.ledger.admit(spec.queue, pool.gpu_type, spec.gpus).ok
+            if admitted and _fits(state.capacity, pool, spec):
+                return _MAY_ACT
+            if (
+                preempting
+                and _fits(state.victim_search_capacity(pool), pool, spec)
+                and _admitted_without_victims(state, spec, pool.gpu_type, admitted)
+            ):
+                return _MAY_ACT
+    if not preempting:
+        return _IDLE
+    found = _IDLE
+    for job in jobs:
+        for pool in state.pools_for(job.spec):
+            if not _could_preempt(state, job, pool):
+                continue
+            victims, cut, left_out = search_victims(
+                state.snapshot,
+                state.victim_search_capacity(pool),
+                state.ledger,
+                job,
+                pool,
+                state.candidates_in(pool),
+                state.victims_taken,
+                state.now,
+                state.config,
+                state.taken_gpus.get(pool.gpu_type, {}),
+                state.preempted_refunds.get(pool.gpu_type),
+            )
+            if victims is not None or cut:
+                return _MAY_ACT
+            if left_out:
+                found = _IDLE_NOW
+    return found
+
+
+def _fits(capacity: CapacityIndex, pool: PoolKey, spec: JobSpec) -> bool:
+    """Whether find_allocation finds the gang a place in the pool (it does whenever enough of its
+    nodes have enough free GPUs)."""
+    free = capacity.pool(pool)
+    return free is not None and free.eligible(spec.gpus_per_node) >= spec.nodes
+
+
+def _admitted_without_victims(state: CycleState, spec: JobSpec, gpu_type: str, admitted: bool) -> bool:
+    """Whether the job's queue takes it with no victim of its own gone: as a victim search asks it
+    (preempt._Admission), with this cycle's earlier preemptions done."""
+    refunds = {q: g for q, g in state.preempted_refunds.get(gpu_type, {}).items() if g}
+    if not refunds:
+        return admitted
+    return state.ledger.admits_after(spec.queue, gpu_type, spec.gpus, refunds)
+
+
+def _idle_at_start(state: CycleState, shapes: PendingShapes) -> bool:
+    """Whether no pending job may act in this cycle at all (_may_act at its start). Shapes found
+    idle are kept for the next cycles while all that finding read stays the same (_IdleShapes):
+    a cycle after an arrival then looks only at the shapes it has not seen."""
+    snapshot = state.snapshot
+    memo = snapshot.memo
+    kept = memo.get("idle_shapes") if memo is not None else None
+    if not (isinstance(kept, _IdleShapes) and kept.holds_for(state)):
+        kept = None
+    unseen: list[tuple[tuple[str, Shape], Job]] = []
+    for queue, groups in shapes.groups.items():
+        if queue not in snapshot.pending:
+            continue
+        for shape, group in groups.items():
+            if group.jobs and (kept is None or (queue, shape) not in kept.shapes):
+                unseen.append(((queue, shape), group.jobs[0]))
+    if not unseen:
+        return True
+    found = _activity(state, [job for _, job in unseen])
+    if found == _MAY_ACT:
+        return False
+    if memo is not None and found == _IDLE:
+        if kept is None:
+            kept = memo["idle_shapes"] = _IdleShapes(state)
+        kept.until = min(kept.until, state.candidates_valid_until)
+        kept.shapes.update(shape for shape, _ in unseen)
+    return True
+
+
+class _IdleShapes:
+    """Pending shapes (queue, shape) found unable to act at a cycle's start, and what that finding
+    read: the free GPUs (the very index), each pool's running jobs (the very lists: an owner that
+    lends them makes a new one whenever a job starts, changes or ends), the queues' usage, the
+    quotas, classes and config. It holds for a later cycle that starts from the same, before the
+    victim candidates change by the clock alone (`until`). A plain class: its fields change."""
+
+    __slots__ = ("capacity", "classes", "config", "queues", "running", "shapes", "until", "usage")
+
+    def __init__(self, state: CycleState) -> None:
+        snapshot = state.snapshot
+        self.capacity = snapshot.capacity
+        self.config = state.config
+        self.classes = snapshot.priority_classes
+        self.queues = snapshot.queues
+        self.running: dict[PoolKey, Sequence[RunningJob]] = dict(state.running_by_pool())
+        self.usage = _usage_key(snapshot.queue_usage)
+        self.until = math.inf
+        self.shapes: set[tuple[str, Shape]] = set()
+
+    def holds_for(self, state: CycleState) -> bool:
+        snapshot = state.snapshot
+        if not (
+            snapshot.capacity is self.capacity
+            and snapshot.settling is None
+            and state.now < self.until
+            and _usage_key(snapshot.queue_usage) == self.usage
+            and (state.config is self.config or state.config == self.config)
+            and (snapshot.priority_classes is self.classes or snapshot.priority_classes == self.classes)
+            and (snapshot.queues is self.queues or snapshot.queues == self.queues)
+        ):
+            return False
+        running = state.running_by_pool()
+        return len(running) == len(self.running) and all(
+            self.running.get(pool) is jobs for pool, jobs in running.items()
+        )
+
+
+def _usage_key(usage: Mapping[str, Mapping[str, int]]) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
+    """Each queue's GPUs in use per type, as a value (an owner may change its mapping in place)."""
+    return tuple((queue, tuple(per_type.items())) for queue, per_type in usage.items())
 
 
 def _outcome_key(state: CycleState, job: Job) -> tuple[object, ...]:

@@ -208,6 +208,11 @@ class GroupMerger(QueueMerger):
                 c.at = to
         return passed
 
+    def remaining(self) -> list[Job]:
+        """The next job of each group not yet walked to its end (the one just yielded included):
+        one job of each shape left to walk."""
+        return [c.jobs[c.at] for cursors in self._cursors.values() for c in cursors if c.at < len(c.jobs)]
+
     def _settled(self) -> bool:
         """Whether the outcome of every job not yet walked is known (then none can change anything)."""
         for queue, cursors in self._cursors.items():

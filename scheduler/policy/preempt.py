@@ -353,13 +353,38 @@ def choose_victims(
     how the cycle's earlier preemptions change each queue's usage of this type once their victims
     are gone (victims' GPUs less their preemptors'); `capacity` may count GPUs that jobs already
     leaving free as free (see CycleState.victim_search_capacity)."""
+    victims, _, _ = search_victims(
+        snapshot, capacity, ledger, job, pool, pool_candidates, taken, now, config, taken_gpus, refunds
+    )
+    return victims
+
+
+def search_victims(
+    snapshot: ClusterSnapshot,
+    capacity: CapacityIndex,
+    ledger: QuotaLedger,
+    job: Job,
+    pool: PoolKey,
+    pool_candidates: Iterable[Candidate],
+    taken: set[str],
+    now: float,
+    config: PolicyConfig,
+    taken_gpus: Mapping[str, int] | None = None,
+    refunds: Mapping[str, int] | None = None,
+) -> tuple[Victims | None, bool, bool]:
+    """choose_victims; then whether its candidates were cut at `max_victims`, and whether one was
+    left out because its queue no longer borrowed once the candidates before it were gone. In the
+    same cycle (the same order of candidates), a search that found nothing and was not cut finds
+    nothing with less free and stricter quota either: fewer rules apply. Neither cut nor left out,
+    what it found does not depend on the candidates' order, which moves with the clock (the work
+    each would lose): cycle._may_act relies on both."""
     spec = job.spec
     value = snapshot.priority_value(job)
     pc = snapshot.priority_classes.get(spec.priority)
     preempts_lower = pc is not None and pc.preempts_lower
     queue = snapshot.queues.get(spec.queue)
     if queue is None:
-        return None
+        return None, False, False
     within_nominal = ledger.within_nominal(spec.queue, pool.gpu_type, spec.gpus)
     level = las_level(job.attained_gpu_s, config.las_thresholds_gpu_s) if config.service_preemption else 0
     if isinstance(pool_candidates, VictimCandidates) and not _any_rule_applies(
@@ -373,10 +398,12 @@ def choose_victims(
         within_nominal,
         config.service_preemption,
     ):
-        return None  # most searches of a deep backlog end here, without walking the candidates
+        return None, False, False  # most searches of a deep backlog end here, without walking the candidates
 
     candidates: list[tuple[RunningJob, tuple[int, ...]]] = []
+    cut = left_out = False
     borrows: dict[str, int] = {}  # queue → GPUs of this type it still uses above its quota
+    borrowed: set[str] = set()  # the queues of those that borrowed before any victim was taken
     for c in pool_candidates:
         r = c.running
         if r.id in taken:
@@ -388,7 +415,11 @@ def choose_victims(
             if over is None:
                 over = ledger.over_nominal(r.queue, pool.gpu_type) - (taken_gpus or {}).get(r.queue, 0)
                 borrows[r.queue] = over
+                if over > 0:
+                    borrowed.add(r.queue)
             lends_back = over > 0
+            if not lends_back and r.queue in borrowed:
+                left_out = True  # perhaps: it may still qualify by another rule
         whys: list[int] = []
         if not c.protected and preempts_lower and c.value < value and (same_queue or within_nominal):
             whys.append(_PRIORITY)
@@ -408,12 +439,13 @@ def choose_victims(
         if not same_queue:
             borrows[r.queue] -= r.gpus  # what its queue borrows once it is gone too
         if len(candidates) >= config.max_victims:
+            cut = True
             break
     if not candidates:
-        return None
+        return None, cut, left_out
     pool_free = capacity.pools[pool].free_gpus if pool in capacity.pools else 0
     if pool_free + sum(r.gpus for r, _ in candidates) < spec.gpus:
-        return None  # not enough GPUs even with every candidate gone
+        return None, cut, left_out  # not enough GPUs even with every candidate gone
 
     n = spec.nodes
     freed = _Freed(capacity, pool, spec.gpus_per_node)
@@ -430,7 +462,7 @@ def choose_victims(
             fits = True
             break
     if not fits:
-        return None
+        return None, cut, left_out
     # Give back, in reverse, every victim the job can do without.
     for r, _whys in reversed(list(chosen)):
         freed.add(r, -1)
@@ -441,7 +473,7 @@ def choose_victims(
             freed.add(r, 1)
             admitted.add(r, 1)
     if not chosen:
-        return None  # it fits with no victim: it waits for the jobs already leaving instead
+        return None, cut, left_out  # it fits with no victim: it waits for the jobs already leaving instead
     kinds = sorted({why for _, whys in chosen for why in whys})
     words = {
         _PRIORITY: f"priority: {spec.priority} job {job.id} needs its GPUs",
@@ -453,12 +485,13 @@ def choose_victims(
         scratch = scratch.release(r.allocation)
     allocation = find_allocation(scratch, pool, n, spec.gpus_per_node)
     assert allocation is not None  # enough eligible nodes: find_allocation always assembles a gang
-    return Victims(
+    victims = Victims(
         jobs=tuple(c for c, _ in chosen),
         rules=tuple(",".join(PREEMPT_RULES[w] for w in whys) for _, whys in chosen),
         reason="; ".join(words[k] for k in kinds),
         allocation=allocation,
     )
+    return victims, cut, left_out
 
 
 class _Freed:

@@ -59,12 +59,20 @@ def pending_jobs(
     return out
 
 
-def shapes_of(snap: ClusterSnapshot, pending: list[Job], config: PolicyConfig) -> PendingShapes:
-    """The shapes as the simulator keeps them: each group in the queue's own order."""
+def shapes_of(
+    snap: ClusterSnapshot, pending: list[Job], config: PolicyConfig, effects_only: bool = False
+) -> PendingShapes:
+    """The shapes as the simulator keeps them: each group in the queue's own order. Lent for an
+    owner that reads every decision (`effects_only` False, so that a cycle's whole plan can be
+    compared with a plain walk's), or only those that change its cluster, as the simulator does."""
     th = config.las_thresholds_gpu_s
     values = {name: pc.value for name, pc in snap.priority_classes.items()}
     shapes = PendingShapes(
-        th, lambda a: las_level(a, th), pending_key(config, values), order_signature(config, values)
+        th,
+        lambda a: las_level(a, th),
+        pending_key(config, values),
+        order_signature(config, values),
+        effects_only=effects_only,
     )
     for j in pending:
         shapes.add(j)
@@ -84,11 +92,11 @@ def occupants(busy: int, ran: float) -> list[RunningJob]:
 
 
 def plain_and_lent(
-    pending: list[Job], running_jobs: list[RunningJob], config: PolicyConfig
+    pending: list[Job], running_jobs: list[RunningJob], config: PolicyConfig, effects_only: bool = False
 ) -> tuple[ClusterSnapshot, ClusterSnapshot]:
     """The same snapshot twice: as the live controller builds it, and lent the pending shapes."""
     plain = snapshot(NODES, pending, running_jobs, queues=QUEUES, config=config)
-    return plain, replace(plain, pending_shapes=shapes_of(plain, pending, config))
+    return plain, replace(plain, pending_shapes=shapes_of(plain, pending, config, effects_only))
 
 
 class KnownSet:
