@@ -44,9 +44,12 @@ from scheduler.policy.order import (
 from scheduler.policy.place import candidate_pools, find_allocation, residency_check
 from scheduler.policy.pool_memo import PoolMemo, change_between
 from scheduler.policy.preempt import (
+    CUT,
+    LEFT_OUT,
+    NO_VICTIM_NEEDED,
     CandidateScan,
     VictimCandidates,
-    choose_victims,
+    Victims,
     rescan_candidates,
     scan_candidates,
     search_victims,
@@ -85,6 +88,10 @@ class CycleState:
     # Until when the victim candidates of every pool asked about so far stay as they are (a
     # protection ends, a service level is crossed), while the running jobs do not change.
     candidates_valid_until: float = math.inf
+    borrowing_placements: int = 0  # placements on borrowed quota (see victims_for)
+    # victims_for's failed searches, as of (preemptors, borrowing_placements) `_failed_at`
+    _failed: dict[tuple[PoolKey, str, str, int], list[tuple[int, int, bool]]] = field(default_factory=dict)
+    _failed_at: tuple[int, int] = (0, 0)
     version: int = 0  # bumps whenever `capacity` shrinks: cached reasons and fit checks expire
     changes: int = 0  # bumps with version, preemptors, reservations and claims: see epoch()
     _pools_for: dict[tuple[str, str], list[PoolKey]] = field(default_factory=dict)
@@ -221,6 +228,56 @@ class CycleState:
 
     def running_by_pool(self) -> Mapping[PoolKey, Sequence[RunningJob]]:
         return self._running()
+
+    def victims_for(self, job: Job, pool: PoolKey) -> tuple[Victims | None, int]:
+        """preempt.search_victims for the job in the pool, as this cycle stands. A search that
+        found nothing, neither cut short nor needing no victim, is remembered by pool, queue, class
+        and service level, with the gang's nodes and GPUs per node (and whether a borrower's
+        candidate was left out): a gang at least as wide finds nothing either (fewer rules apply to
+        it, as it stays within its quota less, and it needs more), until a preemption or a
+        placement that borrows. Until then GPUs and quota only go (holds, claims, placements within
+        quota) and no queue borrows more, so no rule applies to more candidates."""
+        spec = job.spec
+        n, g = spec.nodes, spec.gpus_per_node
+        level = las_level(job.attained_gpu_s, self.config.las_thresholds_gpu_s)
+        stamp = (self.preemptors, self.borrowing_placements)
+        if stamp != self._failed_at:
+            self._failed_at = stamp
+            self._failed.clear()
+        narrower = self._failed.setdefault((pool, spec.queue, spec.priority, level), [])
+        notes = -1
+        for fn, fg, left_out in narrower:
+            if n >= fn and g >= fg:
+                notes = LEFT_OUT if left_out else 0
+                if not left_out:
+                    break
+        if notes >= 0:
+            return None, notes
+        victims, notes = search_victims(
+            self.snapshot,
+            self.victim_search_capacity(pool),
+            self.ledger,
+            job,
+            pool,
+            self.candidates_in(pool),
+            self.victims_taken,
+            self.now,
+            self.config,
+            self.taken_gpus.get(pool.gpu_type, {}),
+            self.preempted_refunds.get(pool.gpu_type),
+        )
+        if victims is None and not notes & (CUT | NO_VICTIM_NEEDED):
+            narrower.append((n, g, bool(notes & LEFT_OUT)))
+        return victims, notes
+
+    def no_victims_known(self, job: Job, pool: PoolKey) -> bool:
+        """Whether _try_preempt passes the job over without a search (its memo of failed shapes)
+        for the rest of this cycle, or until a preemption (which forgets them)."""
+        failed = self._no_victims.get((pool, job.spec.queue, job.spec.priority))
+        if not failed:
+            return False
+        n, g = job.spec.nodes, job.spec.gpus_per_node
+        return any(n >= fn and g >= fg for fn, fg in failed)
 
     def _running(self) -> Mapping[PoolKey, Sequence[RunningJob]]:
         if self._running_by_pool is None:
@@ -521,6 +578,7 @@ class CycleState:
         if borrowed:
             # Carried with the running job: placed on borrowed quota, it is always reclaimable.
             allocation = allocation.model_copy(update={"borrowed_gpus": borrowed})
+            self.borrowing_placements += 1
         self._take(allocation)
         self.ledger.charge(job.spec.queue, pool.gpu_type, allocation.gpus)
         self.version += 1
@@ -749,28 +807,20 @@ def _activity(state: CycleState, jobs: Sequence[Job]) -> int:
     if not preempting:
         return _IDLE
     found = _IDLE
-    for job in jobs:
+    for job in sorted(jobs, key=_width):  # the narrow first: their failures answer for the wide
         for pool in state.pools_for(job.spec):
-            if not _could_preempt(state, job, pool):
+            if not _could_preempt(state, job, pool) or state.no_victims_known(job, pool):
                 continue
-            victims, cut, left_out = search_victims(
-                state.snapshot,
-                state.victim_search_capacity(pool),
-                state.ledger,
-                job,
-                pool,
-                state.candidates_in(pool),
-                state.victims_taken,
-                state.now,
-                state.config,
-                state.taken_gpus.get(pool.gpu_type, {}),
-                state.preempted_refunds.get(pool.gpu_type),
-            )
-            if victims is not None or cut:
+            victims, notes = state.victims_for(job, pool)
+            if victims is not None or notes & (CUT | NO_VICTIM_NEEDED):
                 return _MAY_ACT
-            if left_out:
+            if notes & LEFT_OUT:
                 found = _IDLE_NOW
     return found
+
+
+def _width(job: Job) -> tuple[int, int]:
+    return job.spec.nodes, job.spec.gpus_per_node
 
 
 def _fits(capacity: CapacityIndex, pool: PoolKey, spec: JobSpec) -> bool:
@@ -1195,19 +1245,7 @@ def _try_preempt(state: CycleState, job: Job, pool: PoolKey) -> bool:
         return False
     state.preempt_attempts += 1
     taken_gpus = state.taken_gpus.setdefault(pool.gpu_type, {})
-    victims = choose_victims(
-        state.snapshot,
-        state.victim_search_capacity(pool),
-        state.ledger,
-        job,
-        pool,
-        state.candidates_in(pool),
-        state.victims_taken,
-        state.now,
-        state.config,
-        taken_gpus,
-        state.preempted_refunds.get(pool.gpu_type),
-    )
+    victims, _ = state.victims_for(job, pool)
     if victims is None:
         state._no_victims.setdefault(memo_key, []).append((n, g))
         return False

@@ -38,6 +38,7 @@ from scheduler.policy.place import find_allocation
 from scheduler.policy.quota import QuotaLedger
 
 _PRIORITY, _RECLAIM, _SERVICE = 0, 1, 2  # why a candidate may be preempted (indexes PREEMPT_RULES)
+CUT, LEFT_OUT, NO_VICTIM_NEEDED = 1, 2, 4  # search_victims' notes
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +226,7 @@ class VictimCandidates:
         self._now = now
         self._running = running
         self._position: dict[int, int] | None = None  # id(job) → its place in `running`, once walked
+        self._all: Sequence[_Found] = scan.found
         self._found: Sequence[_Found] | None = scan.found  # split by class on the first walk
         self._classes: list[list[_Found]] = []  # not yet costed, the cheapest class last
         self._costed: list[_Costed] = []  # the class being walked, sorted by cost
@@ -240,6 +242,10 @@ class VictimCandidates:
         Enough to tell, without walking the candidates, that no rule can take any of them.
         """
         return self._summary
+
+    def unordered(self) -> Sequence[_Found]:
+        """Every candidate as the scan found it, in no particular order (nothing costed or sorted)."""
+        return self._all
 
     def top_level(self) -> int:
         """The highest service level among those every rule may take (-1 if none)."""
@@ -353,7 +359,7 @@ def choose_victims(
     how the cycle's earlier preemptions change each queue's usage of this type once their victims
     are gone (victims' GPUs less their preemptors'); `capacity` may count GPUs that jobs already
     leaving free as free (see CycleState.victim_search_capacity)."""
-    victims, _, _ = search_victims(
+    victims, _ = search_victims(
         snapshot, capacity, ledger, job, pool, pool_candidates, taken, now, config, taken_gpus, refunds
     )
     return victims
@@ -371,20 +377,21 @@ def search_victims(
     config: PolicyConfig,
     taken_gpus: Mapping[str, int] | None = None,
     refunds: Mapping[str, int] | None = None,
-) -> tuple[Victims | None, bool, bool]:
-    """choose_victims; then whether its candidates were cut at `max_victims`, and whether one was
-    left out because its queue no longer borrowed once the candidates before it were gone. In the
-    same cycle (the same order of candidates), a search that found nothing and was not cut finds
-    nothing with less free and stricter quota either: fewer rules apply. Neither cut nor left out,
-    what it found does not depend on the candidates' order, which moves with the clock (the work
-    each would lose): cycle._may_act relies on both."""
+) -> tuple[Victims | None, int]:
+    """choose_victims, with notes on how it ended (a bit set): CUT, its candidates were cut at
+    `max_victims`; LEFT_OUT, one was left out because its queue no longer borrowed once the
+    candidates before it were gone; NO_VICTIM_NEEDED, the job fits with no victim. In the same
+    cycle (the same order of candidates), a search that found nothing, neither cut nor needing no
+    victim, finds nothing with less free and stricter quota either: fewer rules apply. Neither cut
+    nor left out, what it found does not depend on the candidates' order, which moves with the
+    clock (the work each would lose). cycle.CycleState.failed_searches relies on both."""
     spec = job.spec
     value = snapshot.priority_value(job)
     pc = snapshot.priority_classes.get(spec.priority)
     preempts_lower = pc is not None and pc.preempts_lower
     queue = snapshot.queues.get(spec.queue)
     if queue is None:
-        return None, False, False
+        return None, 0
     within_nominal = ledger.within_nominal(spec.queue, pool.gpu_type, spec.gpus)
     level = las_level(job.attained_gpu_s, config.las_thresholds_gpu_s) if config.service_preemption else 0
     if isinstance(pool_candidates, VictimCandidates) and not _any_rule_applies(
@@ -398,10 +405,26 @@ def search_victims(
         within_nominal,
         config.service_preemption,
     ):
-        return None, False, False  # most searches of a deep backlog end here, without walking the candidates
+        return None, 0  # most searches of a deep backlog end here, without walking the candidates
+    if isinstance(pool_candidates, VictimCandidates) and not _fits_with_all(
+        capacity,
+        ledger,
+        job,
+        pool,
+        pool_candidates.unordered(),
+        taken,
+        taken_gpus or {},
+        refunds or {},
+        value,
+        level,
+        preempts_lower,
+        within_nominal,
+        config.service_preemption,
+    ):
+        return None, 0  # not even every candidate a rule could take would do: in any order
 
     candidates: list[tuple[RunningJob, tuple[int, ...]]] = []
-    cut = left_out = False
+    notes = 0
     borrows: dict[str, int] = {}  # queue → GPUs of this type it still uses above its quota
     borrowed: set[str] = set()  # the queues of those that borrowed before any victim was taken
     for c in pool_candidates:
@@ -419,7 +442,7 @@ def search_victims(
                     borrowed.add(r.queue)
             lends_back = over > 0
             if not lends_back and r.queue in borrowed:
-                left_out = True  # perhaps: it may still qualify by another rule
+                notes |= LEFT_OUT  # perhaps: it may still qualify by another rule
         whys: list[int] = []
         if not c.protected and preempts_lower and c.value < value and (same_queue or within_nominal):
             whys.append(_PRIORITY)
@@ -439,13 +462,13 @@ def search_victims(
         if not same_queue:
             borrows[r.queue] -= r.gpus  # what its queue borrows once it is gone too
         if len(candidates) >= config.max_victims:
-            cut = True
+            notes |= CUT
             break
     if not candidates:
-        return None, cut, left_out
+        return None, notes
     pool_free = capacity.pools[pool].free_gpus if pool in capacity.pools else 0
     if pool_free + sum(r.gpus for r, _ in candidates) < spec.gpus:
-        return None, cut, left_out  # not enough GPUs even with every candidate gone
+        return None, notes  # not enough GPUs even with every candidate gone
 
     n = spec.nodes
     freed = _Freed(capacity, pool, spec.gpus_per_node)
@@ -462,7 +485,7 @@ def search_victims(
             fits = True
             break
     if not fits:
-        return None, cut, left_out
+        return None, notes
     # Give back, in reverse, every victim the job can do without.
     for r, _whys in reversed(list(chosen)):
         freed.add(r, -1)
@@ -473,7 +496,7 @@ def search_victims(
             freed.add(r, 1)
             admitted.add(r, 1)
     if not chosen:
-        return None, cut, left_out  # it fits with no victim: it waits for the jobs already leaving instead
+        return None, notes | NO_VICTIM_NEEDED  # it waits for the jobs already leaving instead
     kinds = sorted({why for _, whys in chosen for why in whys})
     words = {
         _PRIORITY: f"priority: {spec.priority} job {job.id} needs its GPUs",
@@ -491,7 +514,60 @@ def search_victims(
         reason="; ".join(words[k] for k in kinds),
         allocation=allocation,
     )
-    return victims, cut, left_out
+    return victims, notes
+
+
+def _fits_with_all(
+    capacity: CapacityIndex,
+    ledger: QuotaLedger,
+    job: Job,
+    pool: PoolKey,
+    found: Sequence[_Found],
+    taken: set[str],
+    taken_gpus: Mapping[str, int],
+    refunds: Mapping[str, int],
+    value: int,
+    level: int,
+    preempts_lower: bool,
+    within_nominal: bool,
+    service: bool,
+) -> bool:
+    """Would the job fit and be admitted with every candidate gone that some rule could take, each
+    counted as if no other were taken (a queue borrows what it borrows now)? The search takes a
+    subset of those, so if not, it finds nothing, whatever the order: then there is no need to
+    cost and sort the candidates (most failed searches of a deep backlog)."""
+    spec = job.spec
+    freed = _Freed(capacity, pool, spec.gpus_per_node)
+    admitted = _Admission(ledger, job, pool, refunds)
+    lends: dict[str, bool] = {}
+    for r, c_value, protected, c_level in found:
+        if r.id in taken:
+            continue
+        same_queue = r.queue == spec.queue
+        lends_back = False
+        if not same_queue:
+            known = lends.get(r.queue)
+            if known is None:
+                known = lends[r.queue] = (
+                    ledger.over_nominal(r.queue, pool.gpu_type) - taken_gpus.get(r.queue, 0) > 0
+                )
+            lends_back = known
+        if not (
+            (not protected and preempts_lower and c_value < value and (same_queue or within_nominal))
+            or (not same_queue and within_nominal and lends_back)
+            or (
+                not protected
+                and service
+                and c_value <= value
+                and c_level > level
+                and (same_queue or lends_back or within_nominal)
+            )
+        ):
+            continue
+        if freed.holds(r):
+            freed.add(r, 1)
+            admitted.add(r, 1)
+    return freed.fits(spec.nodes) and admitted.ok()
 
 
 class _Freed:
