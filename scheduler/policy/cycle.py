@@ -765,7 +765,8 @@ def decide_corral(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -
         pending=state.pending,
         examined=examined,
         fallback=fallback,
-        array_limits=state.array_limits(),
+        # Reasons for capped array tasks, which an owner of `effects_only` shapes does not read.
+        array_limits=state.array_limits() if walk is None else {},
     )
 
 

@@ -39,6 +39,11 @@ from scheduler.policy.quota import QuotaLedger
 
 _PRIORITY, _RECLAIM, _SERVICE = 0, 1, 2  # why a candidate may be preempted (indexes PREEMPT_RULES)
 CUT, LEFT_OUT, NO_VICTIM_NEEDED = 1, 2, 4  # search_victims' notes
+# A search first asks whether every candidate a rule could take would do, in a pool of at most
+# this many times max_victims candidates: one pass over them, cheaper than costing and sorting them
+# where most searches fail (a contended replay), but in a large pool (bench/cycle.py's) a walk in
+# cost order usually ends long before it has looked at them all.
+ALL_AT_ONCE_UP_TO = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,20 +411,24 @@ def search_victims(
         config.service_preemption,
     ):
         return None, 0  # most searches of a deep backlog end here, without walking the candidates
-    if isinstance(pool_candidates, VictimCandidates) and not _fits_with_all(
-        capacity,
-        ledger,
-        job,
-        pool,
-        pool_candidates.unordered(),
-        taken,
-        taken_gpus or {},
-        refunds or {},
-        value,
-        level,
-        preempts_lower,
-        within_nominal,
-        config.service_preemption,
+    if (
+        isinstance(pool_candidates, VictimCandidates)
+        and len(pool_candidates.unordered()) <= ALL_AT_ONCE_UP_TO * config.max_victims
+        and not _fits_with_all(
+            capacity,
+            ledger,
+            job,
+            pool,
+            pool_candidates.unordered(),
+            taken,
+            taken_gpus or {},
+            refunds or {},
+            value,
+            level,
+            preempts_lower,
+            within_nominal,
+            config.service_preemption,
+        )
     ):
         return None, 0  # not even every candidate a rule could take would do: in any order
 

@@ -1,9 +1,11 @@
-"""choose_victims ends most searches before walking the candidates in cost order, on the scan's
-summary (no rule could take anyone). That must be certain: on any cluster, the search over the
-pool's VictimCandidates finds exactly what a walk over the same candidates without the summary (a
-plain list) finds. (A second shortcut was tried on 2026-12-05 and dropped: whether the job would
-fit with every candidate a rule may take gone at once. It was exact, and checked here, but it made
-the cycle benchmark's searches scan every candidate of a large pool.)"""
+"""choose_victims ends most searches before walking the candidates in cost order: on the scan's
+summary (no rule could take anyone), and, in a pool of at most preempt.ALL_AT_ONCE_UP_TO ×
+max_victims candidates, when the job would not fit even with every candidate a rule may take gone
+at once. Both must be certain: on any cluster, the search over the pool's VictimCandidates finds
+exactly what a walk over the same candidates without them (a plain list) finds. (The second was
+first dropped on 2026-12-05 because it made the cycle benchmark's searches scan every candidate of
+a large pool; it came back the same day bounded by the pool's size, when the idle checks made
+failed searches in contended replays common.)"""
 
 from __future__ import annotations
 
