@@ -32,6 +32,7 @@ from scheduler.policy.config import PolicyConfig
 from scheduler.policy.decide import decide
 from scheduler.policy.order import las_level, order_signature, pending_key
 from scheduler.policy.usage import DecayedUsage
+from scheduler.sim.gc_window import FewerCollections
 from scheduler.sim.invariants import check_invariants
 from scheduler.sim.records import (
     AllocationSpan,
@@ -152,6 +153,15 @@ class Simulator:
     ) -> RunResult:
         """Replay to the end; or stop before the first moment past `until`, or once `done()` holds
         after a cycle (a forecast stops there: see scheduler/forecast)."""
+        with FewerCollections():
+            return self._run(on_progress, until, done)
+
+    def _run(
+        self,
+        on_progress: Callable[[int, int], None] | None,
+        until: float,
+        done: Callable[[], bool] | None,
+    ) -> RunResult:
         wall = time.perf_counter()
         self._schedule_failures()
         next_arrival = 0
