@@ -389,7 +389,7 @@ def search_victims(
     cycle (the same order of candidates), a search that found nothing, neither cut nor needing no
     victim, finds nothing with less free and stricter quota either: fewer rules apply. Neither cut
     nor left out, what it found does not depend on the candidates' order, which moves with the
-    clock (the work each would lose). cycle.CycleState.failed_searches relies on both."""
+    clock (the work each would lose). cycle.CycleState.victims_for relies on both."""
     spec = job.spec
     value = snapshot.priority_value(job)
     pc = snapshot.priority_classes.get(spec.priority)
