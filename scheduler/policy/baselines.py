@@ -22,10 +22,10 @@ from scheduler.model.cluster import PoolKey
 from scheduler.model.job import Job, JobSpec, PendingCode, PendingReason
 from scheduler.model.pending_shapes import PendingShapes, ShapeGroup
 from scheduler.model.plan import Plan, Preempt, Reject
-from scheduler.model.snapshot import ClusterSnapshot, RunningJob, usage_of
+from scheduler.model.snapshot import ClusterSnapshot, RunningJob
 from scheduler.policy import explain
 from scheduler.policy.config import PolicyConfig
-from scheduler.policy.cycle import CycleState, _try_place
+from scheduler.policy.cycle import CycleState, _try_place, _waiting_for_leavers
 from scheduler.policy.order import QueueMerger, las_level, order_signature, pending_key
 from scheduler.policy.preempt import attained
 from scheduler.policy.quota import QuotaLedger
@@ -57,6 +57,14 @@ def _admit_and_place(state: CycleState, job: Job, prefer: PoolKey | None = None)
             return True
     state.wait(job, quota or explain.resources(state.capacity, spec))
     return False
+
+
+def _hold_for_leavers(state: CycleState, job: Job, pool: PoolKey) -> None:
+    """A las winner that does not fit yet holds, for this cycle, the GPUs it fits on once the
+    jobs leaving its pool are gone, so that a winner ranked after it does not take them."""
+    detail = _waiting_for_leavers(state, job, pool)
+    if detail is not None:
+        state.wait(job, PendingReason(PendingCode.RESERVED, detail))
 
 
 def _smallest_pending(state: CycleState, shapes: PendingShapes | None) -> int | None:
@@ -220,13 +228,18 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     """Tiresias 2D-LAS with a GPU budget per pool (region × GPU type)."""
     state = CycleState.start(snapshot, config, now)
     th = config.las_baseline_thresholds_gpu_s
+    # Jobs in their grace period are leaving: not ranked, their GPUs and quota as good as free.
+    # Counting them as taken until they were gone left their preemptor out of the ranking for the
+    # grace period, and the GPUs it had freed went back to the jobs it had preempted, for ever
+    # (tests/sim/test_las_livelock.py).
     budget: dict[PoolKey, int] = {key: 0 for key in snapshot.capacity.pools}
     for node in snapshot.nodes.values():
         if node.schedulable:
             budget[node.pool] = budget.get(node.pool, 0) + node.gpus
+    leaving: dict[PoolKey, int] = {}
     for r in snapshot.running.values():
-        if r.preempting:  # leaving: its GPUs are spoken for until it is gone
-            budget[r.pool] = budget.get(r.pool, 0) - r.gpus
+        if r.preempting:
+            leaving[r.pool] = leaving.get(r.pool, 0) + r.gpus
 
     def rank(r: RunningJob) -> tuple[int, float, str]:
         return (las_level(attained(r, now), th), r.job.submitted_at, r.id)
@@ -254,10 +267,10 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
     pending_level = level_of(next_pending)
     keep: set[str] = set()
     winners: list[tuple[Job, PoolKey]] = []
-    # The set that should run must itself respect the quotas: start from what is leaving and
-    # admit jobs (running or not) in rank order; a running job that no longer fits its queue's
-    # share loses its GPUs like any other (this is how LAS reclaims lent quota).
-    admissions = QuotaLedger(snapshot.queues, usage_of(r for r in snapshot.running.values() if r.preempting))
+    # The set that should run must itself respect the quotas: admit jobs (running or not) in rank
+    # order; a running job that no longer fits its queue's share loses its GPUs like any other
+    # (this is how LAS reclaims lent quota).
+    admissions = QuotaLedger(snapshot.queues, {})
     examined = 0
     i = 0
     # Merge the two rankings: whatever fits in its pool's GPU budget, in rank order, should run.
@@ -307,7 +320,8 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
                 most = max(budget.values())
         next_pending = next(pending_iter, None)
         pending_level = level_of(next_pending)
-    # Preempt, in each pool, only as many losers as the winners there cannot find free.
+    # Preempt, in each pool, only as many losers as the winners there cannot find free, now or
+    # once the jobs already leaving are gone.
     need: dict[PoolKey, int] = {}
     for job, pool in winners:
         need[pool] = need.get(pool, 0) + job.spec.gpus
@@ -315,7 +329,7 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
         for r in reversed(ranked_running):
             pool = r.pool
             short = (
-                need.get(pool, 0) - snapshot.capacity.pools[pool].free_gpus
+                need.get(pool, 0) - snapshot.capacity.pools[pool].free_gpus - leaving.get(pool, 0)
                 if pool in snapshot.capacity.pools
                 else 0
             )
@@ -333,7 +347,8 @@ def decide_las(snapshot: ClusterSnapshot, config: PolicyConfig, now: float) -> P
             )
             need[pool] = need.get(pool, 0) - r.gpus
     for job, pool in winners:
-        _admit_and_place(state, job, prefer=pool)
+        if not _admit_and_place(state, job, prefer=pool):
+            _hold_for_leavers(state, job, pool)
     return Plan(
         decisions=tuple(state.decisions),
         pending=state.pending,

@@ -71,3 +71,32 @@ def test_lower_level_first_then_arrival_and_a_job_that_does_not_fit_is_skipped()
     big = job("big").gpus(8).submitted(100.0).build()
     small = job("small").gpus(4).submitted(200.0).build()
     assert _decisions([old, big, small], [r]) == (["small"], [])
+
+
+def _leaving(job_id: str, gpus: int, first_gpu: int) -> RunningJob:
+    # Preempted earlier, in its grace period: its GPUs free up when it exits.
+    j = job(job_id).gpus(gpus).submitted(0.0).attained(50_000.0).build()
+    held = tuple(range(first_gpu, first_gpu + gpus))
+    return running(j, [(ONE[0].id, held)], NOW - 5000, on=ONE, checkpoint_interval_s=1.0, preempting=True)
+
+
+def test_a_preemptor_keeps_the_gpus_its_victims_free_while_they_exit() -> None:
+    # p (level 0, the whole node) preempted everyone; `leaver` is still in its grace period, the
+    # rest are gone and wait again. The 6 free GPUs are p's: old (level 2, 4 GPUs) must not take
+    # them, or p preempts it again once `leaver` exits, and again after every grace period — the
+    # replay that never ended (tests/sim/test_las_livelock.py).
+    leaver = _leaving("leaver", 2, first_gpu=0)
+    p = job("p").gpus(8).submitted(9000.0).build()
+    old = job("old").gpus(4).submitted(0.0).attained(50_000.0).build()
+    plan = decide(snapshot(ONE, [p, old], [leaver], config=LAS), LAS, NOW)
+    assert [d.job_id for d in plan.decisions] == []
+    assert plan.reason_for("p").detail == "waiting for 1 preempted job to exit"
+
+
+def test_the_gpus_of_jobs_already_leaving_count_as_freed_for_a_preemptor() -> None:
+    # p needs the whole node: `leaver` (2 GPUs) is already going, so only r (6 GPUs, level 2)
+    # must be preempted, now, not one grace period later; and no one more.
+    leaver = _leaving("leaver", 2, first_gpu=0)
+    r = _running("r", 6, submitted=100.0, started=NOW - 5000, first_gpu=2)
+    p = job("p").gpus(8).submitted(9000.0).build()
+    assert _decisions([p], [leaver, r]) == ([], ["r"])

@@ -19,13 +19,15 @@ from tests.policy.walks import NODES, NOW, narrow_job, pending_job, pending_jobs
 LAS = PolicyConfig(name="las")
 
 
-# A running job: its node, GPUs (from GPU 0 up), queue, how long it has run, attained GPU-seconds.
+# A running job: its node, GPUs (from GPU 0 up), queue, how long it has run, attained GPU-seconds,
+# and whether it is leaving (preempted, in its grace period).
 running_job = st.tuples(
     st.integers(0, 3),
     st.sampled_from([1, 2, 4, 8]),
     st.sampled_from(["a", "b", "c"]),
     st.sampled_from([30.0, 300.0, 5_000.0]),
     st.sampled_from([0.0, 5_000.0, 50_000.0]),
+    st.booleans(),
 )
 
 
@@ -38,7 +40,7 @@ running_job = st.tuples(
 )
 def test_a_las_cycle_that_stops_early_decides_what_a_full_walk_decides(
     rows: list,  # type: ignore[type-arg]
-    occupants: list[tuple[int, int, str, float, float]],
+    occupants: list[tuple[int, int, str, float, float, bool]],
     impossible: bool,
     depth: int,
 ) -> None:
@@ -48,13 +50,14 @@ def test_a_las_cycle_that_stops_early_decides_what_a_full_walk_decides(
         pending.append(job("huge").queue("b").gpus(8).nodes(8).submitted(NOW - 50).build())
     held: dict[int, int] = {}
     busy = []
-    for k, (at, gpus, q, ran, attained) in enumerate(occupants):
+    for k, (at, gpus, q, ran, attained, leaving) in enumerate(occupants):
         first = held.get(at, 0)
         if first + gpus > 8:
             continue  # that node has no room left for it
         held[at] = first + gpus
         r = job(f"r{k}").queue(q).gpus(gpus).attained(attained).build()
-        busy.append(running(r, [(NODES[at].id, list(range(first, first + gpus)))], NOW - ran, on=NODES))
+        where = [(NODES[at].id, list(range(first, first + gpus)))]
+        busy.append(running(r, where, NOW - ran, on=NODES, preempting=leaving))
     plain, lent = plain_and_lent(pending, busy, config)
     walked = decide(plain, config, NOW)
     decided = decide(lent, config, NOW)
@@ -85,16 +88,15 @@ def test_a_full_cluster_stops_the_walk_at_once() -> None:
 def test_the_walk_goes_on_while_a_running_job_could_keep_its_gpus_or_a_job_must_be_rejected(
     impossible: bool,
 ) -> None:
-    """Pending 2-GPU jobs of level 0 take 30 of the 31 GPUs that are not leaving, and no pending job
-    fits the last one; but a running 1-GPU job further down the ranking does: it keeps its GPU, and
-    only the 8-GPU job is preempted. An impossible job at the back of the line is rejected."""
-    leaving = running(
-        job("gone").queue("c").gpus(1).build(), [(NODES[2].id, [0])], NOW - 900, on=NODES, preempting=True
-    )
+    """A running 1-GPU job of level 0 ranks first and keeps its GPU; pending 2-GPU jobs of level 0
+    take 30 of the 31 GPUs left, and no pending job fits the last one; but a running 1-GPU job
+    further down the ranking does: it keeps its GPU, and only the 8-GPU job is preempted. An
+    impossible job at the back of the line is rejected."""
+    first = running(job("first").queue("c").gpus(1).build(), [(NODES[2].id, [0])], NOW - 900, on=NODES)
     big = job("r-big").queue("a").gpus(8).attained(50_000.0).submitted(NOW - 9_000).build()
     small = job("r-small").queue("b").gpus(1).attained(50_000.0).submitted(NOW - 8_000).build()
     busy = [
-        leaving,
+        first,
         running(big, [NODES[1].id], NOW - 5_000, on=NODES),
         running(small, [(NODES[0].id, [0])], NOW - 5_000, on=NODES),
     ]
