@@ -92,6 +92,9 @@ class CycleState:
     # victims_for's failed searches, as of (preemptors, borrowing_placements) `_failed_at`
     _failed: dict[tuple[PoolKey, str, str, int], list[tuple[int, int, bool]]] = field(default_factory=dict)
     _failed_at: tuple[int, int] = (0, 0)
+    # victims_for's last search that found victims, by job and pool: with `changes` and the very
+    # capacity index it searched (see victims_for)
+    _found: dict[tuple[str, PoolKey], tuple[int, CapacityIndex, Victims, int]] = field(default_factory=dict)
     version: int = 0  # bumps whenever `capacity` shrinks: cached reasons and fit checks expire
     changes: int = 0  # bumps with version, preemptors, reservations and claims: see epoch()
     _pools_for: dict[tuple[str, str], list[PoolKey]] = field(default_factory=dict)
@@ -253,9 +256,19 @@ class CycleState:
                     break
         if notes >= 0:
             return None, notes
+        # A search that found victims is asked again for the same job when the idle check found
+        # them and the walk then reaches the job (a third of a replay's successful searches, and
+        # each costs as much as twenty failed ones). Its answer stands while nothing it read has
+        # changed: `changes` moves with the GPUs free now, the quota, preemptions, reservations and
+        # claims; the GPUs free once the leavers are gone are an index of their own, which a hold
+        # replaces (without moving `changes` when it holds only leaving GPUs).
+        capacity = self.victim_search_capacity(pool)
+        found = self._found.get((job.id, pool))
+        if found is not None and found[0] == self.changes and found[1] is capacity:
+            return found[2], found[3]
         victims, notes = search_victims(
             self.snapshot,
-            self.victim_search_capacity(pool),
+            capacity,
             self.ledger,
             job,
             pool,
@@ -266,8 +279,11 @@ class CycleState:
             self.taken_gpus.get(pool.gpu_type, {}),
             self.preempted_refunds.get(pool.gpu_type),
         )
-        if victims is None and not notes & (CUT | NO_VICTIM_NEEDED):
-            narrower.append((n, g, bool(notes & LEFT_OUT)))
+        if victims is None:
+            if not notes & (CUT | NO_VICTIM_NEEDED):
+                narrower.append((n, g, bool(notes & LEFT_OUT)))
+        else:
+            self._found[(job.id, pool)] = (self.changes, capacity, victims, notes)
         return victims, notes
 
     def no_victims_known(self, job: Job, pool: PoolKey) -> bool:
