@@ -38,6 +38,10 @@ from scheduler.policy.place import find_allocation
 from scheduler.policy.quota import QuotaLedger
 
 _PRIORITY, _RECLAIM, _SERVICE = 0, 1, 2  # why a candidate may be preempted (indexes PREEMPT_RULES)
+# The rules that take a candidate as a bit set (bit w for rule w), and each set as the rules in it.
+_WHYS: tuple[tuple[int, ...], ...] = tuple(
+    tuple(w for w in (_PRIORITY, _RECLAIM, _SERVICE) if bits >> w & 1) for bits in range(8)
+)
 CUT, LEFT_OUT, NO_VICTIM_NEEDED = 1, 2, 4  # search_victims' notes
 # A search first asks whether every candidate a rule could take would do, in a pool of at most
 # this many times max_victims candidates: one pass over them, cheaper than costing and sorting them
@@ -452,22 +456,21 @@ def search_victims(
             lends_back = over > 0
             if not lends_back and r.queue in borrowed:
                 notes |= LEFT_OUT  # perhaps: it may still qualify by another rule
-        whys: list[int] = []
-        if not c.protected and preempts_lower and c.value < value and (same_queue or within_nominal):
-            whys.append(_PRIORITY)
-        if not same_queue and within_nominal and lends_back:
-            whys.append(_RECLAIM)
-        if (
-            not c.protected
-            and config.service_preemption
-            and c.value <= value
-            and c.level > level
-            and (same_queue or lends_back or within_nominal)
-        ):
-            whys.append(_SERVICE)
-        if not whys:
+        rules = _rules_taking(
+            c.protected,
+            c.value,
+            c.level,
+            same_queue,
+            lends_back,
+            value,
+            level,
+            preempts_lower,
+            within_nominal,
+            config.service_preemption,
+        )
+        if not rules:
             continue
-        candidates.append((r, tuple(whys)))
+        candidates.append((r, _WHYS[rules]))
         if not same_queue:
             borrows[r.queue] -= r.gpus  # what its queue borrows once it is gone too
         if len(candidates) >= config.max_victims:
@@ -526,6 +529,39 @@ def search_victims(
     return victims, notes
 
 
+def _rules_taking(
+    protected: bool,
+    c_value: int,
+    c_level: int,
+    same_queue: bool,
+    lends_back: bool,
+    value: int,
+    level: int,
+    preempts_lower: bool,
+    within_nominal: bool,
+    service: bool,
+) -> int:
+    """The rules that may take a candidate (its class value and service level, whether it is
+    protected, of the job's queue, or of a queue that borrows) for a job of class value `value`
+    and level `level`, as a bit set (bit w for rule w; 0: none): a higher class (a lower one may
+    not preempt, and another queue's job only while the job's queue stays within its quota), a
+    reclaim of lent quota, or less attained service (Tiresias)."""
+    rules = 0
+    if not protected and preempts_lower and c_value < value and (same_queue or within_nominal):
+        rules |= 1 << _PRIORITY
+    if not same_queue and within_nominal and lends_back:
+        rules |= 1 << _RECLAIM
+    if (
+        not protected
+        and service
+        and c_value <= value
+        and c_level > level
+        and (same_queue or lends_back or within_nominal)
+    ):
+        rules |= 1 << _SERVICE
+    return rules
+
+
 def _fits_with_all(
     capacity: CapacityIndex,
     ledger: QuotaLedger,
@@ -561,16 +597,17 @@ def _fits_with_all(
                     ledger.over_nominal(r.queue, pool.gpu_type) - taken_gpus.get(r.queue, 0) > 0
                 )
             lends_back = known
-        if not (
-            (not protected and preempts_lower and c_value < value and (same_queue or within_nominal))
-            or (not same_queue and within_nominal and lends_back)
-            or (
-                not protected
-                and service
-                and c_value <= value
-                and c_level > level
-                and (same_queue or lends_back or within_nominal)
-            )
+        if not _rules_taking(
+            protected,
+            c_value,
+            c_level,
+            same_queue,
+            lends_back,
+            value,
+            level,
+            preempts_lower,
+            within_nominal,
+            service,
         ):
             continue
         if freed.holds(r):
